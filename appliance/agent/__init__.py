@@ -1,0 +1,1 @@
+"""The agent process: the scheduler and the perceive -> decide -> act loop."""

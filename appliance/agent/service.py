@@ -1,0 +1,44 @@
+"""The agent service: runs the scheduler; for now its one job is a heartbeat over the others."""
+
+from __future__ import annotations
+
+import asyncio
+
+from appliance.agent.scheduler import Scheduler
+from appliance.ipc.errors import IpcError
+from appliance.ipc.messages import HEALTH, ServiceName, ServiceState
+from appliance.runtime.service import Service
+
+WATCHED: tuple[ServiceName, ...] = ("store", "engine", "mqtt")
+
+
+class AgentService(Service):
+    name = "agent"
+
+    scheduler: Scheduler | None = None
+    beats = 0
+
+    async def start(self) -> None:
+        self.scheduler = Scheduler(self.log)
+        self.scheduler.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+
+    async def _state_of(self, name: ServiceName) -> str | None:
+        """None when the peer is fine, else a short reason."""
+        try:
+            health = await self.peer(name).call(HEALTH, timeout_s=2.0)
+        except IpcError as exc:
+            return str(exc)
+        return None if health.state is ServiceState.READY else f"{name} {health.state.value}"
+
+    async def heartbeat(self) -> None:
+        self.beats += 1
+        problems = [p for p in await asyncio.gather(*(self._state_of(n) for n in WATCHED)) if p]
+        self.log.debug("heartbeat %d", self.beats, extra={"HEARTBEAT": self.beats})
+        if problems:
+            self.set_state(ServiceState.DEGRADED, "; ".join(problems))
+        else:
+            self.set_state(ServiceState.READY, f"heartbeat every {self.config.agent.heartbeat_interval_s:g} s")

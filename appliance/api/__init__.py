@@ -1,0 +1,1 @@
+"""The api process: the control plane (REST + WebSocket) and the web admin page."""

@@ -1,0 +1,275 @@
+"""The appliance's one configuration model, loaded once from one YAML file.
+
+Every section rejects unknown keys, so a typo is an error rather than a silently ignored
+setting. `load_config` turns every problem into a `ConfigError` whose message is one line
+naming the key path (``mqtt.port``) and what is wrong with it; the CLI exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from appliance.validation import describe_validation_error
+
+DEFAULT_CONFIG_PATH = Path("config/agent.yaml")
+CONFIG_ENV = "APPLIANCE_CONFIG"
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line naming the key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= exports STATE_DIRECTORY; a root developer gets the FHS path,
+    # anyone else a per-user directory, so `make run` never needs sudo.
+    if env := os.environ.get("STATE_DIRECTORY"):
+        return Path(env.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/appliance")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
+    return Path(xdg) / "appliance"
+
+
+def _default_runtime_dir() -> Path:
+    if env := os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(env.split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/run/appliance")
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / "appliance"
+    return Path(f"/tmp/appliance-{os.geteuid()}")
+
+
+class MemoryConfig(_Section):
+    """Long-term memory (reference design keys)."""
+
+    vector_dim: int = Field(384, ge=8, le=4096, description="embedding dimension of every memory")
+    # sqlite-vec has no HNSW; "hnsw" is accepted so the reference design's file loads, and is
+    # served by the same exact index as "flat" until the memory issue lands its ANN method.
+    index_type: Literal["flat", "hnsw"] = "flat"
+    storage_path: Path | None = Field(None, description="directory of memory.db; default <state_dir>/memory")
+
+    @field_validator("index_type", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class ResourceConfig(_Section):
+    max_concurrency: int = Field(4, ge=1, le=64, description="generation streams served at once")
+    gpu_enabled: bool = Field(True, description="offload to a GPU when llama.cpp was built with one")
+    gpu_fraction: float = Field(0.7, gt=0.0, le=1.0, description="share of free GPU memory to use")
+
+
+class SecurityConfig(_Section):
+    auth_required: bool = True
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 secret; unset means an Ed25519 key made on first start"
+    )
+    token_ttl_s: int = Field(86_400, ge=60, le=365 * 86_400)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError(
+                "must be at least 32 bytes (HS256 needs a 256-bit key); "
+                "leave it unset to sign with an Ed25519 key instead"
+            )
+        return value
+
+
+class EngineConfig(_Section):
+    chat_model: Path | None = Field(None, description="GGUF chat model; default <state_dir>/models/chat.gguf")
+    embedding_model: Path | None = Field(
+        None, description="GGUF embedding model; default <state_dir>/models/embedding.gguf"
+    )
+    n_ctx: int = Field(2048, ge=128, le=1 << 20)
+    n_threads: int | None = Field(None, ge=1, le=512, description="unset: all cores")
+    load_timeout_s: float = Field(600.0, gt=0, le=3600)
+
+
+class TlsClientConfig(_Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip broker certificate verification (testing only)")
+
+
+def _check_topic_filter(topic: str) -> str:
+    """MQTT 3.1.1 section 4.7 rules for a subscription filter."""
+    if not topic or len(topic.encode()) > 65_535 or "\0" in topic:
+        raise ValueError(f"invalid MQTT topic filter {topic!r}: empty, too long or contains NUL")
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            raise ValueError(f"invalid MQTT topic filter {topic!r}: '#' must be the whole last level")
+        if "+" in level and level != "+":
+            raise ValueError(f"invalid MQTT topic filter {topic!r}: '+' must be a whole level")
+    return topic
+
+
+class MqttConfig(_Section):
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(1883, ge=1, le=65_535)
+    tls: TlsClientConfig = TlsClientConfig()
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = Field(None, max_length=128)
+    topics: list[str] = Field(default_factory=lambda: ["devices/+/events"], min_length=1, max_length=64)
+    qos: Literal[0, 1, 2] = 1
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    max_payload_bytes: int = Field(64 * 1024, ge=64, le=16 << 20)
+
+    @field_validator("topics")
+    @classmethod
+    def _valid_filters(cls, value: list[str]) -> list[str]:
+        return [_check_topic_filter(t) for t in value]
+
+
+class ApiTlsConfig(_Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> ApiTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be set together")
+        return self
+
+
+class ApiConfig(_Section):
+    host: str = Field("0.0.0.0", min_length=1, description="all interfaces: staff reach the admin page")
+    port: int = Field(8080, ge=1, le=65_535)
+    tls: ApiTlsConfig = ApiTlsConfig()
+    max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+
+
+class IpcConfig(_Section):
+    timeout_s: float = Field(10.0, gt=0, le=600, description="default deadline of one IPC call")
+    max_frame_bytes: int = Field(4 << 20, ge=4096, le=256 << 20)
+
+
+class AgentConfig(_Section):
+    heartbeat_interval_s: float = Field(30.0, ge=0.1, le=86_400)
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class PathsConfig(_Section):
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    runtime_dir: Path = Field(default_factory=_default_runtime_dir)
+
+
+class ApplianceConfig(_Section):
+    memory: MemoryConfig = MemoryConfig()
+    resource: ResourceConfig = ResourceConfig()
+    security: SecurityConfig = SecurityConfig()
+    engine: EngineConfig = EngineConfig()
+    mqtt: MqttConfig = MqttConfig()
+    api: ApiConfig = ApiConfig()
+    ipc: IpcConfig = IpcConfig()
+    agent: AgentConfig = AgentConfig()
+    logging: LoggingConfig = LoggingConfig()
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.memory.storage_path or self.paths.state_dir / "memory"
+
+    @property
+    def chat_model_path(self) -> Path:
+        return self.engine.chat_model or self.paths.state_dir / "models" / "chat.gguf"
+
+    @property
+    def embedding_model_path(self) -> Path:
+        return self.engine.embedding_model or self.paths.state_dir / "models" / "embedding.gguf"
+
+    def socket_path(self, service: str) -> Path:
+        return self.paths.runtime_dir / f"{service}.sock"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, defaults filled in, secrets as asterisks."""
+        data = self.model_dump(mode="json")
+        data["memory"]["storage_path"] = str(self.memory_dir)
+        data["engine"]["chat_model"] = str(self.chat_model_path)
+        data["engine"]["embedding_model"] = str(self.embedding_model_path)
+        return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one silently."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            mark = key_node.start_mark
+            raise ConfigError(f"line {mark.line + 1}: duplicate key {key!r}")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def parse_config(text: str, source: str = "<config>") -> ApplianceConfig:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f":{where.line + 1}:{where.column + 1}" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}{at}: YAML syntax error: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: (top level): expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return ApplianceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def resolve_config_path(cli_path: str | None) -> Path:
+    return Path(cli_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path) -> ApplianceConfig:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse_config(text, str(path))

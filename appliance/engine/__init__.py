@@ -1,0 +1,1 @@
+"""The engine process: llama.cpp (llama-cpp-python) generation and embeddings."""

@@ -1,0 +1,25 @@
+"""The one way processes talk: typed messages over Unix sockets (HTTP + JSON, aiohttp)."""
+
+from appliance.ipc.client import IpcClient
+from appliance.ipc.errors import (
+    BadRequest,
+    IpcError,
+    IpcTimeout,
+    NotFound,
+    ServiceDown,
+    TooLarge,
+    Unavailable,
+)
+from appliance.ipc.server import IpcServer
+
+__all__ = [
+    "BadRequest",
+    "IpcClient",
+    "IpcError",
+    "IpcServer",
+    "IpcTimeout",
+    "NotFound",
+    "ServiceDown",
+    "TooLarge",
+    "Unavailable",
+]

@@ -1,0 +1,56 @@
+"""Errors of IPC calls, the same on both ends: a server raises them, a client gets them back."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class IpcError(Exception):
+    """Base of every IPC failure. ``code`` travels on the wire; ``status`` is its HTTP status."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+
+
+class BadRequest(IpcError):
+    code = "bad_request"
+    status = 400
+
+
+class NotFound(IpcError):
+    code = "not_found"
+    status = 404
+
+
+class TooLarge(IpcError):
+    code = "too_large"
+    status = 413
+
+
+class Unavailable(IpcError):
+    """The service is up but cannot do this now (no model loaded, dependency down)."""
+
+    code = "unavailable"
+    status = 503
+
+
+class ServiceDown(IpcError):
+    """The peer cannot be reached at all: no socket, nobody listening, connection dropped."""
+
+    code = "service_down"
+    status = 502
+
+
+class IpcTimeout(IpcError):
+    code = "timeout"
+    status = 504
+
+
+_BY_CODE: dict[str, type[IpcError]] = {
+    cls.code: cls
+    for cls in (IpcError, BadRequest, NotFound, TooLarge, Unavailable, ServiceDown, IpcTimeout)
+}
+
+
+def error_from_wire(code: str, message: str) -> IpcError:
+    return _BY_CODE.get(code, IpcError)(message)

@@ -1,0 +1,171 @@
+"""Every message that crosses a process boundary, defined once and shared by both ends.
+
+An `Endpoint` names a method of one service together with its request and response types, so
+the server's handler and the client's call are checked against the same declaration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+ServiceName = Literal["store", "engine", "mqtt", "agent", "api"]
+# Dependency order: each service only calls services listed before it (the api reads all).
+SERVICE_NAMES: tuple[ServiceName, ...] = ("store", "engine", "mqtt", "agent", "api")
+
+MAX_TEXT_CHARS = 64 * 1024
+MAX_PROMPT_CHARS = 256 * 1024
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[Req, Resp]):
+    """One IPC method: served at ``/v1/<method>`` on the owning service's socket."""
+
+    method: str
+    request: type[Req]
+    response: type[Resp]
+    streaming: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"/v1/{self.method}"
+
+
+class Empty(Message):
+    pass
+
+
+class ServiceState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DEGRADED = "degraded"
+    STOPPING = "stopping"
+    DOWN = "down"  # reported by a peer that cannot reach the service at all
+
+
+class ServiceHealth(Message):
+    name: ServiceName
+    state: ServiceState
+    version: str
+    uptime_s: float
+    pid: int | None = None
+    detail: str = ""
+
+
+def _finite(vector: list[float]) -> list[float]:
+    for i, value in enumerate(vector):
+        if not math.isfinite(value):
+            raise ValueError(f"element {i} is {value}: vectors must be finite")
+    return vector
+
+
+Vector = Annotated[list[float], Field(min_length=1, max_length=4096), AfterValidator(_finite)]
+
+
+# --- engine -------------------------------------------------------------------------------
+
+
+class GenerateRequest(Message):
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    max_tokens: int = Field(128, ge=1, le=8192)
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+
+    @field_validator("stop")
+    @classmethod
+    def _short_stops(cls, value: list[str]) -> list[str]:
+        for s in value:
+            if not 0 < len(s) <= 64:
+                raise ValueError("each stop sequence must be 1 to 64 characters")
+        return value
+
+
+class GenerateChunk(Message):
+    """One streamed piece of a completion; the last one has ``done`` set and the totals."""
+
+    index: int
+    text: str = ""
+    done: bool = False
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_ms: float = 0.0
+
+
+class EmbedRequest(Message):
+    texts: list[str] = Field(min_length=1, max_length=64)
+
+    @field_validator("texts")
+    @classmethod
+    def _bounded(cls, value: list[str]) -> list[str]:
+        for i, text in enumerate(value):
+            if not 0 < len(text) <= MAX_TEXT_CHARS:
+                raise ValueError(f"texts[{i}] must be 1 to {MAX_TEXT_CHARS} characters")
+        return value
+
+
+class EmbedResponse(Message):
+    dim: int
+    vectors: list[list[float]]
+
+
+# --- store --------------------------------------------------------------------------------
+
+MemoryKind = Literal["event", "fact", "conversation", "document"]
+
+
+class MemoryIn(Message):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    kind: MemoryKind = "event"
+    source: str = Field("", max_length=256)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    embedding: Vector | None = None
+
+
+class MemoryRecord(MemoryIn):
+    id: int
+    created_at: float
+
+
+class MemoryId(Message):
+    id: int = Field(ge=1)
+
+
+class SearchRequest(Message):
+    embedding: Vector
+    k: int = Field(10, ge=1, le=100)
+
+
+class SearchHit(Message):
+    distance: float
+    record: MemoryRecord
+
+
+class SearchResponse(Message):
+    hits: list[SearchHit]
+
+
+# --- the catalogue ------------------------------------------------------------------------
+
+HEALTH = Endpoint("health", Empty, ServiceHealth)
+
+ENGINE_GENERATE = Endpoint("generate", GenerateRequest, GenerateChunk, streaming=True)
+ENGINE_EMBED = Endpoint("embed", EmbedRequest, EmbedResponse)
+
+STORE_REMEMBER = Endpoint("remember", MemoryIn, MemoryId)
+STORE_GET = Endpoint("get", MemoryId, MemoryRecord)
+STORE_SEARCH = Endpoint("search", SearchRequest, SearchResponse)

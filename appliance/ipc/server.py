@@ -1,0 +1,138 @@
+"""The server half of IPC: typed endpoints served as HTTP over a Unix socket (aiohttp).
+
+Requests are ``POST /v1/<method>`` with a JSON body (``GET`` works for endpoints whose request
+has no required fields, so ``curl --unix-socket`` can inspect any service). Plain responses
+are one JSON object; streaming responses are newline-delimited JSON. Failures are a JSON body
+``{"error": {"code": ..., "message": ...}}`` with a matching status, and a log line; a bad
+frame never takes the service down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from appliance.ipc.errors import BadRequest, IpcError, NotFound, TooLarge
+from appliance.ipc.messages import Endpoint, Message, Req, Resp
+from appliance.ipc.sockets import remove_socket_file
+from appliance.validation import describe_validation_error
+
+Handler = Callable[[Req], Awaitable[Resp]]
+StreamHandler = Callable[[Req], AsyncIterator[Resp]]
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(error: IpcError) -> bytes:
+    return json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
+
+
+def error_response(error: IpcError) -> web.Response:
+    return web.Response(status=error.status, body=error_body(error), content_type="application/json")
+
+
+class IpcServer:
+    def __init__(self, service: str, max_frame_bytes: int, log: logging.Logger) -> None:
+        self.service = service
+        self._log = log
+        self._app = web.Application(client_max_size=max_frame_bytes, middlewares=[self._errors_as_json])
+        self._runner: web.AppRunner | None = None
+        self._socket: socket.socket | None = None
+
+    def add(self, endpoint: Endpoint[Req, Resp], handler: Handler[Req, Resp]) -> None:
+        assert not endpoint.streaming, endpoint
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            reply = await handler(await self._parse(request, endpoint))
+            return web.Response(body=reply.model_dump_json(), content_type="application/json")
+
+        self._route(endpoint, serve)
+
+    def add_stream(self, endpoint: Endpoint[Req, Resp], handler: StreamHandler[Req, Resp]) -> None:
+        assert endpoint.streaming, endpoint
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            items = handler(await self._parse(request, endpoint))
+            try:
+                # The first item is awaited before any header goes out, so a request that fails
+                # at once (no model, bad prompt) still gets a proper error status.
+                first = await anext(items, None)
+                response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+                await response.prepare(request)
+                await self._pump(response, first, items)
+                return response
+            finally:
+                await items.aclose()  # a client that went away stops the producer here
+
+        self._route(endpoint, serve)
+
+    async def _pump(self, response: web.StreamResponse, first: Message | None, items: AsyncIterator[Message]) -> None:
+        try:
+            if first is not None:
+                await response.write(first.model_dump_json().encode() + b"\n")
+                async for item in items:
+                    await response.write(item.model_dump_json().encode() + b"\n")
+        except (ConnectionResetError, ConnectionError):
+            self._log.info("stream client disconnected", extra={"SERVICE": self.service})
+            return
+        except IpcError as exc:
+            await response.write(error_body(exc) + b"\n")
+        except Exception:
+            self._log.exception("stream handler failed")
+            await response.write(error_body(IpcError("internal error; see the service log")) + b"\n")
+        await response.write_eof()
+
+    def _route(self, endpoint: Endpoint[Any, Any], serve: AiohttpHandler) -> None:
+        self._app.router.add_post(endpoint.path, serve)
+        if not any(f.is_required() for f in endpoint.request.model_fields.values()):
+            self._app.router.add_get(endpoint.path, serve)
+
+    async def _parse(self, request: web.Request, endpoint: Endpoint[Req, Any]) -> Req:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise TooLarge(f"{endpoint.method}: request of {exc.actual_size} bytes exceeds the "
+                           f"{exc.max_size}-byte frame limit") from None
+        try:
+            return endpoint.request.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            raise BadRequest(f"{endpoint.method}: {describe_validation_error(exc)}") from None
+
+    @web.middleware
+    async def _errors_as_json(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except IpcError as exc:
+            level = logging.ERROR if exc.status >= 500 else logging.WARNING
+            self._log.log(level, "ipc %s %s: %s", request.method, request.path, exc,
+                          extra={"IPC_PATH": request.path, "IPC_ERROR": exc.code})
+            return error_response(exc)
+        except web.HTTPException as exc:
+            if exc.status == 404:
+                return error_response(NotFound(f"no IPC method at {request.path} on {self.service}"))
+            if exc.status == 405:
+                return error_response(BadRequest(f"{request.method} not allowed on {request.path}"))
+            raise
+        except Exception:
+            self._log.exception("ipc handler for %s failed", request.path)
+            return error_response(IpcError("internal error; see the service log"))
+
+    async def start(self, sock: socket.socket, *, owned: bool = True) -> None:
+        """Serve on ``sock``; ``owned`` sockets have their file removed on stop (systemd's not)."""
+        self._socket = sock if owned else None
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._socket is not None:
+            remove_socket_file(self._socket)
+            self._socket = None

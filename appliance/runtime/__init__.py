@@ -1,0 +1,1 @@
+"""What every service process shares: lifecycle, sd_notify, watchdog and logging."""

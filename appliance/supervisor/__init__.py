@@ -1,0 +1,1 @@
+"""The developer's supervisor: `appliance run` (systemd's job on a real box)."""

@@ -1,0 +1,20 @@
+"""One wording for validation failures, used for config files and for every external input."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """``key.path: what is wrong (got value)`` for the first problem, and how many more."""
+    problems = error.errors()
+    first = problems[0]
+    path = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] not in ("missing", "json_invalid") and "input" in first:
+        shown = repr(first["input"])
+        message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+    more = len(problems) - 1
+    return f"{path}: {message}" + (f" [and {more} more]" if more else "")
