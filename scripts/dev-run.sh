@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make run`: provision demo models where none are configured, make sure a broker listens
+# where the config points (starting a local mosquitto if it is 127.0.0.1 and nobody listens),
+# then run all five services under the development supervisor in the foreground.
+set -euo pipefail
+config=${1:-config/agent.yaml}
+bin=.venv/bin
+
+"$bin/appliance" --config "$config" config check
+"$bin/appliance" --config "$config" model demo
+
+read -r host port < <("$bin/python" - "$config" <<'PY'
+import sys
+from pathlib import Path
+from appliance.config import load_config
+c = load_config(Path(sys.argv[1]))
+print(c.mqtt.host, c.mqtt.port)
+PY
+)
+
+broker_pid=
+if [[ $host == 127.0.0.1 || $host == localhost ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
+    echo "installing mosquitto with apt-get" >&2
+    sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_=sudo
+    $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq mosquitto
+  fi
+  mkdir -p var
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > var/mosquitto.conf
+  "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c var/mosquitto.conf &
+  broker_pid=$!
+  echo "started mosquitto on 127.0.0.1:$port (pid $broker_pid)" >&2
+fi
+trap '[[ -n $broker_pid ]] && kill $broker_pid 2>/dev/null' EXIT
+
+"$bin/appliance" --config "$config" run
