@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +21,6 @@ from pydantic import ValidationError
 
 from appliance.ipc.errors import BadRequest, IpcError, NotFound, TooLarge
 from appliance.ipc.messages import Endpoint, Message, Req, Resp
-from appliance.ipc.sockets import remove_socket_file
 from appliance.validation import describe_validation_error
 
 Handler = Callable[[Req], Awaitable[Resp]]
@@ -40,9 +40,10 @@ class IpcServer:
     def __init__(self, service: str, max_frame_bytes: int, log: logging.Logger) -> None:
         self.service = service
         self._log = log
+        self._max_frame_bytes = max_frame_bytes
         self._app = web.Application(client_max_size=max_frame_bytes, middlewares=[self._errors_as_json])
         self._runner: web.AppRunner | None = None
-        self._socket: socket.socket | None = None
+        self._socket_file: Path | None = None
 
     def add(self, endpoint: Endpoint[Req, Resp], handler: Handler[Req, Resp]) -> None:
         assert not endpoint.streaming, endpoint
@@ -95,9 +96,9 @@ class IpcServer:
     async def _parse(self, request: web.Request, endpoint: Endpoint[Req, Any]) -> Req:
         try:
             body = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise TooLarge(f"{endpoint.method}: request of {exc.actual_size} bytes exceeds the "
-                           f"{exc.max_size}-byte frame limit") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise TooLarge(f"{endpoint.method}: request exceeds the "
+                           f"{self._max_frame_bytes}-byte frame limit") from None
         try:
             return endpoint.request.model_validate_json(body or b"{}")
         except ValidationError as exc:
@@ -124,7 +125,8 @@ class IpcServer:
 
     async def start(self, sock: socket.socket, *, owned: bool = True) -> None:
         """Serve on ``sock``; ``owned`` sockets have their file removed on stop (systemd's not)."""
-        self._socket = sock if owned else None
+        # Remember the path now: once aiohttp closes the socket, getsockname() no longer works.
+        self._socket_file = Path(sock.getsockname()) if owned and sock.getsockname() else None
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
@@ -133,6 +135,6 @@ class IpcServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._socket is not None:
-            remove_socket_file(self._socket)
-            self._socket = None
+        if self._socket_file is not None:
+            self._socket_file.unlink(missing_ok=True)
+            self._socket_file = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from pathlib import Path
@@ -66,9 +65,3 @@ def bind_unix_socket(path: Path, backlog: int = 128) -> socket.socket:
     sock.setblocking(False)
     return sock
 
-
-def remove_socket_file(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        name = sock.getsockname()
-        if isinstance(name, str) and name:
-            Path(name).unlink(missing_ok=True)

@@ -1,0 +1,91 @@
+"""The `appliance` command as a user runs it: a real process, real exit codes, real output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.conftest import write_config
+
+
+def appliance(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True,
+                          timeout=60, env=env, check=False)
+
+
+def test_config_check_ok(config_file: Path) -> None:
+    result = appliance("--config", str(config_file), "config", "check")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "bad.yaml", {"mqtt": {"port": "x"}})
+    for args in (["--config", str(bad), "config", "check"], ["--config", str(tmp_path / "nope.yaml"), "run"]):
+        result = appliance(*args)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "config error" in result.stderr
+
+
+def test_config_from_environment(tmp_path: Path) -> None:
+    bad = write_config(tmp_path / "env.yaml", {"api": {"nope": 1}})
+    import os
+
+    result = appliance("config", "check", env={**os.environ, "APPLIANCE_CONFIG": str(bad)})
+    assert result.returncode == 2
+    assert "api.nope: unknown key" in result.stderr
+
+
+def test_config_show_redacts(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "a.yaml", {"mqtt": {"password": "hunter2"},
+                                              "paths": {"state_dir": str(tmp_path)}})
+    result = appliance("--config", str(path), "config", "show")
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "password: '**********'" in result.stdout
+    assert f"chat_model: {tmp_path}/models/chat.gguf" in result.stdout
+
+
+def test_token_create_prints_a_verifiable_token_last(config_file: Path) -> None:
+    result = appliance("--config", str(config_file), "token", "create", "--role", "operator")
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["role"] == "operator"
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+    key = config_file.parent / "state/keys/jwt-ed25519.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("args", [
+    ["--role", "root"],
+    ["--role", "admin", "--subject", "x; rm -rf /"],
+    ["--role", "admin", "--subject", "a" * 500],
+    ["--role", "admin", "--ttl", "5"],
+    ["--role", "admin", "--ttl", "999999999"],
+    ["--role", "admin", "--ttl", "soon"],
+])
+def test_token_create_rejects_bad_arguments(config_file: Path, args: list[str]) -> None:
+    result = appliance("--config", str(config_file), "token", "create", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+
+
+def test_unknown_command_and_service(config_file: Path) -> None:
+    assert appliance("--config", str(config_file), "serve", "kernel").returncode == 2
+    assert appliance("--config", str(config_file), "frobnicate").returncode == 2
+
+
+def test_model_demo_writes_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "a.yaml", {"paths": {"state_dir": str(tmp_path / "s")}})
+    first = appliance("--config", str(path), "model", "demo")
+    assert first.returncode == 0, first.stderr
+    assert "noise" in first.stdout
+    assert (tmp_path / "s/models/chat.gguf").read_bytes()[:4] == b"GGUF"
+    again = appliance("--config", str(path), "model", "demo")
+    assert "kept" in again.stdout
