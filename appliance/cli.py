@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 import yaml

@@ -25,7 +25,7 @@ HealthSource = Callable[[], Awaitable[list[ServiceHealth]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATIC_DIR = Path(__file__).parent / "static"
-CLAIMS_KEY = web.AppKey("claims", Claims)
+CLAIMS_KEY = web.RequestKey("claims", Claims)
 PUBLIC = {("GET", "/api/v1/health"), ("POST", "/api/v1/health")}  # POST checks its body's token
 
 

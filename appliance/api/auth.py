@@ -94,13 +94,13 @@ class TokenAuthority:
         now = int(time.time())
         claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "role": role.value,
                   "iat": now, "nbf": now, "exp": now + ttl_s, "jti": secrets.token_hex(16)}
-        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)  # type: ignore[arg-type]
+        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     def verify(self, token: str) -> Claims:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenError("token is empty or longer than 8192 characters")
         try:
-            data = jwt.decode(token, self._verify_key, algorithms=[self.algorithm],  # type: ignore[arg-type]
+            data = jwt.decode(token, self._verify_key, algorithms=[self.algorithm],
                               audience=AUDIENCE, issuer=ISSUER,
                               options={"require": ["exp", "iat", "sub", "aud", "iss"]})
         except jwt.ExpiredSignatureError:

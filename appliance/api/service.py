@@ -10,7 +10,7 @@ from aiohttp import web
 from appliance.api.app import build_app
 from appliance.api.auth import TokenAuthority
 from appliance.ipc.errors import IpcError
-from appliance.ipc.messages import HEALTH, SERVICE_NAMES, ServiceHealth, ServiceState
+from appliance.ipc.messages import HEALTH, SERVICE_NAMES, ServiceHealth, ServiceName, ServiceState
 from appliance.runtime.service import Service
 
 PEER_HEALTH_TIMEOUT_S = 2.0
@@ -41,13 +41,13 @@ class ApiService(Service):
         if self.runner is not None:
             await self.runner.cleanup()
 
-    async def _peer_health(self, name: str) -> ServiceHealth:
+    async def _peer_health(self, name: ServiceName) -> ServiceHealth:
         if name == self.name:
             return self.health()
         try:
-            return await self.peer(name).call(HEALTH, timeout_s=PEER_HEALTH_TIMEOUT_S)  # type: ignore[arg-type]
+            return await self.peer(name).call(HEALTH, timeout_s=PEER_HEALTH_TIMEOUT_S)
         except IpcError as exc:
-            return ServiceHealth(name=name, state=ServiceState.DOWN, version="", uptime_s=0.0,  # type: ignore[arg-type]
+            return ServiceHealth(name=name, state=ServiceState.DOWN, version="", uptime_s=0.0,
                                  detail=str(exc))
 
     async def collect_health(self) -> list[ServiceHealth]:

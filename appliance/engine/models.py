@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import llama_cpp
 
@@ -74,7 +74,7 @@ class ChatModel:
                              "tokens including the reply")
         return count
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         async with self._lock:
             started = time.monotonic()
             prompt_tokens = self._prompt_tokens(request.prompt)
@@ -110,7 +110,7 @@ class ChatModel:
                 request.prompt, max_tokens=request.max_tokens, temperature=request.temperature,
                 top_p=request.top_p, seed=request.seed, stop=request.stop, stream=True,
                 stopping_criteria=llama_cpp.StoppingCriteriaList([stop_if_cancelled]))
-            for part in stream:
+            for part in cast(Iterator[dict[str, Any]], stream):
                 choice = part["choices"][0]
                 loop.call_soon_threadsafe(queue.put_nowait, {
                     "text": choice["text"], "finish_reason": choice["finish_reason"]})

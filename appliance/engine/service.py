@@ -6,7 +6,7 @@ the reason, and answers the affected calls with `unavailable`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from appliance.engine.models import ChatModel, EmbeddingModel, ModelFileError, gpu_layers
 from appliance.ipc.errors import Unavailable
@@ -59,7 +59,7 @@ class EngineService(Service):
         else:
             self.set_state(ServiceState.READY, f"chat {chat_path.name}, gpu layers {layers}")
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         if self.chat is None:
             raise Unavailable("no chat model loaded; see the engine's health detail")
         async for chunk in self.chat.generate(request):

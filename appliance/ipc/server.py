@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from appliance.ipc.messages import Endpoint, Message, Req, Resp
 from appliance.validation import describe_validation_error
 
 Handler = Callable[[Req], Awaitable[Resp]]
-StreamHandler = Callable[[Req], AsyncIterator[Resp]]
+StreamHandler = Callable[[Req], AsyncGenerator[Resp, None]]
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

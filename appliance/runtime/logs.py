@@ -40,8 +40,8 @@ class FieldsFormatter(logging.Formatter):
 
 def setup_logging(identifier: str, level: str = "info") -> None:
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if stderr_is_journal():
         from systemd.journal import JournalHandler

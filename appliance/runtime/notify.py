@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from systemd import daemon
+from systemd import daemon  # type: ignore[attr-defined]
 
 log = logging.getLogger("appliance.notify")
 

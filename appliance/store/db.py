@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import apsw
 import sqlite_vec
@@ -47,6 +48,7 @@ class MemoryDB:
             raise StoreError(f"{self.path} has schema {version}, newer than this release's {SCHEMA_VERSION}")
         with self.conn:
             if version < 1:
+                # Only the validated integer dimension is interpolated (DDL cannot take parameters).
                 self.conn.execute(f"""
                     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                     INSERT INTO meta VALUES ('vector_dim', '{int(self.vector_dim)}');
@@ -63,7 +65,7 @@ class MemoryDB:
                         embedding float[{int(self.vector_dim)}] distance_metric=cosine
                     );
                     PRAGMA user_version = 1;
-                """)
+                """)  # noqa: S608
         stored = int(self._scalar("SELECT value FROM meta WHERE key = 'vector_dim'"))
         if stored != self.vector_dim:
             raise StoreError(f"{self.path} holds {stored}-dim vectors but memory.vector_dim is "
@@ -109,9 +111,9 @@ class MemoryDB:
             "ORDER BY distance", (sqlite_vec.serialize_float32(vector), k)).fetchall()
         hits = []
         for memory_id, distance in rows:
-            record = self.get(memory_id)
+            record = self.get(cast(int, memory_id))
             if record is not None:
-                hits.append((float(distance), record))
+                hits.append((cast(float, distance), record))
         return hits
 
     def count(self) -> int:

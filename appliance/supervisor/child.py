@@ -70,7 +70,7 @@ class Child:
         self.notify_path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(self.notify_path))
-        os.chmod(self.notify_path, 0o600)
+        self.notify_path.chmod(0o600)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _NotifyProtocol(self), sock=sock)
         self._transport = transport

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from appliance.ipc import BadRequest, IpcClient, IpcServer, IpcTimeout, NotFound, ServiceDown, TooLarge
+from appliance.ipc import BadRequest, IpcClient, IpcServer, IpcTimeout, NotFound, ServiceDown
 from appliance.ipc.messages import Endpoint, Message
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
 
@@ -78,9 +78,9 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Harness, IpcClient]]:
 
 
 async def raw(path: Path, body: bytes, route: str = "/v1/echo") -> tuple[int, dict[str, object]]:
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session:
-        async with session.post(f"http://test{route}", data=body) as response:
-            return response.status, await response.json()
+    async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session,
+                session.post(f"http://test{route}", data=body) as response):
+        return response.status, await response.json()
 
 
 async def test_call_roundtrip_and_socket_is_owner_only(served: tuple[Harness, IpcClient]) -> None:

@@ -45,7 +45,7 @@ def test_wrong_dimension_names_the_expected_one(tmp_path: Path) -> None:
 
 def test_reopening_with_another_dimension_is_refused(tmp_path: Path) -> None:
     MemoryDB(tmp_path / "memory.db", 16).close()
-    with pytest.raises(StoreError, match="holds 16-dim vectors but memory.vector_dim is 32"):
+    with pytest.raises(StoreError, match=r"holds 16-dim vectors but memory\.vector_dim is 32"):
         MemoryDB(tmp_path / "memory.db", 32)
 
 
