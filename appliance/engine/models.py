@@ -77,7 +77,7 @@ class ChatModel:
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         async with self._lock:
             started = time.monotonic()
-            prompt_tokens = self._prompt_tokens(request.prompt)
+            prompt_tokens = await in_daemon_thread(lambda: self._prompt_tokens(request.prompt), "tokenize")
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[dict[str, Any] | BaseException | None] = asyncio.Queue()
             cancelled = threading.Event()

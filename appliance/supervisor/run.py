@@ -46,6 +46,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         began = time.monotonic()
+        # Started first so that a child that never gets ready is killed and retried.
+        watchdog = asyncio.create_task(self._watchdog())
         keepers = []
         for child in self.children:
             if self.stopping.is_set():
@@ -60,7 +62,6 @@ class Supervisor:
             sys.stdout.write(f"appliance: all {len(self.children)} services ready in {elapsed:.2f} s; "
                              f"admin page: {admin_url(self.config)}\n")
             sys.stdout.flush()
-        watchdog = asyncio.create_task(self._watchdog())
         await self.stopping.wait()
         watchdog.cancel()
         for task in keepers:
