@@ -20,7 +20,7 @@ run: $(STAMP)
 	scripts/dev-run.sh $(CONFIG)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check appliance tests
+	$(VENV)/bin/ruff check appliance tests bench
 	$(VENV)/bin/mypy
 
 test: lint

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import yaml
 
+from appliance import cli_memory
 from appliance.config import ApplianceConfig, ConfigError, load_config, resolve_config_path
 from appliance.ipc.messages import SERVICE_NAMES
 
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     model_actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
     demo = model_actions.add_parser("demo", help="write tiny random-weight demo models where none are")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
+    cli_memory.add_parsers(commands)
     return parser
 
 
@@ -159,4 +161,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(_status(config))
     if args.command == "token":
         sys.exit(_token(config, args))
+    if args.command in ("memory", "audit"):
+        try:
+            sys.exit(cli_memory.run(config, args))
+        except cli_memory.CliError as exc:
+            _fail(str(exc), exc.code)
     sys.exit(_demo_models(config, args.force))

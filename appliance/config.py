@@ -62,10 +62,30 @@ class MemoryConfig(_Section):
     """Long-term memory (reference design keys)."""
 
     vector_dim: int = Field(384, ge=8, le=4096, description="embedding dimension of every memory")
-    # sqlite-vec has no HNSW; "hnsw" is accepted so the reference design's file loads, and is
-    # served by the same exact index as "flat" until the memory issue lands its ANN method.
-    index_type: Literal["flat", "hnsw"] = "flat"
+    # "binary": sign-bit codes in RAM, over-fetch, exact float rescoring (docs/memory.md).
+    # "flat": exact float scan. "hnsw" (the reference design's word) is served by "binary",
+    # the approximate index this store has.
+    index_type: Literal["binary", "flat", "hnsw"] = "binary"
+    candidates: int = Field(512, ge=16, le=100_000, description="binary index: rows rescored exactly per query")
     storage_path: Path | None = Field(None, description="directory of memory.db; default <state_dir>/memory")
+    ring_size: int = Field(1000, ge=1, le=1_000_000, description="short-term entries kept per conversation")
+    archive_after_days: float = Field(30.0, ge=0, le=36_500, description="unpinned memories older move to archive")
+    archive_interval_s: float = Field(86_400.0, ge=60, le=30 * 86_400, description="how often the agent archives")
+    archive_segment_records: int = Field(2000, ge=10, le=100_000)
+    chunk_chars: int = Field(1200, ge=100, le=20_000, description="document chunk size in characters")
+    chunk_overlap: int = Field(200, ge=0, le=10_000, description="characters shared by neighbouring chunks")
+    recency_half_life_days: float = Field(30.0, gt=0, le=36_500)
+    weight_vector: float = Field(0.6, ge=0, le=1, description="hybrid score: cosine similarity weight")
+    weight_text: float = Field(0.25, ge=0, le=1, description="hybrid score: normalised BM25 weight")
+    weight_recency: float = Field(0.1, ge=0, le=1, description="hybrid score: recency weight")
+    weight_importance: float = Field(0.05, ge=0, le=1, description="hybrid score: importance weight")
+    key_file: Path | None = Field(None, description="AES-256 key ring; default <state_dir>/keys/memory.key")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> MemoryConfig:
+        if self.chunk_overlap >= self.chunk_chars:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below chunk_chars ({self.chunk_chars})")
+        return self
 
     @field_validator("index_type", mode="before")
     @classmethod
@@ -197,6 +217,10 @@ class ApplianceConfig(_Section):
     @property
     def memory_dir(self) -> Path:
         return self.memory.storage_path or self.paths.state_dir / "memory"
+
+    @property
+    def memory_key_path(self) -> Path:
+        return self.memory.key_file or self.paths.state_dir / "keys" / "memory.key"
 
     @property
     def chat_model_path(self) -> Path:

@@ -82,7 +82,8 @@ def main() -> None:
             conf.write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\n")
             broker = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
         try:
-            results = [one_run(Path(tempfile.mkdtemp(dir=tmp)), broker_port, measure=i == RUNS - 1) for i in range(RUNS)]
+            results = [one_run(Path(tempfile.mkdtemp(dir=tmp)), broker_port, measure=i == RUNS - 1)
+                       for i in range(RUNS)]
         finally:
             if broker:
                 broker.terminate()

@@ -1,4 +1,4 @@
-"""The agent service: runs the scheduler; for now its one job is a heartbeat over the others."""
+"""The agent service: runs the scheduler: a heartbeat over the others and the daily archive run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 
 from appliance.agent.scheduler import Scheduler
 from appliance.ipc.errors import IpcError
+from appliance.ipc.memory import STORE_ARCHIVE, ArchiveRequest
 from appliance.ipc.messages import HEALTH, ServiceName, ServiceState
 from appliance.runtime.service import Service
 
@@ -21,6 +22,7 @@ class AgentService(Service):
     async def start(self) -> None:
         self.scheduler = Scheduler(self.log)
         self.scheduler.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
+        self.scheduler.every("archive", self.config.memory.archive_interval_s, self.archive)
 
     async def stop(self) -> None:
         if self.scheduler is not None:
@@ -42,3 +44,12 @@ class AgentService(Service):
             self.set_state(ServiceState.DEGRADED, "; ".join(problems))
         else:
             self.set_state(ServiceState.READY, f"heartbeat every {self.config.agent.heartbeat_interval_s:g} s")
+
+    async def archive(self) -> None:
+        """Move memories older than memory.archive_after_days into the archive tier."""
+        last = None
+        async for progress in self.peer("store").stream(STORE_ARCHIVE, ArchiveRequest(), timeout_s=600):
+            last = progress
+        if last is not None and last.done:
+            self.log.info("archive run: %d memories into %d segments", last.done, last.segments,
+                          extra={"ARCHIVED": last.done})

@@ -52,7 +52,8 @@ def bearer(request: web.Request) -> str | None:
 
 
 def build_app(authority: TokenAuthority, health: HealthSource, *, auth_required: bool = True,
-              max_body_bytes: int = 1 << 20) -> web.Application:
+              max_body_bytes: int = 1 << 20,
+              extra_routes: Callable[[web.Application], None] | None = None) -> web.Application:
     def authenticate(token: str) -> Claims:
         try:
             return authority.verify(token)
@@ -117,4 +118,6 @@ def build_app(authority: TokenAuthority, health: HealthSource, *, auth_required:
     app.router.add_post("/api/v1/health", post_health)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)
+    if extra_routes is not None:
+        extra_routes(app)
     return app

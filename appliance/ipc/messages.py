@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 ServiceName = Literal["store", "engine", "mqtt", "agent", "api"]
 # Dependency order: each service only calls services listed before it (the api reads all).
@@ -123,42 +123,6 @@ class EmbedResponse(Message):
     vectors: list[list[float]]
 
 
-# --- store --------------------------------------------------------------------------------
-
-MemoryKind = Literal["event", "fact", "conversation", "document"]
-
-
-class MemoryIn(Message):
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    kind: MemoryKind = "event"
-    source: str = Field("", max_length=256)
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    embedding: Vector | None = None
-
-
-class MemoryRecord(MemoryIn):
-    id: int
-    created_at: float
-
-
-class MemoryId(Message):
-    id: int = Field(ge=1)
-
-
-class SearchRequest(Message):
-    embedding: Vector
-    k: int = Field(10, ge=1, le=100)
-
-
-class SearchHit(Message):
-    distance: float
-    record: MemoryRecord
-
-
-class SearchResponse(Message):
-    hits: list[SearchHit]
-
-
 # --- the catalogue ------------------------------------------------------------------------
 
 HEALTH = Endpoint("health", Empty, ServiceHealth)
@@ -166,6 +130,3 @@ HEALTH = Endpoint("health", Empty, ServiceHealth)
 ENGINE_GENERATE = Endpoint("generate", GenerateRequest, GenerateChunk, streaming=True)
 ENGINE_EMBED = Endpoint("embed", EmbedRequest, EmbedResponse)
 
-STORE_REMEMBER = Endpoint("remember", MemoryIn, MemoryId)
-STORE_GET = Endpoint("get", MemoryId, MemoryRecord)
-STORE_SEARCH = Endpoint("search", SearchRequest, SearchResponse)

@@ -15,7 +15,8 @@ import aiomqtt
 
 from appliance.config import ApplianceConfig
 from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, Unavailable
-from appliance.ipc.messages import STORE_REMEMBER, MemoryIn, ServiceState
+from appliance.ipc.memory import STORE_REMEMBER, MemoryIn
+from appliance.ipc.messages import ServiceState
 from appliance.mqtt.events import EventRejected, parse_event
 from appliance.runtime.service import Service
 

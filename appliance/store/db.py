@@ -1,123 +1,201 @@
-"""The memory database: one SQLite file (apsw, WAL) with sqlite-vec for nearest neighbours.
+"""The memory file: one SQLite database (apsw, WAL) holding every tier, opened by the store only.
 
-Durability: WAL with synchronous=FULL, so a write acknowledged to a caller is on disk and
-survives a power cut; the WAL is checkpointed automatically and truncated to
-journal_size_limit. Schema versions live in PRAGMA user_version.
+Durability (docs/memory.md): WAL with synchronous=FULL, so every acknowledged write of a
+memory, document, archive segment or audit row has been fsynced and survives a power cut.
+Short-term ring appends commit with synchronous=NORMAL: a crashed process loses none of them,
+a power cut may lose ring entries written since the last fsynced commit. The WAL is
+checkpointed automatically every 1000 pages and truncated to journal_size_limit afterwards.
+secure_delete is on: erased content is overwritten in the file, and leaves the WAL at the
+next checkpoint.
 Not thread-safe by design: the store service calls it from one thread only.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import apsw
 import sqlite_vec
 
-from appliance.ipc.messages import MemoryIn, MemoryRecord
+from appliance.config import MemoryConfig
+from appliance.ipc.memory import BackupDone, KeyRotated, StoreStats
+from appliance.store.archive import Archive
+from appliance.store.audit import AuditLog
+from appliance.store.crypto import KeyRing, KeyRingError, Sealer
+from appliance.store.errors import StoreError
+from appliance.store.longterm import LongTerm
+from appliance.store.ring import Ring
+from appliance.store.schema import SCHEMA_VERSION, migration_sql
+from appliance.store.sql import fetch_all
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5_000
 JOURNAL_SIZE_LIMIT = 64 << 20
+BACKUP_STEP_PAGES = 1024
+
+# Every sealed column, with the associated data it was sealed under (see crypto.py).
+SEALED_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("memories", ("id",), "'memory:' || id"),
+    ("ring", ("conversation", "seq"), "'ring:' || conversation || ':' || seq"),
+    ("zstd_dicts", ("id",), "'dict:' || id"),
+    ("archive_segments", ("id",), "'segment:' || id"),
+)
 
 
-class StoreError(Exception):
-    """A request the database cannot carry out; the message says what was wrong."""
+def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    conn = apsw.Connection(str(path), flags=flags)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())  # version 1 files hold a vec0 table
+    conn.enable_load_extension(False)
+    if not readonly:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+    conn.execute("PRAGMA synchronous=FULL")
+    # Forgotten and archived content is overwritten in the file, not left in free pages.
+    conn.execute("PRAGMA secure_delete=ON")
+    return conn
+
+
+def scalar(conn: apsw.Connection, sql: str, *args: object) -> int:
+    row = conn.execute(sql, args).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def migrate(conn: apsw.Connection, path: Path, dim: int) -> None:
+    version = scalar(conn, "PRAGMA user_version")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{path} has schema {version}, newer than this release's {SCHEMA_VERSION}")
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        with conn:
+            conn.execute(migration_sql(target, dim))
+    stored = scalar(conn, "SELECT value FROM meta WHERE key = 'vector_dim'")
+    if stored != dim:
+        raise StoreError(f"{path} holds {stored}-dim vectors but memory.vector_dim is {dim}; "
+                         "keep the dimension or start a new file")
 
 
 class MemoryDB:
-    def __init__(self, path: Path, vector_dim: int) -> None:
+    def __init__(self, path: Path, config: MemoryConfig, key_path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
-        self.vector_dim = vector_dim
-        self.conn = apsw.Connection(str(path))
-        self.conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-        self.conn.enable_load_extension(True)
-        self.conn.load_extension(sqlite_vec.loadable_path())
-        self.conn.enable_load_extension(False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-        self._migrate()
+        self.config = config
+        self.conn = connect(path)
+        migrate(self.conn, path, config.vector_dim)
+        try:
+            self.keys = KeyRing.load_or_create(key_path)
+        except (KeyRingError, OSError) as exc:
+            self.conn.close()
+            raise StoreError(str(exc)) from None
+        self.sealer = Sealer(self.keys, self._reserve_nonces)
+        self.longterm = LongTerm(self.conn, config, self.sealer)
+        self.ring = Ring(self.conn, config.ring_size, self.sealer)
+        self.archive = Archive(self.conn, config, self.sealer, self.longterm)
+        self.audit = AuditLog(self.conn)
 
-    def _migrate(self) -> None:
-        version = self._scalar("PRAGMA user_version")
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema {version}, newer than this release's {SCHEMA_VERSION}")
+    def _reserve_nonces(self, key_id: str, count: int) -> int:
+        """Commit the next block of nonce counters for ``key_id`` and return its start."""
+        name = f"nonce:{key_id}"
         with self.conn:
-            if version < 1:
-                # Only the validated integer dimension is interpolated (DDL cannot take parameters).
-                self.conn.execute(f"""
-                    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                    INSERT INTO meta VALUES ('vector_dim', '{int(self.vector_dim)}');
-                    CREATE TABLE memories(
-                        id INTEGER PRIMARY KEY,
-                        text TEXT NOT NULL,
-                        kind TEXT NOT NULL,
-                        source TEXT NOT NULL,
-                        metadata TEXT NOT NULL,
-                        created_at REAL NOT NULL
-                    );
-                    CREATE INDEX memories_created ON memories(created_at);
-                    CREATE VIRTUAL TABLE memory_vectors USING vec0(
-                        embedding float[{int(self.vector_dim)}] distance_metric=cosine
-                    );
-                    PRAGMA user_version = 1;
-                """)  # noqa: S608
-        stored = int(self._scalar("SELECT value FROM meta WHERE key = 'vector_dim'"))
-        if stored != self.vector_dim:
-            raise StoreError(f"{self.path} holds {stored}-dim vectors but memory.vector_dim is "
-                             f"{self.vector_dim}; keep the dimension or start a new file")
+            start = scalar(self.conn, "SELECT value FROM meta WHERE key = ?", name)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(start + count)))
+        return start
 
-    def _scalar(self, sql: str, *args: object) -> int:
-        row = self.conn.execute(sql, args).fetchone()
-        return int(row[0]) if row else 0
+    def stats(self) -> StoreStats:
+        def count(sql: str) -> int:
+            return scalar(self.conn, sql)
 
-    def _check_dim(self, vector: list[float]) -> None:
-        if len(vector) != self.vector_dim:
-            raise StoreError(f"embedding has {len(vector)} dimensions; this store expects {self.vector_dim}")
+        wal = Path(f"{self.path}-wal")
+        return StoreStats(
+            memories=count("SELECT count(*) FROM memories WHERE forgotten_at IS NULL"),
+            vectors=count("SELECT count(*) FROM vectors"),
+            forgotten=count("SELECT count(*) FROM memories WHERE forgotten_at IS NOT NULL"),
+            archived=count("SELECT count(*) FROM archive_index"),
+            segments=count("SELECT count(*) FROM archive_segments"),
+            ring_entries=count("SELECT count(*) FROM ring"),
+            audit_rows=count("SELECT count(*) FROM audit"),
+            file_bytes=self.path.stat().st_size,
+            wal_bytes=wal.stat().st_size if wal.exists() else 0,
+            index=self.longterm.describe_index(),
+            schema_version=count("PRAGMA user_version"),
+        )
 
-    def remember(self, memory: MemoryIn) -> int:
-        if memory.embedding is not None:
-            self._check_dim(memory.embedding)
+    def backup_steps(self, target: Path) -> Iterator[int]:
+        """Copy the live database to ``target`` a step at a time; yields the pages left.
+
+        The caller runs each step as its own unit of work on the store thread, so requests are
+        served between steps; writes made meanwhile through this connection reach the copy too.
+        """
+        if not target.is_absolute():
+            raise StoreError(f"backup path {target} must be absolute")
+        tmp = target.with_name(f".{target.name}.partial")
+        try:
+            dest = apsw.Connection(str(tmp))
+        except apsw.Error as exc:
+            raise StoreError(f"cannot write a backup at {target}: {exc}") from None
+        try:
+            with dest.backup("main", self.conn, "main") as backup:
+                while not backup.done:
+                    backup.step(BACKUP_STEP_PAGES)
+                    yield backup.remaining
+            dest.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dest.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(target)
+
+    def backup(self, target: Path) -> BackupDone:
+        started = time.monotonic()
+        for _ in self.backup_steps(target):
+            pass
+        return BackupDone(path=str(target), bytes=target.stat().st_size,
+                          pages=scalar(self.conn, "PRAGMA page_count"), took_s=time.monotonic() - started)
+
+    def rotate_key(self) -> KeyRotated:
+        """Seal everything under a fresh key, then drop the old keys from the ring.
+
+        The ring is saved with both keys before any value changes, so a crash at any point
+        leaves every value readable; running the rotation again finishes it.
+        """
+        old_keys = set(self.keys.keys)
+        new_id = self.keys.add_new_current()
+        try:
+            self.keys.save()
+        except KeyRingError as exc:
+            del self.keys.keys[new_id]
+            raise StoreError(str(exc)) from None
+        self.sealer.refresh()
+        count = 0
         with self.conn:
-            self.conn.execute(
-                "INSERT INTO memories(text, kind, source, metadata, created_at) VALUES (?, ?, ?, ?, ?)",
-                (memory.text, memory.kind, memory.source, json.dumps(memory.metadata), time.time()))
-            memory_id = self.conn.last_insert_rowid()
-            if memory.embedding is not None:
-                self.conn.execute("INSERT INTO memory_vectors(rowid, embedding) VALUES (?, ?)",
-                                  (memory_id, sqlite_vec.serialize_float32(memory.embedding)))
-        return memory_id
+            for table, keys, context_sql in SEALED_COLUMNS:
+                # Only the constant names above are formatted into these statements.
+                where = " AND ".join(f"{k} = ?" for k in keys)
+                rows = fetch_all(self.conn,
+                    f"SELECT sealed, {context_sql}, {', '.join(keys)} FROM {table} "  # noqa: S608
+                    "WHERE sealed IS NOT NULL")
+                for sealed, context, *row_key in rows:
+                    if self.sealer.key_of(sealed) == new_id:
+                        continue
+                    resealed = self.sealer.seal(self.sealer.open(sealed, context), context)
+                    self.conn.execute(f"UPDATE {table} SET sealed = ? WHERE {where}", (resealed, *row_key))  # noqa: S608
+                    if table == "archive_segments":
+                        self.archive.update_checksum(int(row_key[0]), resealed)
+                    count += 1
+        for kid in old_keys:
+            del self.keys.keys[kid]
+        self.keys.save()
+        self.sealer.refresh()
+        return KeyRotated(key_id=new_id, reencrypted=count)
 
-    def get(self, memory_id: int) -> MemoryRecord | None:
-        row = self.conn.execute(
-            "SELECT m.id, m.text, m.kind, m.source, m.metadata, m.created_at, v.embedding "
-            "FROM memories m LEFT JOIN memory_vectors v ON v.rowid = m.id WHERE m.id = ?",
-            (memory_id,)).fetchone()
-        if row is None:
-            return None
-        ident, text, kind, source, metadata, created_at, blob = row
-        embedding = list(memoryview(blob).cast("f")) if blob is not None else None
-        return MemoryRecord(id=ident, text=text, kind=kind, source=source,
-                            metadata=json.loads(metadata), created_at=created_at, embedding=embedding)
-
-    def search(self, vector: list[float], k: int) -> list[tuple[float, MemoryRecord]]:
-        self._check_dim(vector)
-        rows = self.conn.execute(
-            "SELECT rowid, distance FROM memory_vectors WHERE embedding MATCH ? AND k = ? "
-            "ORDER BY distance", (sqlite_vec.serialize_float32(vector), k)).fetchall()
-        hits = []
-        for memory_id, distance in rows:
-            record = self.get(cast(int, memory_id))
-            if record is not None:
-                hits.append((cast(float, distance), record))
-        return hits
-
-    def count(self) -> int:
-        return self._scalar("SELECT count(*) FROM memories")
+    def checkpoint(self) -> None:
+        self.conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
 
     def close(self) -> None:
         self.conn.close()

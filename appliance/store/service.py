@@ -1,52 +1,104 @@
 """The store service: the memory database behind IPC.
 
 All SQLite work runs on one dedicated thread, so the event loop never blocks on disk and the
-connection is only ever used from the thread that owns it.
+connection is only ever used from the thread that owns it. Long jobs (archive, backup) run as
+many short steps on that thread, so recall and remember are served between the steps.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import apsw
 
 from appliance.config import ApplianceConfig
 from appliance.ipc.errors import BadRequest, NotFound, Unavailable
-from appliance.ipc.messages import (
+from appliance.ipc.memory import (
+    STORE_ARCHIVE,
+    STORE_ARCHIVE_FIND,
+    STORE_AUDIT_APPEND,
+    STORE_AUDIT_VERIFY,
+    STORE_BACKUP,
+    STORE_FORGET,
     STORE_GET,
+    STORE_INGEST,
+    STORE_RECALL,
     STORE_REMEMBER,
-    STORE_SEARCH,
+    STORE_RESTORE,
+    STORE_RING_APPEND,
+    STORE_RING_READ,
+    STORE_ROTATE_KEY,
+    STORE_STATS,
+    ArchivedRecords,
+    ArchiveProgress,
+    ArchiveQuery,
+    ArchiveRequest,
+    AuditIn,
+    AuditRow,
+    AuditVerdict,
+    BackupDone,
+    BackupRequest,
+    DocumentIn,
+    DocumentStored,
+    Forgotten,
+    KeyRotated,
     MemoryId,
     MemoryIn,
     MemoryRecord,
-    SearchHit,
-    SearchRequest,
-    SearchResponse,
-    ServiceState,
+    RecallRequest,
+    RecallResponse,
+    Restored,
+    RestoreRequest,
+    RingEntries,
+    RingEntry,
+    RingEntryIn,
+    RingRead,
+    StoreStats,
 )
+from appliance.ipc.messages import Empty, ServiceState
 from appliance.ipc.server import IpcServer
 from appliance.runtime.service import Service
-from appliance.store.db import MemoryDB, StoreError
+from appliance.store.db import MemoryDB
+from appliance.store.errors import StoreError
 
 T = TypeVar("T")
+PURGE_INTERVAL_S = 60.0
+_DONE = object()
 
 
 class StoreService(Service):
     name = "store"
 
     db: MemoryDB | None = None
+    _purger: asyncio.Task[None] | None = None
 
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
         self._sqlite = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._job = asyncio.Lock()  # one archive or backup at a time
 
     def register(self, ipc: IpcServer) -> None:
         ipc.add(STORE_REMEMBER, self.remember)
         ipc.add(STORE_GET, self.get)
-        ipc.add(STORE_SEARCH, self.search)
+        ipc.add(STORE_FORGET, self.forget)
+        ipc.add(STORE_RECALL, self.recall)
+        ipc.add(STORE_RING_APPEND, self.ring_append)
+        ipc.add(STORE_RING_READ, self.ring_read)
+        ipc.add(STORE_INGEST, self.ingest)
+        ipc.add_stream(STORE_ARCHIVE, self.archive)
+        ipc.add(STORE_ARCHIVE_FIND, self.archive_find)
+        ipc.add(STORE_RESTORE, self.restore)
+        ipc.add(STORE_STATS, self.stats)
+        ipc.add(STORE_AUDIT_APPEND, self.audit_append)
+        ipc.add(STORE_AUDIT_VERIFY, self.audit_verify)
+        ipc.add(STORE_BACKUP, self.backup)
+        ipc.add(STORE_ROTATE_KEY, self.rotate_key)
 
     async def _on_db(self, work: Callable[[MemoryDB], T]) -> T:
         db = self.db
@@ -57,34 +109,113 @@ class StoreService(Service):
         except StoreError as exc:
             raise BadRequest(str(exc)) from None
 
+    async def _steps(self, steps: Iterator[T]) -> AsyncGenerator[T, None]:
+        """Run a generator's steps one by one on the SQLite thread."""
+        while (item := await self._on_db(lambda _db: next(steps, _DONE))) is not _DONE:
+            yield item  # type: ignore[misc]
+
     async def start(self) -> None:
         path = self.config.memory_dir / "memory.db"
         loop = asyncio.get_running_loop()
         try:
             self.db = await loop.run_in_executor(
-                self._sqlite, MemoryDB, path, self.config.memory.vector_dim)
+                self._sqlite, MemoryDB, path, self.config.memory, self.config.memory_key_path)
         except (StoreError, apsw.Error, OSError) as exc:
-            # Stay up and say why: a restart loop would not fix a wrong file or a full disk.
+            # Stay up and say why: a restart loop would not fix a wrong file, a bad key or a full disk.
             self.set_state(ServiceState.DEGRADED, f"cannot open {path}: {exc}")
             return
-        count = await self._on_db(MemoryDB.count)
-        self.set_state(ServiceState.READY, f"{count} memories in {path}")
+        stats = await self._on_db(MemoryDB.stats)
+        self._purger = asyncio.create_task(self._purge_forgotten(), name="purge-forgotten")
+        self.set_state(ServiceState.READY, f"{stats.memories} memories, {stats.archived} archived; {stats.index}")
+
+    async def _purge_forgotten(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL_S)
+            if self.db is not None and self.db.longterm.purge_due:
+                await self._on_db(lambda db: db.longterm.purge())
+                await self._on_db(MemoryDB.checkpoint)
 
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
         if self.db is not None:
             await asyncio.get_running_loop().run_in_executor(self._sqlite, self.db.close)
             self.db = None
         self._sqlite.shutdown(wait=True)
 
     async def remember(self, memory: MemoryIn) -> MemoryId:
-        return MemoryId(id=await self._on_db(lambda db: db.remember(memory)))
+        return MemoryId(id=await self._on_db(lambda db: db.longterm.remember(memory)))
 
     async def get(self, request: MemoryId) -> MemoryRecord:
-        record = await self._on_db(lambda db: db.get(request.id))
+        record = await self._on_db(lambda db: db.longterm.get(request.id))
         if record is None:
             raise NotFound(f"no memory with id {request.id}")
         return record
 
-    async def search(self, request: SearchRequest) -> SearchResponse:
-        hits = await self._on_db(lambda db: db.search(request.embedding, request.k))
-        return SearchResponse(hits=[SearchHit(distance=d, record=r) for d, r in hits])
+    async def forget(self, request: MemoryId) -> Forgotten:
+        done = await self._on_db(lambda db: db.longterm.forget(request.id))
+        if done is None:
+            raise NotFound(f"no memory with id {request.id}")
+        return Forgotten(id=request.id, forgotten=done)
+
+    async def recall(self, request: RecallRequest) -> RecallResponse:
+        return await self._on_db(lambda db: db.longterm.recall(request))
+
+    async def ring_append(self, entry: RingEntryIn) -> RingEntry:
+        return await self._on_db(lambda db: db.ring.append(entry))
+
+    async def ring_read(self, request: RingRead) -> RingEntries:
+        return RingEntries(entries=await self._on_db(lambda db: db.ring.read(request.conversation, request.k)))
+
+    async def ingest(self, document: DocumentIn) -> DocumentStored:
+        return await self._on_db(lambda db: db.longterm.ingest(document))
+
+    async def archive(self, request: ArchiveRequest) -> AsyncGenerator[ArchiveProgress, None]:
+        days = request.older_than_days
+        older_than_s = (self.config.memory.archive_after_days if days is None else days) * 86_400
+        if self.db is None:
+            raise Unavailable("the memory database is not open")
+        async with self._job:
+            started = time.monotonic()
+            last = None
+            async for progress in self._steps(self.db.archive.steps(older_than_s)):
+                last = progress
+                yield progress
+            if last is not None and last.segments:
+                self.log.info("archived %d memories into %d segments in %.1f s (%d -> %d bytes)", last.done,
+                              last.segments, time.monotonic() - started, last.raw_bytes, last.stored_bytes)
+
+    async def archive_find(self, query: ArchiveQuery) -> ArchivedRecords:
+        return ArchivedRecords(records=await self._on_db(lambda db: db.archive.find(query)))
+
+    async def restore(self, request: RestoreRequest) -> Restored:
+        return Restored(restored=await self._on_db(lambda db: db.archive.restore(request.ids)))
+
+    async def stats(self, _: Empty) -> StoreStats:
+        return await self._on_db(MemoryDB.stats)
+
+    async def audit_append(self, entry: AuditIn) -> AuditRow:
+        return await self._on_db(lambda db: db.audit.append(entry))
+
+    async def audit_verify(self, _: Empty) -> AuditVerdict:
+        return await self._on_db(lambda db: db.audit.verify())
+
+    async def backup(self, request: BackupRequest) -> BackupDone:
+        if self.db is None:
+            raise Unavailable("the memory database is not open")
+        target = Path(request.path)
+        started = time.monotonic()
+        async with self._job:
+            async for _ in self._steps(self.db.backup_steps(target)):
+                pass
+        size = await self._on_db(lambda _db: target.stat().st_size)
+        pages = await self._on_db(lambda db: db.stats().file_bytes // 4096)
+        self.log.info("backup written to %s (%d bytes)", target, size)
+        return BackupDone(path=str(target), bytes=size, pages=pages, took_s=time.monotonic() - started)
+
+    async def rotate_key(self, _: Empty) -> KeyRotated:
+        rotated = await self._on_db(MemoryDB.rotate_key)
+        self.log.info("memory key rotated to %s; %d values re-encrypted", rotated.key_id, rotated.reencrypted)
+        return rotated

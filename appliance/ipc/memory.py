@@ -1,0 +1,285 @@
+"""The store's IPC surface: every memory message and endpoint, shared by the store and its callers."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, JsonValue, field_validator, model_validator
+
+from appliance.ipc.messages import MAX_TEXT_CHARS, Empty, Endpoint, Message, Vector
+
+MemoryKind = Literal["event", "fact", "conversation", "document"]
+MEMORY_KINDS: tuple[MemoryKind, ...] = ("event", "fact", "conversation", "document")
+RecallMode = Literal["hybrid", "vector", "text"]
+
+MAX_TAGS = 16
+MAX_DOCUMENT_CHARS = 2 << 20
+MAX_CHUNKS = 4096
+# Tags and conversation ids end up in SQL parameters and logs: keep them plain words.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}")
+
+
+def _names(values: list[str], what: str) -> list[str]:
+    for value in values:
+        if not _NAME.fullmatch(value):
+            raise ValueError(f"{what} {value[:80]!r} must be 1-64 characters of letters, digits and ._:/@-")
+    return values
+
+
+class MemoryIn(Message):
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    kind: MemoryKind = "event"
+    source: str = Field("", max_length=256, description="device id or user the memory came from")
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    importance: float = Field(0.5, ge=0.0, le=1.0)
+    pinned: bool = Field(False, description="never moved to the archive")
+    sensitive: bool = Field(False, description="text and metadata encrypted at rest; not in full-text search")
+    created_at: float | None = Field(None, ge=0, le=1e11, description="unix time; default now")
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    embedding: Vector | None = None
+
+    @field_validator("tags")
+    @classmethod
+    def _plain_tags(cls, value: list[str]) -> list[str]:
+        return _names(value, "tag")
+
+
+class MemoryRecord(MemoryIn):
+    id: int
+    created_at: float  # always set on a stored record
+    archived: bool = False
+
+
+class MemoryId(Message):
+    id: int = Field(ge=1, le=2**62)
+
+
+class Forgotten(Message):
+    id: int
+    forgotten: bool
+
+
+class RecallFilters(Message):
+    """Every filter is optional; unknown fields are rejected by name (extra=forbid)."""
+
+    kinds: list[MemoryKind] | None = Field(None, min_length=1, max_length=4)
+    sources: list[str] | None = Field(None, min_length=1, max_length=32)
+    since: float | None = Field(None, ge=0, le=1e11)
+    until: float | None = Field(None, ge=0, le=1e11)
+    tags: list[str] | None = Field(None, min_length=1, max_length=MAX_TAGS, description="all must match")
+
+    @field_validator("sources")
+    @classmethod
+    def _short_sources(cls, value: list[str] | None) -> list[str] | None:
+        for source in value or []:
+            if len(source) > 256:
+                raise ValueError("each source must be at most 256 characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _plain_tags(cls, value: list[str] | None) -> list[str] | None:
+        return _names(value, "tag") if value else value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RecallFilters:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until})")
+        return self
+
+
+class RecallRequest(Message):
+    """A query as text (for BM25, and embedded by the engine before it reaches the store) or a vector."""
+
+    query: str | None = Field(None, min_length=1, max_length=4096)
+    embedding: Vector | None = None
+    k: int = Field(10, ge=1, le=100)
+    mode: RecallMode = "hybrid"
+    filters: RecallFilters = RecallFilters()
+
+    @model_validator(mode="after")
+    def _has_query(self) -> RecallRequest:
+        if self.mode == "vector" and self.embedding is None:
+            raise ValueError("mode 'vector' needs an embedding")
+        if self.mode == "text" and self.query is None:
+            raise ValueError("mode 'text' needs a query")
+        if self.query is None and self.embedding is None:
+            raise ValueError("give a query text, an embedding, or both")
+        return self
+
+
+class RecallHit(Message):
+    score: float
+    similarity: float | None = Field(None, description="cosine similarity to the query vector")
+    text_score: float | None = Field(None, description="BM25 relevance, normalised to 0..1")
+    recency: float
+    record: MemoryRecord
+
+
+class RecallResponse(Message):
+    hits: list[RecallHit]
+    mode: RecallMode
+    took_ms: float
+
+
+class RingEntryIn(Message):
+    conversation: str = Field(description="conversation id")
+    role: Literal["user", "assistant", "system", "tool"] = "user"
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+    @field_validator("conversation")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _names([value], "conversation")[0]
+
+
+class RingEntry(RingEntryIn):
+    seq: int
+    created_at: float
+
+
+class RingRead(Message):
+    conversation: str
+    k: int = Field(20, ge=1, le=1000)
+
+    @field_validator("conversation")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        return _names([value], "conversation")[0]
+
+
+class RingEntries(Message):
+    entries: list[RingEntry] = Field(description="oldest first")
+
+
+class DocumentIn(Message):
+    """A text or markdown file, read and chunked by the caller (the store cannot read users' files)."""
+
+    path: str = Field(min_length=1, max_length=1024, description="where the file came from; re-ingest key")
+    chunks: list[str] = Field(min_length=1, max_length=MAX_CHUNKS, description="appliance.chunking output")
+    embeddings: list[Vector] | None = Field(None, description="one per chunk, when the engine is up")
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+
+    @field_validator("chunks")
+    @classmethod
+    def _bounded(cls, value: list[str]) -> list[str]:
+        for i, chunk in enumerate(value):
+            if not 0 < len(chunk) <= MAX_TEXT_CHARS:
+                raise ValueError(f"chunks[{i}] must be 1 to {MAX_TEXT_CHARS} characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _plain_tags(cls, value: list[str]) -> list[str]:
+        return _names(value, "tag")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> DocumentIn:
+        if self.embeddings is not None and len(self.embeddings) != len(self.chunks):
+            raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.chunks)} chunks")
+        return self
+
+
+class DocumentStored(Message):
+    path: str
+    chunks: int
+    replaced: int
+
+
+class ArchiveRequest(Message):
+    older_than_days: float | None = Field(None, ge=0, le=36_500, description="default memory.archive_after_days")
+
+
+class ArchiveProgress(Message):
+    done: int
+    total: int
+    segments: int = 0
+    finished: bool = False
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+
+
+class ArchiveQuery(Message):
+    since: float | None = Field(None, ge=0, le=1e11)
+    until: float | None = Field(None, ge=0, le=1e11)
+    source: str | None = Field(None, max_length=256)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class ArchivedRecords(Message):
+    records: list[MemoryRecord]
+
+
+class RestoreRequest(Message):
+    ids: list[int] = Field(min_length=1, max_length=10_000)
+
+
+class Restored(Message):
+    restored: int
+
+
+class AuditIn(Message):
+    user_id: str = Field(min_length=1, max_length=128)
+    action: str = Field(min_length=1, max_length=128)
+    ip_address: str | None = Field(None, max_length=64)
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class AuditRow(AuditIn):
+    id: int
+    timestamp: float
+
+
+class AuditVerdict(Message):
+    ok: bool
+    rows: int
+    first_bad_id: int | None = None
+    reason: str = ""
+
+
+class BackupRequest(Message):
+    path: str = Field(min_length=1, max_length=1024, description="absolute path the store process may write")
+
+
+class BackupDone(Message):
+    path: str
+    bytes: int
+    pages: int
+    took_s: float
+
+
+class StoreStats(Message):
+    memories: int
+    vectors: int
+    forgotten: int
+    archived: int
+    segments: int
+    ring_entries: int
+    audit_rows: int
+    file_bytes: int
+    wal_bytes: int
+    index: str
+    schema_version: int
+
+
+class KeyRotated(Message):
+    key_id: str
+    reencrypted: int
+
+
+STORE_REMEMBER = Endpoint("remember", MemoryIn, MemoryId)
+STORE_GET = Endpoint("get", MemoryId, MemoryRecord)
+STORE_FORGET = Endpoint("forget", MemoryId, Forgotten)
+STORE_RECALL = Endpoint("recall", RecallRequest, RecallResponse)
+STORE_RING_APPEND = Endpoint("ring/append", RingEntryIn, RingEntry)
+STORE_RING_READ = Endpoint("ring/read", RingRead, RingEntries)
+STORE_INGEST = Endpoint("ingest", DocumentIn, DocumentStored)
+STORE_ARCHIVE = Endpoint("archive", ArchiveRequest, ArchiveProgress, streaming=True)
+STORE_ARCHIVE_FIND = Endpoint("archive/find", ArchiveQuery, ArchivedRecords)
+STORE_RESTORE = Endpoint("archive/restore", RestoreRequest, Restored)
+STORE_STATS = Endpoint("stats", Empty, StoreStats)
+STORE_AUDIT_APPEND = Endpoint("audit/append", AuditIn, AuditRow)
+STORE_AUDIT_VERIFY = Endpoint("audit/verify", Empty, AuditVerdict)
+STORE_BACKUP = Endpoint("backup", BackupRequest, BackupDone)
+STORE_ROTATE_KEY = Endpoint("rotate-key", Empty, KeyRotated)

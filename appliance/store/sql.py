@@ -1,0 +1,34 @@
+"""Typed shortcuts over apsw: rows come back as plain tuples of Any for the caller to unpack."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import apsw
+
+Row = tuple[Any, ...]
+
+
+def fetch_all(conn: apsw.Connection, sql: str, args: tuple[object, ...] = ()) -> list[Row]:
+    return cast(list[Row], conn.execute(sql, args).fetchall())
+
+
+def fetch_one(conn: apsw.Connection, sql: str, args: tuple[object, ...] = ()) -> Row | None:
+    return cast(Row | None, conn.execute(sql, args).fetchone())
+
+
+def scalar(conn: apsw.Connection, sql: str, args: tuple[object, ...] = ()) -> Any:
+    row = conn.execute(sql, args).fetchone()
+    return row[0] if row else None
+
+
+def time_range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[object]]:
+    """WHERE clauses bounding ``column`` (a constant name) by optional since/until parameters."""
+    clauses, params = [], list[object]()
+    if since is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append(f"{column} <= ?")
+        params.append(until)
+    return clauses, params

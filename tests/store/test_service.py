@@ -1,0 +1,175 @@
+"""The store process over its real Unix socket: every endpoint, backup while writing, restore."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.config import ApplianceConfig, load_config
+from appliance.ipc import BadRequest, NotFound
+from appliance.ipc.client import IpcClient
+from appliance.ipc.memory import (
+    STORE_ARCHIVE,
+    STORE_ARCHIVE_FIND,
+    STORE_AUDIT_APPEND,
+    STORE_AUDIT_VERIFY,
+    STORE_BACKUP,
+    STORE_FORGET,
+    STORE_GET,
+    STORE_INGEST,
+    STORE_RECALL,
+    STORE_REMEMBER,
+    STORE_RESTORE,
+    STORE_RING_APPEND,
+    STORE_RING_READ,
+    STORE_ROTATE_KEY,
+    STORE_STATS,
+    ArchiveQuery,
+    ArchiveRequest,
+    AuditIn,
+    BackupRequest,
+    DocumentIn,
+    MemoryId,
+    MemoryIn,
+    RecallRequest,
+    RestoreRequest,
+    RingEntryIn,
+    RingRead,
+)
+from appliance.ipc.messages import HEALTH, ServiceState
+from appliance.store.offline import OfflineError, restore_backup
+from tests.conftest import write_config
+
+pytestmark = pytest.mark.slow
+
+
+def start_store(config_file: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", "store"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def wait_ready(client: IpcClient, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.call(HEALTH, timeout_s=1.0)).state is ServiceState.READY:
+                return
+        except Exception:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("store did not become ready")
+
+
+@pytest.fixture
+def store_config(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "agent.yaml", {
+        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
+        "memory": {"vector_dim": 8},
+    })
+
+
+@pytest.fixture
+def store_process(store_config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_store(store_config)
+    yield process
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+async def store(store_config: Path, store_process: subprocess.Popen[bytes]) -> AsyncIterator[IpcClient]:
+    client = IpcClient("store", load_config(store_config).socket_path("store"), 10.0)
+    await wait_ready(client)
+    yield client
+    await client.close()
+
+
+def vec(i: int) -> list[float]:
+    v = np.zeros(8)
+    v[i % 8] = 1.0
+    v[(i + 1) % 8] = 0.1 * (i // 8 + 1)
+    return v.tolist()
+
+
+async def test_every_endpoint_over_the_socket(store: IpcClient, tmp_path: Path) -> None:
+    first = await store.call(STORE_REMEMBER, MemoryIn(text="freezer 2 is at -18C", embedding=vec(1),
+                                                      created_at=time.time() - 60 * 86_400))
+    second = await store.call(STORE_REMEMBER, MemoryIn(text="freezer 3 door left open", embedding=vec(2)))
+    assert (await store.call(STORE_GET, first)).text == "freezer 2 is at -18C"
+    recall = await store.call(STORE_RECALL, RecallRequest(query="freezer door", embedding=vec(2), k=2))
+    assert recall.hits[0].record.id == second.id and recall.took_ms >= 0
+    entry = await store.call(STORE_RING_APPEND, RingEntryIn(conversation="phone-1", text="hi"))
+    assert (await store.call(STORE_RING_READ, RingRead(conversation="phone-1"))).entries == [entry]
+    doc = await store.call(STORE_INGEST, DocumentIn(path="/m.md", chunks=["a", "b"], embeddings=[vec(3), vec(4)]))
+    assert doc.chunks == 2
+    progress = [p async for p in store.stream(STORE_ARCHIVE, ArchiveRequest())]
+    assert progress[-1].finished and progress[-1].done == 1
+    found = await store.call(STORE_ARCHIVE_FIND, ArchiveQuery())
+    assert [r.id for r in found.records] == [first.id]
+    assert (await store.call(STORE_RESTORE, RestoreRequest(ids=[first.id]))).restored == 1
+    row = await store.call(STORE_AUDIT_APPEND, AuditIn(user_id="admin", action="test", details={"k": 1}))
+    assert row.id == 1 and (await store.call(STORE_AUDIT_VERIFY)).ok
+    assert (await store.call(STORE_ROTATE_KEY)).reencrypted >= 1
+    assert (await store.call(STORE_FORGET, second)).forgotten
+    with pytest.raises(NotFound, match=f"no memory with id {second.id}"):
+        await store.call(STORE_GET, second)
+    with pytest.raises(BadRequest, match="expects 8"):
+        await store.call(STORE_REMEMBER, MemoryIn(text="x", embedding=[1.0, 2.0]))
+    with pytest.raises(BadRequest, match="must be absolute"):
+        await store.call(STORE_BACKUP, BackupRequest(path="relative.db"))
+    stats = await store.call(STORE_STATS)
+    assert (stats.memories, stats.forgotten, stats.ring_entries, stats.audit_rows) == (3, 1, 1, 1)
+
+
+async def test_backup_while_writing_then_restore(store: IpcClient, store_config: Path,
+                                                 store_process: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    for i in range(300):
+        await store.call(STORE_REMEMBER, MemoryIn(text=f"reading {i}", embedding=vec(i)))
+
+    async def writer() -> int:
+        count = 0
+        for i in range(100):
+            await store.call(STORE_REMEMBER, MemoryIn(text=f"during backup {i}", embedding=vec(i)))
+            count += 1
+        return count
+
+    target = tmp_path / "backup.db"
+    written, done = await asyncio.gather(writer(), store.call(STORE_BACKUP, BackupRequest(path=str(target))))
+    assert done.bytes > 0 and target.exists()
+    config: ApplianceConfig = load_config(store_config)
+    with pytest.raises(OfflineError, match="the store is running"):
+        await asyncio.to_thread(restore_backup, config, target)
+    await store.call(STORE_REMEMBER, MemoryIn(text="after the backup", embedding=vec(0)))
+    store_process.terminate()
+    store_process.wait(10)
+    summary = await asyncio.to_thread(restore_backup, config, target)
+    assert "schema 2" in summary
+    restarted = start_store(store_config)
+    try:
+        await store.close()
+        await wait_ready(store)
+        stats = await store.call(STORE_STATS)
+        assert 300 <= stats.memories <= 300 + written
+        hits = await store.call(STORE_RECALL, RecallRequest(query="after the backup", k=1, mode="text"))
+        assert all(h.record.text != "after the backup" for h in hits.hits)
+        assert (await store.call(STORE_GET, MemoryId(id=1))).text == "reading 0"
+    finally:
+        restarted.terminate()
+        restarted.wait(10)
+
+
+def test_restore_refuses_bad_files(tmp_path: Path, store_config: Path) -> None:
+    config = load_config(store_config)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(OfflineError, match=r"junk\.db"):
+        restore_backup(config, junk)
+    with pytest.raises(OfflineError, match="no such file"):
+        restore_backup(config, tmp_path / "absent.db")
