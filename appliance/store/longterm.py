@@ -4,10 +4,11 @@ Hybrid score (docs/memory.md), every term in 0..1:
 
     score = w_v * max(cos, 0) + w_t * bm25 / max_bm25 + w_r * 0.5 ** (age / half_life) + w_i * importance
 
-Candidates are the union of the vector pass (index.py) and the FTS5 pass (top ``candidates``
-by BM25, filters applied in SQL). A vector candidate outside the BM25 top list counts 0 for
-text. Pure-vector mode ranks by cosine alone. Sensitive records are sealed (crypto.py) and
-kept out of FTS5, so only their vectors and plain columns can find them.
+Candidates are the union of the vector pass (index.py; its best max(4k, 50) by cosine) and
+the FTS5 pass (top ``candidates`` by BM25, filters applied in SQL). A vector candidate outside
+the BM25 top list counts 0 for text. Pure-vector mode ranks by cosine alone. Sensitive
+records are sealed (crypto.py) and kept out of FTS5, so only their vectors and plain columns
+can find them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ KIND_CODE = {kind: code for code, kind in enumerate(MEMORY_KINDS)}
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 32
 LOAD_BATCH = 8192
+# Hybrid ranking rescores the best max(4k, 50) vector candidates with text, recency, importance.
+HYBRID_POOL_FACTOR = 4
+HYBRID_POOL_MIN = 50
 RECORD_COLUMNS = ("id, text, sealed, kind, source, tags, metadata, importance, created_at, pinned, sensitive")
 
 
@@ -237,9 +241,18 @@ class LongTerm:
         return {row[0]: self.record_from_row(row, vectors.get(row[0])) for row in rows}
 
     def vectors(self, ids: Iterable[int]) -> dict[int, bytes]:
-        rows = self.conn.execute("SELECT id, embedding FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
-                                 (ids_json(ids),))
+        rows = fetch_all(self.conn, "SELECT id, embedding FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
+                         (ids_json(ids),))
         return {int(i): bytes(blob) for i, blob in rows}
+
+    def similarities(self, ids: Iterable[int], query: npt.NDArray[np.float32]) -> tuple[
+            npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact cosine similarity of the stored vectors of ``ids`` (those that have one)."""
+        rows = fetch_all(self.conn, "SELECT id, embedding FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
+                         (ids_json(ids),))
+        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        return found, matrix @ query
 
     # --- recall -----------------------------------------------------------------------------
 
@@ -276,22 +289,16 @@ class LongTerm:
         return " AND ".join(clauses), params
 
     def vector_scores(self, query: npt.NDArray[np.float32], count: int,
-                      where: IndexFilter | None) -> dict[int, float]:
-        """Exact cosine similarity of the best ``count`` (or more) memories for a unit query."""
+                      where: IndexFilter | None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Ids and exact cosine similarities of at least the best ``count`` memories (unordered)."""
         if self.index.keep_floats:
-            ids, scores = self.index.exact(query, count, where)
-            return dict(zip(ids.tolist(), scores.tolist(), strict=True))
+            return self.index.exact(query, count, where)
         candidates = max(self.config.candidates, count)
         if where is not None and len(allowed := self.index.allowed_ids(where)) <= candidates:
             ids = allowed  # a narrow filter: score every allowed row exactly
         else:
             ids = self.index.nearest(query, candidates, where)
-        blobs = self.vectors(ids.tolist())
-        if not blobs:
-            return {}
-        keys = list(blobs)
-        matrix = np.frombuffer(b"".join(blobs[k] for k in keys), dtype=np.float32).reshape(len(keys), self.dim)
-        return dict(zip(keys, (matrix @ query).tolist(), strict=True))
+        return self.similarities(ids.tolist(), query)
 
     def text_scores(self, query: str, f: RecallFilters) -> dict[int, float]:
         match = fts_query(query)
@@ -307,23 +314,30 @@ class LongTerm:
 
     def recall(self, request: RecallRequest) -> RecallResponse:
         started = time.perf_counter()
-        now = time.time()
         query = self.unit_vector(request.embedding) if request.embedding is not None else None
-        cfg = self.config
         similarity: dict[int, float] = {}
         text: dict[int, float] = {}
         if query is not None and request.mode != "text":
-            similarity = self.vector_scores(query, request.k, self._index_filter(request.filters))
+            ids, scores = self.vector_scores(query, request.k, self._index_filter(request.filters))
+            # Pure vector mode needs only the k best; hybrid keeps a wider pool for the other terms.
+            pool = request.k if request.mode == "vector" else max(HYBRID_POOL_FACTOR * request.k, HYBRID_POOL_MIN)
+            if len(ids) > pool:
+                best = np.argpartition(-scores, pool - 1)[:pool]
+                ids, scores = ids[best], scores[best]
+            similarity = dict(zip(ids.tolist(), scores.tolist(), strict=True))
         if request.query is not None and request.mode != "vector":
             text = self.text_scores(request.query, request.filters)
         if query is not None and (missing := [i for i in text if i not in similarity]):
-            for memory_id, blob in self.vectors(missing).items():
-                similarity[memory_id] = float(np.frombuffer(blob, dtype=np.float32) @ query)
+            ids, scores = self.similarities(missing, query)
+            similarity.update(zip(ids.tolist(), scores.tolist(), strict=True))
+        hits = self._rank(request, similarity, text)
+        return RecallResponse(hits=hits, mode=request.mode, took_ms=(time.perf_counter() - started) * 1e3)
 
-        candidates = set(similarity) | set(text)
-        rows = fetch_all(self.conn, "SELECT id, created_at, importance FROM memories WHERE id IN "
-                                 "(SELECT value FROM json_each(?))", (ids_json(candidates),))
+    def _rank(self, request: RecallRequest, similarity: dict[int, float], text: dict[int, float]) -> list[RecallHit]:
+        cfg, now = self.config, time.time()
         half_life = cfg.recency_half_life_days * 86_400
+        rows = fetch_all(self.conn, "SELECT id, created_at, importance FROM memories WHERE id IN "
+                                    "(SELECT value FROM json_each(?))", (ids_json(set(similarity) | set(text)),))
         scored = []
         for memory_id, created, importance in rows:
             recency = 0.5 ** (max(0.0, now - created) / half_life)
@@ -338,6 +352,5 @@ class LongTerm:
         scored.sort(key=lambda s: (-s[0], -s[1]))
         top = scored[: request.k]
         records = self.records([s[1] for s in top])
-        hits = [RecallHit(score=score, similarity=cos, text_score=bm25, recency=recency, record=records[memory_id])
+        return [RecallHit(score=score, similarity=cos, text_score=bm25, recency=recency, record=records[memory_id])
                 for score, memory_id, cos, bm25, recency in top if memory_id in records]
-        return RecallResponse(hits=hits, mode=request.mode, took_ms=(time.perf_counter() - started) * 1e3)
