@@ -46,7 +46,8 @@ class BinaryIndex:
         self.size = 0
         self.live = 0
         self._ids = np.zeros(capacity, dtype=np.int64)
-        self._codes = np.zeros((capacity, self.words), dtype=np.uint64)
+        # Word-major (words x rows): each pass of the scan reads one contiguous row of words.
+        self._codes = np.zeros((self.words, capacity), dtype=np.uint64)
         self._kind = np.zeros(capacity, dtype=np.uint8)
         self._source = np.zeros(capacity, dtype=np.int32)
         self._created = np.zeros(capacity, dtype=np.float64)
@@ -67,8 +68,8 @@ class BinaryIndex:
             new = np.zeros(capacity, dtype=old.dtype)
             new[: self.size] = old[: self.size]
             setattr(self, name, new)
-        codes = np.zeros((capacity, self.words), dtype=np.uint64)
-        codes[: self.size] = self._codes[: self.size]
+        codes = np.zeros((self.words, capacity), dtype=np.uint64)
+        codes[:, : self.size] = self._codes[:, : self.size]
         self._codes = codes
         if self.keep_floats:
             floats = np.zeros((capacity, self.dim), dtype=np.float32)
@@ -81,7 +82,7 @@ class BinaryIndex:
         self._grow(self.size + n)
         rows = slice(self.size, self.size + n)
         self._ids[rows] = ids
-        self._codes[rows] = sign_codes(vectors)
+        self._codes[:, rows] = sign_codes(vectors).T
         if self.keep_floats:
             self._floats[rows] = vectors
         self._kind[rows] = kinds
@@ -130,16 +131,34 @@ class BinaryIndex:
         n = self.size
         if n == 0:
             return np.zeros(0, dtype=np.int64)
-        code = sign_codes(query.reshape(1, -1))[0]
-        distance = np.bitwise_count(self._codes[:n] ^ code).sum(axis=1, dtype=np.uint16)
+        distance = self.hamming(query)
         mask = self._alive[:n] if where is None else self._mask(where)
         distance[~mask] = MAX_HAMMING
         allowed = int(mask.sum()) if where is not None else self.live
         count = min(count, allowed)
         if count <= 0:
             return np.zeros(0, dtype=np.int64)
-        rows = np.argpartition(distance, count - 1)[:count] if count < n else np.flatnonzero(mask)
-        return self._ids[rows]
+        if count >= n:
+            return self._ids[np.flatnonzero(mask)]
+        # Distances are small integers: a histogram finds the cut-off faster than argpartition.
+        histogram = np.bincount(distance, minlength=self.words * 64 + 1)
+        cutoff = int(np.searchsorted(np.cumsum(histogram), count))
+        closer = np.flatnonzero(distance < cutoff)
+        at_cutoff = np.flatnonzero(distance == cutoff)[: count - len(closer)]
+        return self._ids[np.concatenate((closer, at_cutoff))]
+
+    def hamming(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
+        """Hamming distance from the query's sign bits to every row, one 64-bit word at a time."""
+        n = self.size
+        code = sign_codes(query.reshape(1, -1))[0]
+        distance = np.zeros(n, dtype=np.uint16)
+        xor = np.empty(n, dtype=np.uint64)
+        bits = np.empty(n, dtype=np.uint8)
+        for word in range(self.words):
+            np.bitwise_xor(self._codes[word, :n], code[word], out=xor)
+            np.bitwise_count(xor, out=bits)
+            np.add(distance, bits, out=distance)
+        return distance
 
     def exact(self, query: npt.NDArray[np.float32], count: int,
               where: IndexFilter | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
