@@ -191,6 +191,8 @@ class IpcConfig(_Section):
 
 class AgentConfig(_Section):
     heartbeat_interval_s: float = Field(30.0, ge=0.1, le=86_400)
+    backfill_interval_s: float = Field(60.0, ge=0.1, le=86_400,
+                                       description="how often memories stored without a vector are embedded")
 
 
 class LoggingConfig(_Section):

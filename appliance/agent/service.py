@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from appliance.agent.scheduler import Scheduler
+from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError
-from appliance.ipc.memory import STORE_ARCHIVE, ArchiveRequest
+from appliance.ipc.memory import (
+    STORE_ARCHIVE,
+    STORE_SET_VECTORS,
+    STORE_UNEMBEDDED,
+    ArchiveRequest,
+    EmbeddingsIn,
+    UnembeddedRequest,
+)
 from appliance.ipc.messages import HEALTH, ServiceName, ServiceState
 from appliance.runtime.service import Service
 
@@ -23,6 +31,7 @@ class AgentService(Service):
         self.scheduler = Scheduler(self.log)
         self.scheduler.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
         self.scheduler.every("archive", self.config.memory.archive_interval_s, self.archive)
+        self.scheduler.every("embed-backfill", self.config.agent.backfill_interval_s, self.backfill)
 
     async def stop(self) -> None:
         if self.scheduler is not None:
@@ -53,3 +62,17 @@ class AgentService(Service):
         if last is not None and last.done:
             self.log.info("archive run: %d memories into %d segments", last.done, last.segments,
                           extra={"ARCHIVED": last.done})
+
+    async def backfill(self) -> None:
+        """Embed memories that were stored while the engine was down, a batch at a time."""
+        total = 0
+        while batch := (await self.peer("store").call(STORE_UNEMBEDDED, UnembeddedRequest(limit=64))).items:
+            vectors = await embed_or_none(self.peer("engine"), [item.text for item in batch], self.log)
+            if vectors is None:
+                return  # the engine is still down; the next run tries again
+            request = EmbeddingsIn(ids=[item.id for item in batch], embeddings=vectors)
+            total += (await self.peer("store").call(STORE_SET_VECTORS, request)).stored
+            if len(batch) < 64:
+                break
+        if total:
+            self.log.info("embedded %d memories stored without a vector", total, extra={"BACKFILLED": total})

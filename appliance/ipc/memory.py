@@ -263,6 +263,34 @@ class StoreStats(Message):
     schema_version: int
 
 
+class UnembeddedRequest(Message):
+    limit: int = Field(64, ge=1, le=256)
+
+
+class UnembeddedItem(Message):
+    id: int
+    text: str
+
+
+class Unembedded(Message):
+    items: list[UnembeddedItem] = Field(description="memories stored without a vector, oldest first")
+
+
+class EmbeddingsIn(Message):
+    ids: list[int] = Field(min_length=1, max_length=256)
+    embeddings: list[Vector] = Field(min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _aligned(self) -> EmbeddingsIn:
+        if len(self.ids) != len(self.embeddings):
+            raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.ids)} ids")
+        return self
+
+
+class EmbeddingsStored(Message):
+    stored: int
+
+
 class KeyRotated(Message):
     key_id: str
     reencrypted: int
@@ -283,3 +311,5 @@ STORE_AUDIT_APPEND = Endpoint("audit/append", AuditIn, AuditRow)
 STORE_AUDIT_VERIFY = Endpoint("audit/verify", Empty, AuditVerdict)
 STORE_BACKUP = Endpoint("backup", BackupRequest, BackupDone)
 STORE_ROTATE_KEY = Endpoint("rotate-key", Empty, KeyRotated)
+STORE_UNEMBEDDED = Endpoint("vectors/missing", UnembeddedRequest, Unembedded)
+STORE_SET_VECTORS = Endpoint("vectors/set", EmbeddingsIn, EmbeddingsStored)

@@ -213,6 +213,42 @@ class LongTerm:
                 self.insert(memory, document=doc.path, chunk=i, now=now)
         return DocumentStored(path=doc.path, chunks=len(doc.chunks), replaced=len(old))
 
+    def unembedded(self, limit: int) -> list[tuple[int, str]]:
+        """Memories stored while the engine was down: the agent embeds them later."""
+        rows = fetch_all(self.conn, "SELECT m.id, m.text, m.sealed FROM memories m WHERE m.forgotten_at IS NULL "
+                                    "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.id = m.id) ORDER BY m.id LIMIT ?",
+                         (limit,))
+        found = []
+        for memory_id, text, sealed in rows:
+            if sealed is not None:
+                text = json.loads(self.sealer.open(sealed, f"memory:{memory_id}"))["text"]
+            found.append((int(memory_id), str(text)))
+        return found
+
+    def set_vectors(self, ids: Sequence[int], embeddings: Sequence[Sequence[float]]) -> int:
+        """Give vectors to memories that have none; others (forgotten, archived, embedded) are skipped."""
+        vectors = []
+        for i, embedding in enumerate(embeddings):
+            try:
+                vectors.append(self.unit_vector(embedding))
+            except StoreError as exc:
+                raise StoreError(f"embeddings[{i}]: {exc}") from None
+        stored = 0
+        with self.transaction():
+            for memory_id, vector in zip(ids, vectors, strict=True):
+                row = fetch_one(self.conn, "SELECT kind, source, created_at FROM memories m WHERE id = ? AND "
+                                           "forgotten_at IS NULL AND NOT EXISTS (SELECT 1 FROM vectors v WHERE "
+                                           "v.id = m.id)", (memory_id,))
+                if row is None:
+                    continue
+                self.conn.execute("INSERT INTO vectors(id, embedding) VALUES (?, ?)", (memory_id, vector.tobytes()))
+                self.index.add(np.array([memory_id], dtype=np.int64), vector.reshape(1, -1),
+                               np.array([KIND_CODE[row[0]]], dtype=np.uint8),
+                               np.array([self.index.source_code(row[1])], dtype=np.int32),
+                               np.array([row[2]], dtype=np.float64))
+                stored += 1
+        return stored
+
     # --- reading ----------------------------------------------------------------------------
 
     def record_from_row(self, row: Sequence[Any], embedding: bytes | None = None) -> MemoryRecord:

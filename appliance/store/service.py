@@ -34,7 +34,9 @@ from appliance.ipc.memory import (
     STORE_RING_APPEND,
     STORE_RING_READ,
     STORE_ROTATE_KEY,
+    STORE_SET_VECTORS,
     STORE_STATS,
+    STORE_UNEMBEDDED,
     ArchivedRecords,
     ArchiveProgress,
     ArchiveQuery,
@@ -46,6 +48,8 @@ from appliance.ipc.memory import (
     BackupRequest,
     DocumentIn,
     DocumentStored,
+    EmbeddingsIn,
+    EmbeddingsStored,
     Forgotten,
     KeyRotated,
     MemoryId,
@@ -60,6 +64,9 @@ from appliance.ipc.memory import (
     RingEntryIn,
     RingRead,
     StoreStats,
+    Unembedded,
+    UnembeddedItem,
+    UnembeddedRequest,
 )
 from appliance.ipc.messages import Empty, ServiceState
 from appliance.ipc.server import IpcServer
@@ -99,6 +106,8 @@ class StoreService(Service):
         ipc.add(STORE_AUDIT_VERIFY, self.audit_verify)
         ipc.add(STORE_BACKUP, self.backup)
         ipc.add(STORE_ROTATE_KEY, self.rotate_key)
+        ipc.add(STORE_UNEMBEDDED, self.unembedded)
+        ipc.add(STORE_SET_VECTORS, self.set_vectors)
 
     async def _on_db(self, work: Callable[[MemoryDB], T]) -> T:
         db = self.db
@@ -219,3 +228,11 @@ class StoreService(Service):
         rotated = await self._on_db(MemoryDB.rotate_key)
         self.log.info("memory key rotated to %s; %d values re-encrypted", rotated.key_id, rotated.reencrypted)
         return rotated
+
+    async def unembedded(self, request: UnembeddedRequest) -> Unembedded:
+        rows = await self._on_db(lambda db: db.longterm.unembedded(request.limit))
+        return Unembedded(items=[UnembeddedItem(id=i, text=t) for i, t in rows])
+
+    async def set_vectors(self, request: EmbeddingsIn) -> EmbeddingsStored:
+        stored = await self._on_db(lambda db: db.longterm.set_vectors(request.ids, request.embeddings))
+        return EmbeddingsStored(stored=stored)

@@ -184,3 +184,21 @@ def test_ingest_with_a_bad_embedding_writes_nothing(db: MemoryDB, rng: np.random
     assert db.stats().memories == 0
     with pytest.raises(ValidationError, match="2 embeddings for 1 chunks"):
         DocumentIn(path="/d.txt", chunks=["a"], embeddings=[unit(rng), unit(rng)])
+
+
+def test_backfill_gives_vectors_to_memories_stored_without(db: MemoryDB, rng: np.random.Generator) -> None:
+    plain = db.longterm.remember(MemoryIn(text="stored while the engine was down"))
+    secret = db.longterm.remember(MemoryIn(text="sealed and unembedded", sensitive=True))
+    gone = db.longterm.remember(MemoryIn(text="forgotten"))
+    db.longterm.forget(gone)
+    db.longterm.remember(MemoryIn(text="has one", embedding=unit(rng)))
+    assert db.longterm.unembedded(10) == [(plain, "stored while the engine was down"),
+                                          (secret, "sealed and unembedded")]
+    with pytest.raises(StoreError, match=r"embeddings\[1\]: embedding has 2 dimensions"):
+        db.longterm.set_vectors([plain, secret], [unit(rng), [1.0, 0.0]])
+    vector = unit(rng)
+    assert db.longterm.set_vectors([plain, secret, gone], [vector, unit(rng), unit(rng)]) == 2
+    assert db.longterm.unembedded(10) == []
+    hit = db.longterm.recall(RecallRequest(embedding=vector, k=1, mode="vector")).hits[0]
+    assert hit.record.id == plain
+    assert db.longterm.set_vectors([plain], [unit(rng)]) == 0  # already embedded: left alone
