@@ -66,7 +66,9 @@ class MemoryConfig(_Section):
     # "flat": exact float scan. "hnsw" (the reference design's word) is served by "binary",
     # the approximate index this store has.
     index_type: Literal["binary", "flat", "hnsw"] = "binary"
-    candidates: int = Field(512, ge=16, le=100_000, description="binary index: rows rescored exactly per query")
+    candidates: int = Field(512, ge=16, le=100_000, description="binary index: least rows rescored exactly per query")
+    candidate_fraction: float = Field(0.002, ge=0, le=0.1,
+                                      description="binary index: rescore at least this share of all memories")
     storage_path: Path | None = Field(None, description="directory of memory.db; default <state_dir>/memory")
     ring_size: int = Field(1000, ge=1, le=1_000_000, description="short-term entries kept per conversation")
     archive_after_days: float = Field(30.0, ge=0, le=36_500, description="unpinned memories older move to archive")

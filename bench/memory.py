@@ -78,9 +78,8 @@ class SqliteVecFlat:
 class Store:
     """The real store (MemoryDB) filled through its own insert path, in large transactions."""
 
-    def __init__(self, folder: Path, vectors: np.ndarray, texts: Sequence[str] | None = None,
-                 candidates: int = 512) -> None:
-        config = MemoryConfig(vector_dim=DIM, candidates=candidates)
+    def __init__(self, folder: Path, vectors: np.ndarray, texts: Sequence[str] | None = None) -> None:
+        config = MemoryConfig(vector_dim=DIM)  # the shipped defaults
         self.db = MemoryDB(folder / "memory.db", config, folder / "memory.key")
         started = time.monotonic()
         for start in range(0, len(vectors), 50_000):
@@ -165,8 +164,51 @@ def latency_table(sizes: list[int], queries: int, work: Path, out: list[str]) ->
     out.append("")
 
 
-def text_tables(work: Path, out: list[str]) -> None:
-    docs, doc_vectors, asks, ask_vectors = load_textset()
+def largest_textset() -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    cached = sorted((int(p.name.split("-")[1]) for p in (Path(__file__).parent / ".cache").glob("textset-*-300.npz")),
+                    reverse=True)
+    return load_textset(cached[0] if cached else 20_000)
+
+
+def fitted_filler(real: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Unit vectors from a Gaussian with the real embeddings' mean and covariance."""
+    rng = np.random.default_rng(seed)
+    factor = np.linalg.cholesky(np.cov(real.T) + 1e-6 * np.eye(DIM)).astype(np.float32)
+    mean = real.mean(axis=0).astype(np.float32)
+    out = np.empty((count, DIM), dtype=np.float32)
+    for start in range(0, count, 100_000):
+        block = mean + rng.standard_normal((min(100_000, count - start), DIM), dtype=np.float32) @ factor.T
+        out[start : start + len(block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def scale_table(real: np.ndarray, asks: np.ndarray, sizes: list[int], work: Path, out: list[str]) -> None:
+    out += ["## Recall@10 at scale: real sentences plus fitted filler", "",
+            f"Real MiniLM queries against the {len(real):,} real sentences plus filler vectors drawn from a Gaussian "
+            "with the real embeddings' mean and covariance, up to N. Store at its shipped defaults "
+            "(candidates = max(512, 0.2 % of N)).", "",
+            "| N | real | filler | store recall@10 | store p50 ms | store p95 ms | numpy exact p95 ms |",
+            "|---|---|---|---|---|---|---|"]
+    for n in sizes:
+        if n < len(real):
+            continue
+        vectors = np.concatenate([real, fitted_filler(real, n - len(real), seed=n)])
+        exact = NumpyExact(vectors)
+        t_exact, truth = measure(exact.search, asks)
+        folder = Path(tempfile.mkdtemp(dir=work))
+        store = Store(folder, vectors)
+        t, found = measure(store.search, asks)
+        p50, p95, _ = percentiles(t)
+        out.append(f"| {n:,} | {len(real):,} | {n - len(real):,} | {recall_at_k(found, truth):.3f} | {p50:.2f} | "
+                   f"{p95:.2f} | {percentiles(t_exact)[1]:.2f} |")
+        print(out[-1], flush=True)
+        store.db.close()
+        shutil.rmtree(folder)
+    out.append("")
+
+
+def text_tables(sizes: list[int], work: Path, out: list[str]) -> None:
+    docs, doc_vectors, asks, ask_vectors = largest_textset()
     truth = [NumpyExact(doc_vectors).search(q) for q in ask_vectors]
     folder = Path(tempfile.mkdtemp(dir=work))
     out += [f"## Recall@10 on real text ({len(docs):,} sentences, {len(asks)} queries, all-MiniLM-L6-v2)", "",
@@ -177,14 +219,17 @@ def text_tables(work: Path, out: list[str]) -> None:
                f"{percentiles(t)[1]:.2f} |")
     vec0.conn.close()
     store = Store(folder, doc_vectors, docs)
-    for candidates in (64, 128, 256, 512, 1024):
-        store.db.longterm.config = store.db.longterm.config.model_copy(update={"candidates": candidates})
+    shipped = store.db.longterm.config
+    for candidates in (64, 128, 256, 512, 1024, 2048, None):
+        label = f"{candidates} (fixed)" if candidates else "shipped: max(512, 0.2 % of N)"
+        update = {"candidates": candidates, "candidate_fraction": 0.0} if candidates else {}
+        store.db.longterm.config = shipped.model_copy(update=update)
         t, found = measure(store.search, ask_vectors)
-        out.append(f"| store (binary) | {candidates} | {recall_at_k(found, truth):.3f} | {percentiles(t)[0]:.2f} | "
+        out.append(f"| store (binary) | {label} | {recall_at_k(found, truth):.3f} | {percentiles(t)[0]:.2f} | "
                    f"{percentiles(t)[1]:.2f} |")
     t, found = measure(NumpyExact(doc_vectors).search, ask_vectors)
     out.append(f"| numpy exact | - | 1.000 | {percentiles(t)[0]:.2f} | {percentiles(t)[1]:.2f} |")
-    store.db.longterm.config = store.db.longterm.config.model_copy(update={"candidates": 512})
+    store.db.longterm.config = shipped
 
     hybrid_times = []
     for text, vector in zip(asks, ask_vectors, strict=True):
@@ -195,11 +240,12 @@ def text_tables(work: Path, out: list[str]) -> None:
     p50, p95, p99 = percentiles(hybrid_times)
     out += ["", f"Hybrid recall (vector + BM25 + recency) on the same set: p50 {p50:.2f} ms, p95 {p95:.2f} ms, "
             f"p99 {p99:.2f} ms.", ""]
-    print("\n".join(out[-12:]), flush=True)
+    print("\n".join(out[-14:]), flush=True)
     archive_table(store, out)
     ring_table(store, out)
     store.db.close()
     shutil.rmtree(folder)
+    scale_table(doc_vectors, ask_vectors, sizes, work, out)
 
 
 def archive_table(store: Store, out: list[str]) -> None:
@@ -276,7 +322,7 @@ def main() -> None:
     try:
         latency_table(sizes, args.queries, work, out)
         if not args.skip_text:
-            text_tables(work, out)
+            text_tables(sizes, work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = Path(__file__).parent / "results" / f"memory-{args.name}.md"

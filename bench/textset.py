@@ -2,10 +2,12 @@
 
 Sentences come from the docstrings of the Python standard library and the installed packages
 (parsed with ast, never imported), split at sentence ends, kept at 40-400 characters, and
-de-duplicated; a fixed-seed shuffle picks the corpus and a disjoint set of queries. The
-embeddings are cached in bench/.cache/ (not committed); this script is what is committed.
+de-duplicated; a fixed-seed shuffle orders them. The queries are shuffled sentences
+20000..20299; the corpus is the 20000 before them, then those after them, so every corpus size
+holds the smaller ones and only the new sentences are embedded. Embeddings are cached in
+bench/.cache/ (not committed); this script is what is committed.
 
-    python bench/textset.py [--corpus 20000] [--queries 300]
+    python bench/textset.py [--corpus 20000]
 """
 
 from __future__ import annotations
@@ -56,30 +58,49 @@ def sentences() -> list[str]:
     return found
 
 
-def load(corpus: int = 20_000, queries: int = 300) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    path = CACHE / f"textset-{corpus}-{queries}.npz"
-    if path.exists():
-        data = np.load(path, allow_pickle=False)
-        return list(data["docs"]), data["doc_vectors"], list(data["queries"]), data["query_vectors"]
+QUERY_AT = 20_000
+QUERIES = 300
+
+
+def _cached(corpus: int) -> tuple[list[str], np.ndarray, list[str], np.ndarray] | None:
+    path = CACHE / f"textset-{corpus}-{QUERIES}.npz"
+    if not path.exists():
+        return None
+    data = np.load(path, allow_pickle=False)
+    return list(data["docs"]), data["doc_vectors"], list(data["queries"]), data["query_vectors"]
+
+
+def load(corpus: int = 20_000) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    if (hit := _cached(corpus)) is not None:
+        return hit
     texts = sentences()
     random.Random(7).shuffle(texts)
-    if len(texts) < corpus + queries:
+    if len(texts) < corpus + QUERIES:
         raise SystemExit(f"only {len(texts)} sentences found; ask for fewer")
-    docs, asks = texts[:corpus], texts[corpus : corpus + queries]
+    docs = texts[:QUERY_AT] + texts[QUERY_AT + QUERIES :][: max(0, corpus - QUERY_AT)]
+    docs = docs[:corpus]
+    asks = texts[QUERY_AT : QUERY_AT + QUERIES]
     model = MiniLM()
     started = time.monotonic()
-    doc_vectors = model.embed(docs)
-    query_vectors = model.embed(asks)
-    print(f"embedded {corpus + queries} sentences in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    smaller = max((int(p.name.split("-")[1]) for p in CACHE.glob(f"textset-*-{QUERIES}.npz")
+                   if int(p.name.split("-")[1]) < corpus), default=0)
+    prefix = _cached(smaller) if smaller else None
+    if prefix is not None:
+        doc_vectors = np.concatenate([prefix[1], model.embed(docs[smaller:])])
+        query_vectors = prefix[3]
+    else:
+        doc_vectors = model.embed(docs)
+        query_vectors = model.embed(asks)
+    print(f"embedded {len(docs) - smaller} new sentences in {time.monotonic() - started:.0f} s", file=sys.stderr)
     CACHE.mkdir(exist_ok=True)
-    np.savez(path, docs=np.array(docs), doc_vectors=doc_vectors, queries=np.array(asks), query_vectors=query_vectors)
+    np.savez(CACHE / f"textset-{corpus}-{QUERIES}.npz", docs=np.array(docs), doc_vectors=doc_vectors,
+             queries=np.array(asks), query_vectors=query_vectors)
     return docs, doc_vectors, asks, query_vectors
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=int, default=20_000)
-    parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
     print(f"{len(sentences())} candidate sentences")
-    load(args.corpus, args.queries)
+    load(args.corpus)

@@ -46,6 +46,11 @@ from appliance.store.sql import fetch_all, fetch_one, time_range
 KIND_CODE = {kind: code for code, kind in enumerate(MEMORY_KINDS)}
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 32
+# Words in more than this share of memories are stop words for BM25 (their IDF is near zero,
+# their posting lists are the whole index); at most MAX_TEXT_TERMS of the rarest words are used.
+STOP_WORD_SHARE = 0.10
+MAX_TEXT_TERMS = 12
+STOP_WORD_MIN_DOCS = 500  # below this a posting list is cheap: no word is a stop word yet
 LOAD_BATCH = 8192
 # Hybrid ranking rescores the best max(4k, 50) vector candidates with text, recency, importance.
 HYBRID_POOL_FACTOR = 4
@@ -57,6 +62,10 @@ def fts_query(text: str) -> str | None:
     """Free text as an FTS5 query: each word quoted, OR-ed; FTS5 syntax in the input stays inert."""
     words = _WORD.findall(text)[:MAX_QUERY_TERMS]
     return " OR ".join(f'"{w}"' for w in words) if words else None
+
+
+def query_words(text: str) -> list[str]:
+    return list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
 
 
 def ids_json(ids: Iterable[int]) -> str:
@@ -92,7 +101,7 @@ class LongTerm:
 
     def describe_index(self) -> str:
         exact = self.index.keep_floats
-        mode = "exact float scan" if exact else f"binary codes + exact rescoring of {self.config.candidates}"
+        mode = "exact float scan" if exact else "binary codes + exact rescoring"
         return f"{mode}; {self.index.live} vectors, {self.index.memory_bytes() / 2**20:.1f} MiB RAM"
 
     def unit_vector(self, embedding: Sequence[float]) -> npt.NDArray[np.float32]:
@@ -329,15 +338,31 @@ class LongTerm:
         """Ids and exact cosine similarities of at least the best ``count`` memories (unordered)."""
         if self.index.keep_floats:
             return self.index.exact(query, count, where)
-        candidates = max(self.config.candidates, count)
+        # A fixed candidate count loses recall as the store grows and Hamming neighbourhoods
+        # crowd, so it grows with the store (docs/memory.md has the measurements).
+        candidates = max(self.config.candidates, count, int(self.index.live * self.config.candidate_fraction))
         if where is not None and len(allowed := self.index.allowed_ids(where)) <= candidates:
             ids = allowed  # a narrow filter: score every allowed row exactly
         else:
             ids = self.index.nearest(query, candidates, where)
         return self.similarities(ids.tolist(), query)
 
+    def _text_match(self, query: str) -> str | None:
+        """The FTS5 query for ``query``: its rarest words that occur at all, stop words dropped."""
+        words = query_words(query)
+        if not words:
+            return None
+        frequency: dict[str, int] = dict(fetch_all(
+            self.conn, f"SELECT term, doc FROM memory_fts_terms WHERE term IN ({', '.join('?' * len(words))})",  # noqa: S608
+            tuple(words)))
+        present = sorted((w for w in words if w in frequency), key=lambda w: frequency[w])
+        total = max(self.index.live, max(frequency.values(), default=0))
+        limit = max(STOP_WORD_SHARE * total, STOP_WORD_MIN_DOCS)
+        rare = [w for w in present if frequency[w] <= limit] or present[:1]
+        return fts_query(" ".join(rare[:MAX_TEXT_TERMS]))
+
     def text_scores(self, query: str, f: RecallFilters) -> dict[int, float]:
-        match = fts_query(query)
+        match = self._text_match(query)
         if match is None:
             return {}
         where, params = self._filter_sql(f)

@@ -65,6 +65,7 @@ CREATE VIRTUAL TABLE memory_fts USING fts5(
     text, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2'
 );
 INSERT INTO memory_fts(rowid, text) SELECT id, text FROM memories;
+CREATE VIRTUAL TABLE memory_fts_terms USING fts5vocab(memory_fts, 'row');
 
 CREATE TABLE ring(
     conversation TEXT NOT NULL,

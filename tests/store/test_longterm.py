@@ -202,3 +202,18 @@ def test_backfill_gives_vectors_to_memories_stored_without(db: MemoryDB, rng: np
     hit = db.longterm.recall(RecallRequest(embedding=vector, k=1, mode="vector")).hits[0]
     assert hit.record.id == plain
     assert db.longterm.set_vectors([plain], [unit(rng)]) == 0  # already embedded: left alone
+
+
+def test_stop_words_do_not_drown_the_rare_word(db: MemoryDB) -> None:
+    from appliance.store import longterm
+
+    with db.longterm.transaction():
+        for i in range(600):
+            db.longterm.insert(MemoryIn(text=f"the door {i} is the door"))
+        target = db.longterm.insert(MemoryIn(text="the compressor is the noisy one"))
+    assert db.longterm._text_match("the compressor") == '"compressor"'
+    assert db.longterm._text_match("the the") == '"the"'  # only stop words: keep the rarest
+    assert db.longterm._text_match("zebra") is None  # in no memory at all
+    hits = db.longterm.recall(RecallRequest(query="is the compressor", k=1, mode="text")).hits
+    assert hits[0].record.id == target
+    assert longterm.STOP_WORD_MIN_DOCS <= 600
