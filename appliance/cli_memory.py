@@ -24,6 +24,8 @@ from appliance.ipc.client import IpcClient
 from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError
 from appliance.ipc.memory import (
+    BATCH_CHUNKS,
+    MAX_CHUNKS,
     MAX_DOCUMENT_CHARS,
     MEMORY_KINDS,
     STORE_ARCHIVE,
@@ -208,9 +210,17 @@ async def _ingest(config: ApplianceConfig, args: argparse.Namespace, clients: _C
     chunks = chunk_text(text, config.memory.chunk_chars, config.memory.chunk_overlap)
     if not chunks:
         raise CliError(f"{where} holds no text", code=2)
+    if len(chunks) > MAX_CHUNKS:
+        raise CliError(f"{where} makes {len(chunks)} chunks, more than {MAX_CHUNKS}; raise memory.chunk_chars "
+                       "or split the file", code=2)
     vectors = await embed_or_none(clients.engine, chunks, _log())
-    document = _build(DocumentIn, path=where, chunks=chunks, embeddings=vectors, tags=args.tags)
-    _print(await clients.store.call(STORE_INGEST, document, timeout_s=600))
+    replaced = 0
+    for start in range(0, len(chunks), BATCH_CHUNKS):
+        batch = chunks[start : start + BATCH_CHUNKS]
+        document = _build(DocumentIn, path=where, first_chunk=start, chunks=batch, tags=args.tags,
+                          embeddings=vectors[start : start + BATCH_CHUNKS] if vectors else None)
+        replaced += (await clients.store.call(STORE_INGEST, document, timeout_s=600)).replaced
+    _print({"path": where, "chunks": len(chunks), "replaced": replaced, "embedded": vectors is not None})
 
 
 def _log() -> Any:

@@ -15,7 +15,8 @@ RecallMode = Literal["hybrid", "vector", "text"]
 
 MAX_TAGS = 16
 MAX_DOCUMENT_CHARS = 2 << 20
-MAX_CHUNKS = 4096
+MAX_CHUNKS = 4096  # per document
+BATCH_CHUNKS = 64  # per ingest call: 64 chunks with their vectors stay far below ipc.max_frame_bytes
 # Tags and conversation ids end up in SQL parameters and logs: keep them plain words.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}")
 
@@ -154,10 +155,13 @@ class RingEntries(Message):
 
 
 class DocumentIn(Message):
-    """A text or markdown file, read and chunked by the caller (the store cannot read users' files)."""
+    """Chunks of a text or markdown file, read and chunked by the caller (the store cannot read
+    users' files), sent in batches: the batch with ``first_chunk`` 0 replaces what an earlier
+    ingest of the same path stored, the others append."""
 
     path: str = Field(min_length=1, max_length=1024, description="where the file came from; re-ingest key")
-    chunks: list[str] = Field(min_length=1, max_length=MAX_CHUNKS, description="appliance.chunking output")
+    first_chunk: int = Field(0, ge=0, lt=MAX_CHUNKS, description="index of this batch's first chunk")
+    chunks: list[str] = Field(min_length=1, max_length=BATCH_CHUNKS, description="appliance.chunking output")
     embeddings: list[Vector] | None = Field(None, description="one per chunk, when the engine is up")
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
 

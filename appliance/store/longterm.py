@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from appliance.config import MemoryConfig
 from appliance.ipc.memory import (
+    MAX_CHUNKS,
     MEMORY_KINDS,
     DocumentIn,
     DocumentStored,
@@ -212,11 +213,15 @@ class LongTerm:
                 self.unit_vector(vector)
             except StoreError as exc:
                 raise StoreError(f"embeddings[{i}]: {exc}") from None
+        if doc.first_chunk + len(doc.chunks) > MAX_CHUNKS:
+            raise StoreError(f"{doc.path}: more than {MAX_CHUNKS} chunks; raise memory.chunk_chars or split the file")
         with self.transaction():
-            old = [r[0] for r in self.conn.execute("SELECT id FROM memories WHERE document = ?", (doc.path,))]
-            self.delete(old)
+            old = []
+            if doc.first_chunk == 0:
+                old = [r[0] for r in self.conn.execute("SELECT id FROM memories WHERE document = ?", (doc.path,))]
+                self.delete(old)
             now = time.time()
-            for i, (chunk, embedding) in enumerate(zip(doc.chunks, embeddings, strict=True)):
+            for i, (chunk, embedding) in enumerate(zip(doc.chunks, embeddings, strict=True), doc.first_chunk):
                 memory = MemoryIn(text=chunk, kind="document", source=doc.path[-256:], tags=doc.tags,
                                   metadata={"path": doc.path, "chunk": i}, embedding=embedding)
                 self.insert(memory, document=doc.path, chunk=i, now=now)

@@ -177,6 +177,17 @@ def test_ingest_replaces_the_old_chunks(db: MemoryDB, rng: np.random.Generator) 
     assert hits[0].record.kind == "document"
 
 
+def test_ingest_batches_append_after_the_first(db: MemoryDB) -> None:
+    db.longterm.ingest(DocumentIn(path="/big.md", chunks=["part 0", "part 1"]))
+    db.longterm.ingest(DocumentIn(path="/big.md", first_chunk=2, chunks=["part 2"]))
+    rows = db.conn.execute("SELECT chunk, text FROM memories WHERE document = '/big.md' ORDER BY chunk").fetchall()
+    assert rows == [(0, "part 0"), (1, "part 1"), (2, "part 2")]
+    with pytest.raises(StoreError, match="more than 4096 chunks"):
+        db.longterm.ingest(DocumentIn(path="/big.md", first_chunk=4095, chunks=["a", "b"]))
+    with pytest.raises(ValidationError):
+        DocumentIn(path="/big.md", chunks=["c"] * 65)
+
+
 def test_ingest_with_a_bad_embedding_writes_nothing(db: MemoryDB, rng: np.random.Generator) -> None:
     doc = DocumentIn(path="/d.txt", chunks=["a", "b"], embeddings=[unit(rng), [1.0, 2.0]])
     with pytest.raises(StoreError, match=r"embeddings\[1\]: embedding has 2 dimensions"):
