@@ -2,7 +2,8 @@
 
 A segment holds up to ``archive_segment_records`` memories in creation order. Its payload is
 two zstd frames: the records as JSON lines, compressed with a dictionary trained on this
-store's own records (the dictionary is kept sealed in ``zstd_dicts``: it contains text), and
+store's own records (kept sealed in ``zstd_dicts``, as it contains text; reused for a month,
+then trained afresh), and
 the float32 vectors with their bytes grouped by position (exponent bytes together compress far
 better). The payload is sealed with AES-GCM like every secret; ``sha256`` covers the sealed
 bytes. ``archive_index`` keeps id, time, source and kind of each archived memory, so archived
@@ -34,6 +35,7 @@ LEVEL = 9
 DICT_BYTES = 64 << 10
 DICT_SAMPLES = 4000
 MIN_DICT_SAMPLES = 64
+DICT_MAX_AGE_S = 30 * 86_400
 
 
 def shuffle_bytes(raw: bytes) -> bytes:
@@ -53,6 +55,15 @@ class Archive:
         self._cache: tuple[int, dict[int, dict[str, Any]]] | None = None
 
     # --- packing ----------------------------------------------------------------------------
+
+    def _latest_dictionary(self) -> tuple[int, zstandard.ZstdCompressionDict] | None:
+        """The newest dictionary when it is recent enough to reuse: one per month, not one per run."""
+        row = fetch_one(self.conn, "SELECT id FROM zstd_dicts WHERE created_at > ? ORDER BY id DESC LIMIT 1",
+                        (time.time() - DICT_MAX_AGE_S,))
+        if row is None:
+            return None
+        dictionary = self._dictionary(int(row[0]))
+        return (int(row[0]), dictionary) if dictionary is not None else None
 
     def _train(self, cutoff: float) -> tuple[int, zstandard.ZstdCompressionDict] | None:
         rows = fetch_all(self.conn,
@@ -97,7 +108,7 @@ class Archive:
         if total == 0:
             yield progress.model_copy(update={"finished": True})
             return
-        trained = self._train(cutoff)
+        trained = self._latest_dictionary() or self._train(cutoff)
         dict_id, dictionary = trained if trained else (None, None)
         text_zstd = zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary)
         vector_zstd = zstandard.ZstdCompressor(level=LEVEL)
@@ -216,5 +227,8 @@ class Archive:
                 self.longterm.insert(MemoryIn(**fields), memory_id=memory_id, document=document, chunk=chunk)
                 self.conn.execute("DELETE FROM archive_index WHERE memory_id = ?", (memory_id,))
             self.conn.execute("DELETE FROM archive_segments WHERE id NOT IN (SELECT segment_id FROM archive_index)")
+            self.conn.execute("DELETE FROM zstd_dicts WHERE created_at <= ? AND id NOT IN "
+                              "(SELECT dict_id FROM archive_segments WHERE dict_id IS NOT NULL)",
+                              (time.time() - DICT_MAX_AGE_S,))
         self._cache = None
         return len(rows)

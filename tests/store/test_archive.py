@@ -83,3 +83,12 @@ def test_a_damaged_segment_is_reported(db: MemoryDB, rng: np.random.Generator) -
 def test_empty_store_archives_nothing(db: MemoryDB) -> None:
     steps = list(db.archive.steps(0))
     assert steps[-1].finished and steps[-1].done == 0
+
+
+def test_dictionary_is_reused_between_runs(db: MemoryDB, rng: np.random.Generator) -> None:
+    _fill(db, rng, 150)
+    list(db.archive.steps(45 * DAY))
+    list(db.archive.steps(30 * DAY))
+    dicts = db.conn.execute("SELECT count(*) FROM zstd_dicts").fetchone()[0]
+    segments = db.conn.execute("SELECT count(DISTINCT dict_id), count(*) FROM archive_segments").fetchone()
+    assert dicts == 1 and segments == (1, 2)
