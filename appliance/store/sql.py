@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any, cast
 
 import apsw
@@ -32,3 +34,8 @@ def time_range(column: str, since: float | None, until: float | None) -> tuple[l
         clauses.append(f"{column} <= ?")
         params.append(until)
     return clauses, params
+
+
+def ids_json(ids: Iterable[int]) -> str:
+    """Ids as one JSON parameter, expanded in SQL by ``IN (SELECT value FROM json_each(?))``."""
+    return json.dumps([int(i) for i in ids])
