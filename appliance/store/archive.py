@@ -29,7 +29,7 @@ from appliance.ipc.memory import ArchiveProgress, ArchiveQuery, MemoryIn, Memory
 from appliance.store.crypto import Sealer
 from appliance.store.errors import StoreError
 from appliance.store.longterm import RECORD_COLUMNS, LongTerm
-from appliance.store.sql import fetch_all, fetch_one, scalar, time_range
+from appliance.store.sql import fetch_all, fetch_one, integer, time_range
 
 LEVEL = 9
 DICT_BYTES = 64 << 10
@@ -102,7 +102,7 @@ class Archive:
         """Archive everything older than the cutoff, one committed segment per step."""
         cutoff = time.time() - older_than_s
         eligible = "created_at < ? AND pinned = 0 AND forgotten_at IS NULL"
-        total = scalar(self.conn, f"SELECT count(*) FROM memories WHERE {eligible}", (cutoff,))  # noqa: S608
+        total = integer(self.conn, f"SELECT count(*) FROM memories WHERE {eligible}", (cutoff,))  # noqa: S608
         progress = ArchiveProgress(done=0, total=total)
         yield progress
         if total == 0:

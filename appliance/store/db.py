@@ -29,7 +29,7 @@ from appliance.store.errors import StoreError
 from appliance.store.longterm import LongTerm
 from appliance.store.ring import Ring
 from appliance.store.schema import SCHEMA_VERSION, migration_sql
-from appliance.store.sql import fetch_all
+from appliance.store.sql import fetch_all, integer
 
 BUSY_TIMEOUT_MS = 5_000
 JOURNAL_SIZE_LIMIT = 64 << 20
@@ -60,19 +60,14 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
     return conn
 
 
-def scalar(conn: apsw.Connection, sql: str, *args: object) -> int:
-    row = conn.execute(sql, args).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
-
-
 def migrate(conn: apsw.Connection, path: Path, dim: int) -> None:
-    version = scalar(conn, "PRAGMA user_version")
+    version = integer(conn, "PRAGMA user_version")
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} has schema {version}, newer than this release's {SCHEMA_VERSION}")
     for target in range(version + 1, SCHEMA_VERSION + 1):
         with conn:
             conn.execute(migration_sql(target, dim))
-    stored = scalar(conn, "SELECT value FROM meta WHERE key = 'vector_dim'")
+    stored = integer(conn, "SELECT value FROM meta WHERE key = 'vector_dim'")
     if stored != dim:
         raise StoreError(f"{path} holds {stored}-dim vectors but memory.vector_dim is {dim}; "
                          "keep the dimension or start a new file")
@@ -100,13 +95,13 @@ class MemoryDB:
         """Commit the next block of nonce counters for ``key_id`` and return its start."""
         name = f"nonce:{key_id}"
         with self.conn:
-            start = scalar(self.conn, "SELECT value FROM meta WHERE key = ?", name)
+            start = integer(self.conn, "SELECT value FROM meta WHERE key = ?", (name,))
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(start + count)))
         return start
 
     def stats(self) -> StoreStats:
         def count(sql: str) -> int:
-            return scalar(self.conn, sql)
+            return integer(self.conn, sql)
 
         wal = Path(f"{self.path}-wal")
         return StoreStats(
@@ -156,7 +151,10 @@ class MemoryDB:
         for _ in self.backup_steps(target):
             pass
         return BackupDone(path=str(target), bytes=target.stat().st_size,
-                          pages=scalar(self.conn, "PRAGMA page_count"), took_s=time.monotonic() - started)
+                          pages=self.page_count(), took_s=time.monotonic() - started)
+
+    def page_count(self) -> int:
+        return integer(self.conn, "PRAGMA page_count")
 
     def rotate_key(self) -> KeyRotated:
         """Seal everything under a fresh key, then drop the old keys from the ring.

@@ -21,7 +21,7 @@ from appliance.ipc.messages import HEALTH
 from appliance.store.audit import AuditLog
 from appliance.store.db import connect
 from appliance.store.schema import SCHEMA_VERSION
-from appliance.store.sql import scalar
+from appliance.store.sql import integer, scalar
 
 
 class OfflineError(Exception):
@@ -55,14 +55,14 @@ def check_backup(path: Path, dim: int) -> str:
         verdict = scalar(conn, "PRAGMA integrity_check")
         if verdict != "ok":
             raise OfflineError(f"{path}: integrity check failed: {verdict}", code=2)
-        version = scalar(conn, "PRAGMA user_version")
+        version = integer(conn, "PRAGMA user_version")
         if not 1 <= version <= SCHEMA_VERSION:
             raise OfflineError(f"{path}: schema version {version} is not one this release reads "
                                f"(1..{SCHEMA_VERSION})", code=2)
-        stored_dim = int(scalar(conn, "SELECT value FROM meta WHERE key = 'vector_dim'") or 0)
+        stored_dim = integer(conn, "SELECT value FROM meta WHERE key = 'vector_dim'")
         if stored_dim != dim:
             raise OfflineError(f"{path}: holds {stored_dim}-dim vectors, memory.vector_dim is {dim}", code=2)
-        memories = scalar(conn, "SELECT count(*) FROM memories")
+        memories = integer(conn, "SELECT count(*) FROM memories")
     except apsw.Error as exc:
         raise OfflineError(f"{path}: not a memory file: {exc}", code=2) from None
     finally:
@@ -95,7 +95,7 @@ def verify_audit(config: ApplianceConfig) -> AuditVerdict:
         raise OfflineError(f"{path}: no memory file yet", code=2)
     conn = connect(path, readonly=True)
     try:
-        if scalar(conn, "PRAGMA user_version") < 2:
+        if integer(conn, "PRAGMA user_version") < 2:
             return AuditVerdict(ok=True, rows=0, reason="this file predates the audit log")
         return AuditLog(conn).verify()
     finally:

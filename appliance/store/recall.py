@@ -139,7 +139,7 @@ def recall_memories(lt: LongTerm, request: RecallRequest) -> RecallResponse:
         similarity = dict(zip(ids.tolist(), scores.tolist(), strict=True))
     if request.query is not None and request.mode != "vector":
         text = text_scores(lt, request.query, request.filters)
-    if query is not None and (missing := [i for i in text if i not in similarity]):
+    if query is not None and request.mode == "hybrid" and (missing := [i for i in text if i not in similarity]):
         ids, scores = lt.similarities(missing, query)
         similarity.update(zip(ids.tolist(), scores.tolist(), strict=True))
     hits = rank(lt, request, similarity, text)

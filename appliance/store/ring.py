@@ -13,7 +13,7 @@ import apsw
 
 from appliance.ipc.memory import RingEntry, RingEntryIn
 from appliance.store.crypto import Sealer
-from appliance.store.sql import fetch_all, scalar
+from appliance.store.sql import fetch_all, integer
 
 
 class Ring:
@@ -27,8 +27,8 @@ class Ring:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with self.conn:
-                last = scalar(self.conn, "SELECT max(seq) FROM ring WHERE conversation = ?", (entry.conversation,))
-                seq = (last or 0) + 1
+                last = integer(self.conn, "SELECT max(seq) FROM ring WHERE conversation = ?", (entry.conversation,))
+                seq = last + 1
                 sealed = self.sealer.seal(entry.text.encode(), f"ring:{entry.conversation}:{seq}")
                 self.conn.execute("INSERT INTO ring(conversation, seq, role, sealed, created_at) "
                                   "VALUES (?, ?, ?, ?, ?)", (entry.conversation, seq, entry.role, sealed, now))

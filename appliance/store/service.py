@@ -225,7 +225,7 @@ class StoreService(Service):
             async for _ in self._steps(self.db.backup_steps(target)):
                 pass
         size = await self._on_db(lambda _db: target.stat().st_size)
-        pages = await self._on_db(lambda db: db.stats().file_bytes // 4096)
+        pages = await self._on_db(MemoryDB.page_count)
         self.log.info("backup written to %s (%d bytes)", target, size)
         return BackupDone(path=str(target), bytes=size, pages=pages, took_s=time.monotonic() - started)
 

@@ -24,6 +24,12 @@ def scalar(conn: apsw.Connection, sql: str, args: tuple[object, ...] = ()) -> An
     return row[0] if row else None
 
 
+def integer(conn: apsw.Connection, sql: str, args: tuple[object, ...] = ()) -> int:
+    """A single integer (counts, pragmas, numbers kept as text in meta); 0 when there is no row."""
+    value = scalar(conn, sql, args)
+    return int(value) if value is not None else 0
+
+
 def time_range(column: str, since: float | None, until: float | None) -> tuple[list[str], list[object]]:
     """WHERE clauses bounding ``column`` (a constant name) by optional since/until parameters."""
     clauses, params = [], list[object]()
