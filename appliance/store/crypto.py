@@ -1,10 +1,11 @@
 """Encryption at rest: AES-256-GCM with keys from an owner-only key ring file.
 
 Sealed value layout: ``0x01 | nonce (12) | ciphertext | tag (16)``. The nonce is the key's
-4-byte id followed by a 64-bit counter. Counter values are reserved in blocks that are
-committed to the database before any of them is used, and the in-process high-water mark
-never moves back, so a nonce is never used twice with one key, across restarts and crashes
-included. Every value is bound to where it lives (associated data such as ``memory:42``), so
+4-byte id, a 32-bit epoch and a 32-bit counter. Each Sealer takes a fresh epoch that is
+committed to the database on its own, before anything is sealed (at open and after a key
+rotation, never inside another transaction), and counts from 0 in memory. So a nonce is
+never used twice with one key, across restarts and crashes included: a crash can lose an
+epoch, never hand one out twice. Every value is bound to where it lives (associated data such as ``memory:42``), so
 a ciphertext copied onto another row does not decrypt.
 
 The key ring comes from a systemd credential (``$CREDENTIALS_DIRECTORY/memory-key``) when one
@@ -28,7 +29,8 @@ from appliance.store.errors import StoreError
 
 FORMAT = 1
 KEY_BYTES = 32
-NONCE_BLOCK = 1 << 16
+COUNTER_LIMIT = 1 << 32
+EPOCH_LIMIT = 1 << 32
 CREDENTIAL_NAME = "memory-key"
 
 
@@ -105,27 +107,27 @@ class KeyRing:
 
 
 class Sealer:
-    """Seals and opens values; `reserve` persists a nonce block and returns its first counter."""
+    """Seals and opens values; ``new_epoch(key_id)`` commits and returns that key's next epoch."""
 
-    def __init__(self, ring: KeyRing, reserve: Callable[[str, int], int]) -> None:
+    def __init__(self, ring: KeyRing, new_epoch: Callable[[str], int]) -> None:
         self.ring = ring
-        self._reserve = reserve
-        self._aeads = {kid: AESGCM(key) for kid, key in ring.keys.items()}
-        self._next = 0
-        self._limit = 0
+        self._new_epoch = new_epoch
+        self.refresh()
 
     def refresh(self) -> None:
-        """Pick up a changed ring (after rotation); the counter restarts from a new block."""
+        """Pick up a changed ring (after rotation) and start a new epoch; call outside transactions."""
         self._aeads = {kid: AESGCM(key) for kid, key in self.ring.keys.items()}
-        self._next = self._limit = 0
+        self._epoch = self._new_epoch(self.ring.current)
+        self._counter = 0
 
     def _nonce(self) -> bytes:
-        if self._next >= self._limit:
-            start = max(self._reserve(self.ring.current, NONCE_BLOCK), self._limit)
-            self._next, self._limit = start, start + NONCE_BLOCK
-        counter = self._next
-        self._next += 1
-        return bytes.fromhex(self.ring.current) + counter.to_bytes(8, "big")
+        if self._counter >= COUNTER_LIMIT:
+            # 4 billion seals in one run: only now can an epoch be taken inside a transaction,
+            # so db.py refuses that and a restart (which takes a new epoch) continues.
+            self._epoch, self._counter = self._new_epoch(self.ring.current), 0
+        counter = self._counter
+        self._counter += 1
+        return bytes.fromhex(self.ring.current) + self._epoch.to_bytes(4, "big") + counter.to_bytes(4, "big")
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         nonce = self._nonce()

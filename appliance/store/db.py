@@ -24,7 +24,7 @@ from appliance.config import MemoryConfig
 from appliance.ipc.memory import BackupDone, KeyRotated, StoreStats
 from appliance.store.archive import Archive
 from appliance.store.audit import AuditLog
-from appliance.store.crypto import KeyRing, KeyRingError, Sealer
+from appliance.store.crypto import EPOCH_LIMIT, KeyRing, KeyRingError, Sealer
 from appliance.store.errors import StoreError
 from appliance.store.longterm import LongTerm
 from appliance.store.ring import Ring
@@ -85,19 +85,23 @@ class MemoryDB:
         except (KeyRingError, OSError) as exc:
             self.conn.close()
             raise StoreError(str(exc)) from None
-        self.sealer = Sealer(self.keys, self._reserve_nonces)
+        self.sealer = Sealer(self.keys, self._new_epoch)
         self.longterm = LongTerm(self.conn, config, self.sealer)
         self.ring = Ring(self.conn, config.ring_size, self.sealer)
         self.archive = Archive(self.conn, config, self.sealer, self.longterm)
         self.audit = AuditLog(self.conn)
 
-    def _reserve_nonces(self, key_id: str, count: int) -> int:
-        """Commit the next block of nonce counters for ``key_id`` and return its start."""
-        name = f"nonce:{key_id}"
+    def _new_epoch(self, key_id: str) -> int:
+        """Commit ``key_id``'s next nonce epoch on its own: no rollback or crash can hand it out twice."""
+        if self.conn.in_transaction:
+            raise StoreError("a nonce epoch cannot be taken inside a transaction; restart the store")
+        name = f"nonce_epoch:{key_id}"
         with self.conn:
-            start = integer(self.conn, "SELECT value FROM meta WHERE key = ?", (name,))
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(start + count)))
-        return start
+            epoch = integer(self.conn, "SELECT value FROM meta WHERE key = ?", (name,)) + 1
+            if epoch >= EPOCH_LIMIT:
+                raise StoreError("this key's nonce epochs are used up; rotate it (appliance memory rotate-key)")
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(epoch)))
+        return epoch
 
     def stats(self) -> StoreStats:
         def count(sql: str) -> int:

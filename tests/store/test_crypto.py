@@ -12,6 +12,7 @@ import pytest
 from appliance.ipc.memory import ArchiveQuery, MemoryIn, RingEntryIn
 from appliance.store.crypto import KeyRing, KeyRingError, Sealer
 from appliance.store.db import MemoryDB
+from appliance.store.errors import StoreError
 from tests.store.conftest import open_db, unit
 
 SECRET = "wifi password is Tr0ub4dor&3"
@@ -49,8 +50,8 @@ def test_systemd_credential_wins_and_cannot_be_rotated_here(tmp_path: Path, monk
 
 
 def test_values_are_bound_to_their_place(tmp_path: Path) -> None:
-    counter = iter(range(0, 1 << 30, 1 << 16))
-    sealer = Sealer(KeyRing.load_or_create(tmp_path / "k"), lambda _kid, _n: next(counter))
+    epochs = iter(range(1, 100))
+    sealer = Sealer(KeyRing.load_or_create(tmp_path / "k"), lambda _kid: next(epochs))
     sealed = sealer.seal(b"hello", "memory:1")
     assert sealer.open(sealed, "memory:1") == b"hello"
     with pytest.raises(KeyRingError, match="authentication failed"):
@@ -73,6 +74,18 @@ def test_nonces_never_repeat_across_reopen(tmp_path: Path) -> None:
             assert nonce not in seen
             seen.add(nonce)
         db.close()
+
+
+def test_epochs_are_committed_alone_and_never_taken_in_a_transaction(tmp_path: Path) -> None:
+    first = open_db(tmp_path)
+    kid = first.keys.current
+    assert first.conn.execute("SELECT value FROM meta WHERE key = ?", (f"nonce_epoch:{kid}",)).fetchone()[0] == "1"
+    with pytest.raises(StoreError, match="inside a transaction"), first.conn:
+        first.sealer._new_epoch(kid)
+    first.close()
+    second = open_db(tmp_path)
+    assert second.sealer._epoch == 2
+    second.close()
 
 
 def _file_bytes(db: MemoryDB) -> bytes:
