@@ -17,7 +17,7 @@ import hashlib
 import json
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import apsw
@@ -98,7 +98,7 @@ class Archive:
         fields.update(document=document, chunk=chunk, vector=record.embedding is not None)
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def steps(self, older_than_s: float) -> Iterator[ArchiveProgress]:
+    def steps(self, older_than_s: float) -> Generator[ArchiveProgress, None, None]:
         """Archive everything older than the cutoff, one committed segment per step."""
         cutoff = time.time() - older_than_s
         eligible = "created_at < ? AND pinned = 0 AND forgotten_at IS NULL"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import apsw
@@ -122,7 +122,7 @@ class MemoryDB:
             schema_version=count("PRAGMA user_version"),
         )
 
-    def backup_steps(self, target: Path) -> Iterator[int]:
+    def backup_steps(self, target: Path) -> Generator[int, None, None]:
         """Copy the live database to ``target`` a step at a time; yields the pages left.
 
         The caller runs each step as its own unit of work on the store thread, so requests are
@@ -141,6 +141,9 @@ class MemoryDB:
                     backup.step(BACKUP_STEP_PAGES)
                     yield backup.remaining
             dest.execute("PRAGMA journal_mode=DELETE")
+        except GeneratorExit:
+            tmp.unlink(missing_ok=True)  # abandoned half-way: leave no partial copy behind
+            raise
         finally:
             dest.close()
         fd = os.open(tmp, os.O_RDONLY)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -119,10 +119,17 @@ class StoreService(Service):
         except StoreError as exc:
             raise BadRequest(str(exc)) from None
 
-    async def _steps(self, steps: Iterator[T]) -> AsyncGenerator[T, None]:
-        """Run a generator's steps one by one on the SQLite thread."""
-        while (item := await self._on_db(lambda _db: next(steps, _DONE))) is not _DONE:
-            yield item  # type: ignore[misc]
+    async def _steps(self, steps: Generator[T, None, None]) -> AsyncGenerator[T, None]:
+        """Run a generator's steps one by one on the SQLite thread.
+
+        If the caller goes away (or times out) the generator is closed on that thread too, so a
+        half-made backup is removed and its SQLite handles are released at once.
+        """
+        try:
+            while (item := await self._on_db(lambda _db: next(steps, _DONE))) is not _DONE:
+                yield item  # type: ignore[misc]
+        finally:
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._sqlite, steps.close))
 
     async def start(self) -> None:
         path = self.config.memory_dir / "memory.db"
