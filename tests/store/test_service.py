@@ -173,3 +173,26 @@ def test_restore_refuses_bad_files(tmp_path: Path, store_config: Path) -> None:
         restore_backup(config, junk)
     with pytest.raises(OfflineError, match="no such file"):
         restore_backup(config, tmp_path / "absent.db")
+
+
+async def test_hostile_frames_get_clear_errors_and_write_nothing(store: IpcClient) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(store.socket_path))) as session:
+        cases = [
+            ("recall", b"{not json", "JSON"),
+            ("recall", b'{"query": "x", "filters": {"colour": "red"}}', "filters.colour"),
+            ("recall", b'{"query": "x", "filters": {"sources": ["\' OR 1=1 --"]}, "k": 100000}', "k"),
+            ("remember", b'{"text": "x", "embedding": [1e999, 0, 0, 0, 0, 0, 0, 0]}', "embedding"),
+            ("remember", b'{"text": "' + b"x" * 70_000 + b'"}', "text"),
+            ("ring/append", b'{"conversation": "../../etc/passwd", "text": "x"}', "conversation"),
+            ("backup", b'{"path": "../relative"}', "absolute"),
+        ]
+        for method, body, named in cases:
+            async with session.post(f"http://store/v1/{method}", data=body,
+                                    headers={"Content-Type": "application/json"}) as reply:
+                payload = await reply.json()
+                assert reply.status == 400, (method, body[:60], payload)
+                assert named in payload["error"]["message"], (method, payload)
+    stats = await store.call(STORE_STATS)
+    assert (stats.memories, stats.ring_entries) == (0, 0)
