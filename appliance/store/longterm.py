@@ -36,6 +36,8 @@ from appliance.store.recall import recall_memories
 from appliance.store.sql import fetch_all, fetch_one, ids_json
 
 LOAD_BATCH = 8192
+TERM_CACHE_S = 300.0
+TERM_CACHE_SIZE = 100_000
 RECORD_COLUMNS = ("id, text, sealed, kind, source, tags, metadata, importance, created_at, pinned, sensitive")
 
 
@@ -48,6 +50,8 @@ class LongTerm:
         self.dim = config.vector_dim
         self.index = BinaryIndex(self.dim, keep_floats=config.index_type == "flat")
         self.purge_due = False
+        self._terms: dict[str, int] = {}
+        self._terms_since = time.monotonic()
         self._load_index()
 
     # --- the index --------------------------------------------------------------------------
@@ -256,6 +260,21 @@ class LongTerm:
                                  "(SELECT value FROM json_each(?))", (ids_json(ids),))
         vectors = self.vectors(ids) if with_vectors else {}
         return {row[0]: self.record_from_row(row, vectors.get(row[0])) for row in rows}
+
+    def term_frequencies(self, words: list[str]) -> dict[str, int]:
+        """How many memories hold each word (FTS5's vocabulary), cached for TERM_CACHE_S.
+
+        A vocabulary lookup costs ~0.3 ms; the counts only decide which words are too common
+        to search for, so a few minutes' staleness does no harm.
+        """
+        now = time.monotonic()
+        if now - self._terms_since > TERM_CACHE_S or len(self._terms) > TERM_CACHE_SIZE:
+            self._terms, self._terms_since = {}, now
+        for word in words:
+            if word not in self._terms:
+                row = fetch_one(self.conn, "SELECT doc FROM memory_fts_terms WHERE term = ?", (word,))
+                self._terms[word] = int(row[0]) if row else 0
+        return {word: self._terms[word] for word in words}
 
     def vectors(self, ids: Iterable[int]) -> dict[int, bytes]:
         rows = fetch_all(self.conn, "SELECT id, embedding FROM vectors WHERE id IN (SELECT value FROM json_each(?))",

@@ -4,8 +4,8 @@ Hybrid score (docs/memory.md), every term in 0..1:
 
     score = w_v * max(cos, 0) + w_t * bm25 / max_bm25 + w_r * 0.5 ** (age / half_life) + w_i * importance
 
-Candidates are the union of the vector pass (index.py; its best max(4k, 50) by cosine) and
-the FTS5 pass (top ``candidates`` by BM25, filters applied in SQL). A vector candidate outside
+Candidates are the union of the best max(5k, 100) of the vector pass (index.py) by cosine and
+of the FTS5 pass by BM25 (filters applied in SQL; rare words only, see `text_match`). A vector candidate outside
 the BM25 top list counts 0 for text. Pure-vector mode ranks by cosine alone.
 """
 
@@ -29,12 +29,12 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 32
 # Words in more than this share of memories are stop words for BM25 (their IDF is near zero,
 # their posting lists are the whole index); at most MAX_TEXT_TERMS of the rarest words are used.
-STOP_WORD_SHARE = 0.10
-MAX_TEXT_TERMS = 12
+STOP_WORD_SHARE = 0.05
+MAX_TEXT_TERMS = 8
 STOP_WORD_MIN_DOCS = 500  # below this a posting list is cheap: no word is a stop word yet
-# Hybrid ranking rescores the best max(4k, 50) vector candidates with text, recency, importance.
-HYBRID_POOL_FACTOR = 4
-HYBRID_POOL_MIN = 50
+# Hybrid ranking scores the best max(5k, 100) of each pass (vector by cosine, text by BM25).
+POOL_FACTOR = 5
+POOL_MIN = 100
 
 
 def fts_query(text: str) -> str | None:
@@ -101,25 +101,29 @@ def text_match(lt: LongTerm, query: str) -> str | None:
     words = query_words(query)
     if not words:
         return None
-    frequency: dict[str, int] = dict(fetch_all(
-        lt.conn, f"SELECT term, doc FROM memory_fts_terms WHERE term IN ({', '.join('?' * len(words))})",  # noqa: S608
-        tuple(words)))
-    present = sorted((w for w in words if w in frequency), key=lambda w: frequency[w])
+    frequency = lt.term_frequencies(words)
+    present = sorted((w for w in words if frequency[w]), key=lambda w: frequency[w])
     total = max(lt.index.live, max(frequency.values(), default=0))
     limit = max(STOP_WORD_SHARE * total, STOP_WORD_MIN_DOCS)
     rare = [w for w in present if frequency[w] <= limit] or present[:1]
     return fts_query(" ".join(rare[:MAX_TEXT_TERMS]))
 
 
-def text_scores(lt: LongTerm, query: str, f: RecallFilters) -> dict[int, float]:
+def text_scores(lt: LongTerm, query: str, f: RecallFilters, pool: int) -> dict[int, float]:
+    """BM25 of the ``pool`` best text matches, normalised so that the best is 1."""
     match = text_match(lt, query)
     if match is None:
         return {}
-    where, params = filter_sql(f)
-    rows = fetch_all(lt.conn,
-        f"SELECT f.rowid, -bm25(memory_fts) FROM memory_fts f JOIN memories m ON m.id = f.rowid "  # noqa: S608
-        f"WHERE memory_fts MATCH ? AND {where} ORDER BY bm25(memory_fts) LIMIT ?",
-        (match, *params, lt.config.candidates))
+    if f == RecallFilters():
+        # Forgotten, archived and sensitive memories are not in FTS5: no join needed (it doubles the cost).
+        rows = fetch_all(lt.conn, "SELECT rowid, -bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH ? "
+                                  "ORDER BY bm25(memory_fts) LIMIT ?", (match, pool))
+    else:
+        where, params = filter_sql(f)
+        rows = fetch_all(lt.conn,
+            f"SELECT f.rowid, -bm25(memory_fts) FROM memory_fts f JOIN memories m ON m.id = f.rowid "  # noqa: S608
+            f"WHERE memory_fts MATCH ? AND {where} ORDER BY bm25(memory_fts) LIMIT ?",
+            (match, *params, pool))
     best = max((r[1] for r in rows), default=0.0)
     return {int(r[0]): (r[1] / best if best > 0 else 0.0) for r in rows}
 
@@ -129,16 +133,17 @@ def recall_memories(lt: LongTerm, request: RecallRequest) -> RecallResponse:
     query = lt.unit_vector(request.embedding) if request.embedding is not None else None
     similarity: dict[int, float] = {}
     text: dict[int, float] = {}
+    pool = max(POOL_FACTOR * request.k, POOL_MIN)
     if query is not None and request.mode != "text":
         ids, scores = vector_scores(lt, query, request.k, index_filter(lt, request.filters))
         # Pure vector mode needs only the k best; hybrid keeps a wider pool for the other terms.
-        pool = request.k if request.mode == "vector" else max(HYBRID_POOL_FACTOR * request.k, HYBRID_POOL_MIN)
-        if len(ids) > pool:
-            best = np.argpartition(-scores, pool - 1)[:pool]
+        wanted = request.k if request.mode == "vector" else pool
+        if len(ids) > wanted:
+            best = np.argpartition(-scores, wanted - 1)[:wanted]
             ids, scores = ids[best], scores[best]
         similarity = dict(zip(ids.tolist(), scores.tolist(), strict=True))
     if request.query is not None and request.mode != "vector":
-        text = text_scores(lt, request.query, request.filters)
+        text = text_scores(lt, request.query, request.filters, pool)
     if query is not None and request.mode == "hybrid" and (missing := [i for i in text if i not in similarity]):
         ids, scores = lt.similarities(missing, query)
         similarity.update(zip(ids.tolist(), scores.tolist(), strict=True))
