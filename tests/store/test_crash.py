@@ -95,5 +95,6 @@ async def test_sigkill_during_writes_loses_nothing_acknowledged(tmp_path: Path) 
         assert db.audit.verify().ok
         assert db.longterm.index.live == db.conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
         assert sum(len(v) for v in acked.values()) > 10 * KILLS  # the kills really landed mid-burst
+        print(f"{KILLS} kills; acknowledged and found: " + ", ".join(f"{k} {len(v)}" for k, v in acked.items()))
     finally:
         db.close()
