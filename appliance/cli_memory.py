@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -223,9 +224,7 @@ async def _ingest(config: ApplianceConfig, args: argparse.Namespace, clients: _C
     _print({"path": where, "chunks": len(chunks), "replaced": replaced, "embedded": vectors is not None})
 
 
-def _log() -> Any:
-    import logging
-
+def _log() -> logging.Logger:
     return logging.getLogger("appliance.cli")
 
 

@@ -8,11 +8,10 @@ admin role, searching any valid token. Every write is recorded in the audit log.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
-from pydantic import ConfigDict, Field, JsonValue, ValidationError
+from pydantic import ValidationError
 
 from appliance.api.app import CLAIMS_KEY, ApiError
 from appliance.api.auth import Role
@@ -28,25 +27,10 @@ from appliance.ipc.memory import (
     RecallFilters,
     RecallRequest,
 )
-from appliance.ipc.messages import MAX_TEXT_CHARS, Message
 from appliance.validation import describe_validation_error
 
 SEARCH_PARAMS = {"q", "k", "mode", "kind", "source", "tag", "since", "until"}
 WRITERS = {Role.ADMIN, Role.OPERATOR}
-
-
-class MemoryPost(Message):
-    """The body of POST /api/v1/memory: a memory without an embedding (the engine makes it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    kind: str = "fact"
-    source: str | None = Field(None, max_length=256)
-    tags: list[str] = Field(default_factory=list)
-    importance: float = 0.5
-    pinned: bool = False
-    sensitive: bool = False
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 def _ipc_error(exc: IpcError) -> ApiError:
@@ -81,12 +65,13 @@ class MemoryRoutes:
         except web.HTTPRequestEntityTooLarge:
             raise ApiError(413, "too_large", "body exceeds api.max_body_bytes") from None
         try:
-            post = MemoryPost.model_validate_json(body)
-            fields: dict[str, Any] = post.model_dump()
-            fields["source"] = post.source or f"user:{subject}"
-            memory = MemoryIn.model_validate(fields)
+            memory = MemoryIn.model_validate_json(body)
         except ValidationError as exc:
             raise ApiError(400, "bad_request", f"body: {describe_validation_error(exc)}") from None
+        if memory.embedding is not None:
+            raise ApiError(400, "bad_request", "body: embedding: not accepted here; the engine embeds the text")
+        if not memory.source:
+            memory = memory.model_copy(update={"source": f"user:{subject}"})
         vectors = await embed_or_none(self.engine, [memory.text], self.log)
         if vectors is not None:
             memory = memory.model_copy(update={"embedding": vectors[0]})
