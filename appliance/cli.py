@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import os
 import re
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     model_actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
     demo = model_actions.add_parser("demo", help="write tiny random-weight demo models where none are")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
+    engine = commands.add_parser("engine", help="the inference engine")
+    engine_actions = engine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    engine_actions.add_parser("probe", help="print the hardware the engine would plan for (JSON)")
     cli_memory.add_parsers(commands)
     return parser
 
@@ -161,6 +165,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(_status(config))
     if args.command == "token":
         sys.exit(_token(config, args))
+    if args.command == "engine":
+        from appliance.engine.probe import probe
+
+        sys.stdout.write(json.dumps(probe().as_dict(), indent=2) + "\n")
+        sys.exit(0)
     if args.command in ("memory", "audit"):
         try:
             sys.exit(cli_memory.run(config, args))
