@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, JsonValue, field_validator, model_validator
 
-from appliance.ipc.messages import MAX_TEXT_CHARS, Empty, Endpoint, Message, Vector
+from appliance.ipc.messages import MAX_TEXT_CHARS, BoundedText, Empty, Endpoint, Message, Vector
 
 MemoryKind = Literal["event", "fact", "conversation", "document"]
 MEMORY_KINDS: tuple[MemoryKind, ...] = ("event", "fact", "conversation", "document")
@@ -161,17 +161,9 @@ class DocumentIn(Message):
 
     path: str = Field(min_length=1, max_length=1024, description="where the file came from; re-ingest key")
     first_chunk: int = Field(0, ge=0, lt=MAX_CHUNKS, description="index of this batch's first chunk")
-    chunks: list[str] = Field(min_length=1, max_length=BATCH_CHUNKS, description="appliance.chunking output")
+    chunks: list[BoundedText] = Field(min_length=1, max_length=BATCH_CHUNKS, description="appliance.chunking output")
     embeddings: list[Vector] | None = Field(None, description="one per chunk, when the engine is up")
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
-
-    @field_validator("chunks")
-    @classmethod
-    def _bounded(cls, value: list[str]) -> list[str]:
-        for i, chunk in enumerate(value):
-            if not 0 < len(chunk) <= MAX_TEXT_CHARS:
-                raise ValueError(f"chunks[{i}] must be 1 to {MAX_TEXT_CHARS} characters")
-        return value
 
     @field_validator("tags")
     @classmethod

@@ -72,6 +72,8 @@ def _finite(vector: list[float]) -> list[float]:
 
 
 Vector = Annotated[list[float], Field(min_length=1, max_length=4096), AfterValidator(_finite)]
+# One text in a list: errors name its index ("texts.3: String should have at most ...").
+BoundedText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 
 # --- engine -------------------------------------------------------------------------------
@@ -107,15 +109,7 @@ class GenerateChunk(Message):
 
 
 class EmbedRequest(Message):
-    texts: list[str] = Field(min_length=1, max_length=64)
-
-    @field_validator("texts")
-    @classmethod
-    def _bounded(cls, value: list[str]) -> list[str]:
-        for i, text in enumerate(value):
-            if not 0 < len(text) <= MAX_TEXT_CHARS:
-                raise ValueError(f"texts[{i}] must be 1 to {MAX_TEXT_CHARS} characters")
-        return value
+    texts: list[BoundedText] = Field(min_length=1, max_length=64)
 
 
 class EmbedResponse(Message):
