@@ -107,9 +107,6 @@ class BinaryIndex:
             self._alive[row] = False
             self.live -= 1
 
-    def __contains__(self, memory_id: int) -> bool:
-        return memory_id in self._row_of
-
     def _mask(self, where: IndexFilter) -> npt.NDArray[np.bool_]:
         n = self.size
         mask = self._alive[:n].copy()

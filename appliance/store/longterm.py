@@ -284,10 +284,9 @@ class LongTerm:
     def similarities(self, ids: Iterable[int], query: npt.NDArray[np.float32]) -> tuple[
             npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Exact cosine similarity of the stored vectors of ``ids`` (those that have one)."""
-        rows = fetch_all(self.conn, "SELECT id, embedding FROM vectors WHERE id IN (SELECT value FROM json_each(?))",
-                         (ids_json(ids),))
-        found = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+        blobs = self.vectors(ids)
+        found = np.fromiter(blobs, dtype=np.int64, count=len(blobs))
+        matrix = np.frombuffer(b"".join(blobs.values()), dtype=np.float32).reshape(len(blobs), self.dim)
         return found, matrix @ query
 
     # --- recall -----------------------------------------------------------------------------
