@@ -99,6 +99,9 @@ class ResourceConfig(_Section):
     max_concurrency: int = Field(4, ge=1, le=64, description="generation streams served at once")
     gpu_enabled: bool = Field(True, description="offload to a GPU when llama.cpp was built with one")
     gpu_fraction: float = Field(0.7, gt=0.0, le=1.0, description="share of free GPU memory to use")
+    gpu_reserve_mib: int = Field(1024, ge=0, le=1 << 20, description="GPU memory the tuner never plans for")
+    ram_reserve_fraction: float = Field(0.10, ge=0.0, lt=0.9, description="share of total RAM left free")
+    max_queue: int = Field(16, ge=0, le=1024, description="requests waiting beyond max_concurrency")
 
 
 class SecurityConfig(_Section):
@@ -124,8 +127,10 @@ class EngineConfig(_Section):
     embedding_model: Path | None = Field(
         None, description="GGUF embedding model; default <state_dir>/models/embedding.gguf"
     )
-    n_ctx: int = Field(2048, ge=128, le=1 << 20)
-    n_threads: int | None = Field(None, ge=1, le=512, description="unset: all cores")
+    n_ctx: int = Field(4096, ge=512, le=1 << 20, description="context wanted; the tuner may plan less")
+    n_threads: int | None = Field(None, ge=1, le=512, description="unset: the tuner's choice")
+    n_gpu_layers: int | None = Field(None, ge=0, le=1024, description="unset: the tuner's choice")
+    kv_type: Literal["auto", "f16", "q8_0"] = Field("auto", description="KV cache type; auto: tuner")
     load_timeout_s: float = Field(600.0, gt=0, le=3600)
 
 

@@ -51,6 +51,15 @@ class Hardware:
         data["usable_ram_bytes"] = self.usable_ram_bytes
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Hardware:
+        """The inverse of `as_dict`, so a probe saved on one box can be planned for on another."""
+        fields = {k: v for k, v in data.items() if k != "usable_ram_bytes"}
+        fields["gpus"] = tuple(Gpu(**g) for g in fields.get("gpus", ()))
+        fields["cpu_flags"] = tuple(fields.get("cpu_flags", ()))
+        fields["notes"] = tuple(fields.get("notes", ()))
+        return cls(**fields)
+
 
 def _read(path: Path) -> str | None:
     try:

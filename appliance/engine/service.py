@@ -1,20 +1,33 @@
-"""The engine service: loads the configured models, then answers `generate` and `embed`.
+"""The engine service: probe the box, plan, load the models, then serve generate/embed/metrics.
 
-A missing or broken model never takes the engine down: it stays up, reports `degraded` with
-the reason, and answers the affected calls with `unavailable`.
+A missing, corrupt or oversized model never takes the engine down: it stays up, reports
+`degraded` with the reason ("no chat model: ..."), and answers the affected calls with
+`unavailable`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 
-from appliance.engine.models import ChatModel, EmbeddingModel, ModelFileError, gpu_layers
+import llama_cpp
+
+from appliance.config import ApplianceConfig
+from appliance.engine.chat import ChatEngine
+from appliance.engine.embedder import EmbeddingModel
+from appliance.engine.gguf_info import ModelFileError, ModelInfo, read_model_info
+from appliance.engine.metrics import EngineCounters
+from appliance.engine.plan import embedding_reserve, plan_for_config
+from appliance.engine.probe import probe
 from appliance.ipc.errors import Unavailable
 from appliance.ipc.messages import (
     ENGINE_EMBED,
     ENGINE_GENERATE,
+    ENGINE_METRICS,
     EmbedRequest,
     EmbedResponse,
+    Empty,
+    EngineMetrics,
     GenerateChunk,
     GenerateRequest,
     ServiceState,
@@ -23,41 +36,81 @@ from appliance.ipc.server import IpcServer
 from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 
+log = logging.getLogger("appliance.engine")
+
 
 class EngineService(Service):
     name = "engine"
 
-    chat: ChatModel | None = None
+    chat: ChatEngine | None = None
     embedder: EmbeddingModel | None = None
+
+    def __init__(self, config: ApplianceConfig) -> None:
+        super().__init__(config)
+        self.counters = EngineCounters()
 
     def register(self, ipc: IpcServer) -> None:
         ipc.add_stream(ENGINE_GENERATE, self.generate)
         ipc.add(ENGINE_EMBED, self.embed)
+        ipc.add(ENGINE_METRICS, self.metrics)
 
     async def start(self) -> None:
-        engine = self.config.engine
-        layers = gpu_layers(self.config.resource.gpu_enabled)
         problems: list[str] = []
         async with extending_start_timeout():
-            chat_path = self.config.chat_model_path
-            self.set_state(self.state, f"loading chat model {chat_path}")
-            try:
-                self.chat = await ChatModel.load(chat_path, n_ctx=engine.n_ctx,
-                                                 n_threads=engine.n_threads, n_gpu_layers=layers)
-            except ModelFileError as exc:
-                problems.append(f"no chat model: {exc}")
-            try:
-                self.embedder = await EmbeddingModel.load(
-                    self.config.embedding_model_path, n_threads=engine.n_threads, n_gpu_layers=layers)
-            except ModelFileError as exc:
-                problems.append(f"no embedding model: {exc}")
+            embed_info = await self._load_embedder(problems)
+            await self._load_chat(problems, embedding_reserve(embed_info))
         if self.embedder is not None and self.embedder.dim != self.config.memory.vector_dim:
             problems.append(f"embedding model gives {self.embedder.dim}-dim vectors but "
                             f"memory.vector_dim is {self.config.memory.vector_dim}")
         if problems:
             self.set_state(ServiceState.DEGRADED, "; ".join(problems))
-        else:
-            self.set_state(ServiceState.READY, f"chat {chat_path.name}, gpu layers {layers}")
+        elif self.chat is not None:
+            plan = self.chat.plan
+            self.set_state(ServiceState.READY, f"chat {self.config.chat_model_path.name}: n_ctx {plan.n_ctx}, "
+                           f"gpu layers {plan.n_gpu_layers}, kv {plan.kv_type}, threads {plan.n_threads}")
+
+    async def _load_embedder(self, problems: list[str]) -> ModelInfo | None:
+        path = self.config.embedding_model_path
+        self.set_state(self.state, f"loading embedding model {path}")
+        try:
+            info = read_model_info(path)
+            layers = 999 if self.config.resource.gpu_enabled and llama_cpp.llama_supports_gpu_offload() else 0
+            self.embedder = await EmbeddingModel.load(path, n_threads=self.config.engine.n_threads or 2,
+                                                      n_gpu_layers=layers, counters=self.counters)
+            return info
+        except ModelFileError as exc:
+            problems.append(f"no embedding model: {exc}")
+            return None
+
+    async def _load_chat(self, problems: list[str], reserved: int) -> None:
+        path = self.config.chat_model_path
+        self.set_state(self.state, f"planning chat model {path}")
+        try:
+            info = read_model_info(path)
+        except ModelFileError as exc:
+            problems.append(f"no chat model: {exc}")
+            return
+        plan = plan_for_config(self.config, probe(), info, other_ram_bytes=reserved,
+                               gpu_available=llama_cpp.llama_supports_gpu_offload())
+        for line in plan.why:
+            log.info("plan: %s", line, extra={"MODEL": path.name})
+        if not plan.fits:
+            problems.append(f"no chat model: {path.name} does not fit this box: {plan.why[-1]}")
+            return
+        self.set_state(self.state, f"loading chat model {path} (n_ctx {plan.n_ctx}, gpu layers {plan.n_gpu_layers})")
+        try:
+            self.chat = await ChatEngine.load(path, plan, n_slots=self.config.resource.max_concurrency,
+                                              max_queue=self.config.resource.max_queue, counters=self.counters)
+        except ModelFileError as exc:
+            problems.append(f"no chat model: {exc}")
+
+    async def stop(self) -> None:
+        if self.chat is not None:
+            self.chat.close()
+            self.chat = None
+        if self.embedder is not None:
+            self.embedder.close()
+            self.embedder = None
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         if self.chat is None:
@@ -69,3 +122,22 @@ class EngineService(Service):
         if self.embedder is None:
             raise Unavailable("no embedding model loaded; see the engine's health detail")
         return await self.embedder.embed(request.texts)
+
+    async def metrics(self, _: Empty) -> EngineMetrics:
+        c = self.counters
+        prompt_rate, gen_rate = c.rates()
+        p50, p95 = c.ttft_ms()
+        waiting = active = used = total = 0
+        if self.chat is not None:
+            waiting, active, used = self.chat.scheduler.snapshot()
+            total = self.chat.ctx.n_ctx
+        return EngineMetrics(
+            chat_model=self.config.chat_model_path.name if self.chat else "",
+            embedding_model=self.config.embedding_model_path.name if self.embedder else "",
+            max_concurrency=self.config.resource.max_concurrency, queue_depth=waiting, active_streams=active,
+            kv_cells_used=used, kv_cells_total=total, requests_total=c.requests, completed_total=c.completed,
+            cancelled_total=c.cancelled, rejected_busy_total=c.rejected, prefix_cache_hits_total=c.prefix_hits,
+            prompt_tokens_total=c.prompt_tokens, generated_tokens_total=c.generated_tokens,
+            prompt_tokens_per_s=round(prompt_rate, 1), generation_tokens_per_s=round(gen_rate, 1),
+            ttft_ms_p50=round(p50, 2), ttft_ms_p95=round(p95, 2), embed_requests_total=c.embed_requests,
+            embed_texts_total=c.embed_texts)

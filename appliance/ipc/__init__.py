@@ -3,6 +3,7 @@
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import (
     BadRequest,
+    Busy,
     IpcError,
     IpcTimeout,
     NotFound,
@@ -14,6 +15,7 @@ from appliance.ipc.server import IpcServer
 
 __all__ = [
     "BadRequest",
+    "Busy",
     "IpcClient",
     "IpcError",
     "IpcServer",

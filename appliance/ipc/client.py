@@ -89,7 +89,9 @@ class IpcClient:
     def _remote_error(self, endpoint: Endpoint[Any, Any], status: int, payload: bytes) -> IpcError:
         try:
             error = json.loads(payload)["error"]
-            return error_from_wire(str(error["code"]), f"{self._where(endpoint)}: {error['message']}")
+            retry = error.get("retry_after_s")
+            return error_from_wire(str(error["code"]), f"{self._where(endpoint)}: {error['message']}",
+                                   float(retry) if isinstance(retry, (int, float)) else None)
         except (ValueError, KeyError, TypeError):
             return IpcError(f"{self._where(endpoint)}: HTTP {status} without an error body")
 

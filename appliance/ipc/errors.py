@@ -34,6 +34,17 @@ class Unavailable(IpcError):
     status = 503
 
 
+class Busy(IpcError):
+    """The service is at capacity (its queue is full); try again after ``retry_after_s``."""
+
+    code = "busy"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ServiceDown(IpcError):
     """The peer cannot be reached at all: no socket, nobody listening, connection dropped."""
 
@@ -52,5 +63,7 @@ _BY_CODE: dict[str, type[IpcError]] = {
 }
 
 
-def error_from_wire(code: str, message: str) -> IpcError:
+def error_from_wire(code: str, message: str, retry_after_s: float | None = None) -> IpcError:
+    if code == Busy.code:
+        return Busy(message, retry_after_s if retry_after_s is not None else 1.0)
     return _BY_CODE.get(code, IpcError)(message)

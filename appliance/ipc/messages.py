@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ServiceName = Literal["store", "engine", "mqtt", "agent", "api"]
 # Dependency order: each service only calls services listed before it (the api reads all).
@@ -79,13 +79,32 @@ BoundedText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 # --- engine -------------------------------------------------------------------------------
 
 
+class Priority(StrEnum):
+    """Who is waiting: a person (interactive) before a scheduled check before background work."""
+
+    INTERACTIVE = "interactive"
+    SCHEDULED = "scheduled"
+    BACKGROUND = "background"
+
+
+class ChatMessage(Message):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(max_length=MAX_PROMPT_CHARS)
+
+
 class GenerateRequest(Message):
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    """A completion: either a raw ``prompt`` or chat ``messages`` rendered with the model's template."""
+
+    prompt: str | None = Field(None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=256)
     max_tokens: int = Field(128, ge=1, le=8192)
     temperature: float = Field(0.8, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: list[str] = Field(default_factory=list, max_length=8)
+    priority: Priority = Priority.INTERACTIVE
+    json_schema: dict[str, Any] | None = Field(None, description="constrain the reply to this JSON schema")
+    ignore_eos: bool = Field(False, description="generate max_tokens even past the end token (benchmarks)")
 
     @field_validator("stop")
     @classmethod
@@ -94,6 +113,14 @@ class GenerateRequest(Message):
             if not 0 < len(s) <= 64:
                 raise ValueError("each stop sequence must be 1 to 64 characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_input(self) -> GenerateRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt or messages")
+        if self.messages is not None and sum(len(m.content) for m in self.messages) > MAX_PROMPT_CHARS:
+            raise ValueError(f"messages hold more than {MAX_PROMPT_CHARS} characters in all")
+        return self
 
 
 class GenerateChunk(Message):
@@ -104,8 +131,11 @@ class GenerateChunk(Message):
     done: bool = False
     finish_reason: Literal["stop", "length", "cancelled"] | None = None
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the cached system-prompt prefix
     completion_tokens: int = 0
+    ttft_ms: float = 0.0  # from arrival at the engine to the first token
     elapsed_ms: float = 0.0
+    parsed: Any = None  # with json_schema: the parsed reply, already validated against the schema
 
 
 class EmbedRequest(Message):
@@ -117,10 +147,34 @@ class EmbedResponse(Message):
     vectors: list[list[float]]
 
 
+class EngineMetrics(Message):
+    chat_model: str = ""
+    embedding_model: str = ""
+    max_concurrency: int = 0
+    queue_depth: int = 0
+    active_streams: int = 0
+    kv_cells_used: int = 0
+    kv_cells_total: int = 0
+    requests_total: int = 0
+    completed_total: int = 0
+    cancelled_total: int = 0
+    rejected_busy_total: int = 0
+    prefix_cache_hits_total: int = 0
+    prompt_tokens_total: int = 0
+    generated_tokens_total: int = 0
+    prompt_tokens_per_s: float = 0.0
+    generation_tokens_per_s: float = 0.0
+    ttft_ms_p50: float = 0.0
+    ttft_ms_p95: float = 0.0
+    embed_requests_total: int = 0
+    embed_texts_total: int = 0
+
+
 # --- the catalogue ------------------------------------------------------------------------
 
 HEALTH = Endpoint("health", Empty, ServiceHealth)
 
 ENGINE_GENERATE = Endpoint("generate", GenerateRequest, GenerateChunk, streaming=True)
 ENGINE_EMBED = Endpoint("embed", EmbedRequest, EmbedResponse)
+ENGINE_METRICS = Endpoint("metrics", Empty, EngineMetrics)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from appliance.ipc.errors import BadRequest, IpcError, NotFound, TooLarge
+from appliance.ipc.errors import BadRequest, Busy, IpcError, NotFound, TooLarge
 from appliance.ipc.messages import Endpoint, Message, Req, Resp
 from appliance.validation import describe_validation_error
 
@@ -29,11 +30,16 @@ AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_body(error: IpcError) -> bytes:
-    return json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
+    body: dict[str, object] = {"code": error.code, "message": str(error)}
+    if isinstance(error, Busy):
+        body["retry_after_s"] = error.retry_after_s
+    return json.dumps({"error": body}).encode()
 
 
 def error_response(error: IpcError) -> web.Response:
-    return web.Response(status=error.status, body=error_body(error), content_type="application/json")
+    headers = {"Retry-After": str(math.ceil(error.retry_after_s))} if isinstance(error, Busy) else None
+    return web.Response(status=error.status, body=error_body(error), content_type="application/json",
+                        headers=headers)
 
 
 class IpcServer:

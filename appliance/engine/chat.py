@@ -1,0 +1,156 @@
+"""The chat model: load it by the tuner's plan, render chat templates, constrain and check JSON.
+
+A request becomes a scheduler `Job`: messages are rendered with the model's own Jinja chat
+template (sandboxed), tokenized off the event loop, and the system prompt's tokens are marked
+so the scheduler can cache them. A JSON schema is compiled to a llama.cpp grammar before the
+job queues; a schema that cannot be compiled is refused, and the finished reply is parsed and
+validated against the schema, so a reply that does not satisfy it is an error, never passed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+from appliance.engine.llama import ContextSettings, LlamaContext, LlamaModel, LoadError
+from appliance.engine.metrics import EngineCounters
+from appliance.engine.plan import Plan, step_down
+from appliance.engine.sampling import SamplingParams
+from appliance.engine.scheduler import Job, Scheduler
+from appliance.ipc.errors import BadRequest
+from appliance.ipc.messages import ChatMessage, GenerateChunk, GenerateRequest
+from appliance.runtime.threads import in_daemon_thread
+
+log = logging.getLogger("appliance.engine")
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for ``schema``, or BadRequest saying why it cannot be used."""
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise BadRequest(f"json_schema: not a valid JSON schema: {exc.message}") from None
+    try:
+        return str(json_schema_to_gbnf(json.dumps(schema)))
+    except Exception as exc:  # the converter raises assorted errors for what it cannot express
+        raise BadRequest(f"json_schema: cannot be compiled to a grammar: {exc}") from None
+
+
+def check_reply(schema: dict[str, Any], text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise BadRequest(f"the reply is not valid JSON ({exc}); it was cut off or the grammar failed") from None
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        raise BadRequest(f"the reply does not satisfy json_schema: {exc.message}") from None
+    return value
+
+
+def load_with_step_down(path: Path, plan: Plan, n_seq: int) -> tuple[LlamaModel, LlamaContext, Plan]:
+    """Load by ``plan``; when llama.cpp fails to allocate, retry smaller (context, then layers)."""
+    attempt: Plan | None = plan
+    last = LoadError(f"{path}: no plan to load it with")
+    while attempt is not None:
+        model = None
+        try:
+            model = LlamaModel(path, n_gpu_layers=attempt.n_gpu_layers, use_mmap=attempt.use_mmap,
+                               use_mlock=attempt.use_mlock)
+            return model, LlamaContext(model, ContextSettings.from_plan(attempt, n_seq)), attempt
+        except LoadError as exc:
+            if model is not None:
+                model.close()
+            log.warning("load failed with n_ctx %d, n_gpu_layers %d: %s", attempt.n_ctx,
+                        attempt.n_gpu_layers, exc)
+            last, attempt = exc, step_down(attempt)
+    raise last
+
+
+class ChatEngine:
+    def __init__(self, model: LlamaModel, ctx: LlamaContext, plan: Plan, *, n_slots: int, max_queue: int,
+                 counters: EngineCounters) -> None:
+        self.model, self.ctx, self.plan = model, ctx, plan
+        self.scheduler = Scheduler(model, ctx, n_slots=n_slots, max_queue=max_queue, counters=counters)
+        source = model.metadata("tokenizer.chat_template")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = _raise
+        self._template = env.from_string(source) if source else None
+        self._bos = model.token_text(model.bos) if model.bos >= 0 else ""
+        self._eos = model.token_text(model.eos) if model.eos >= 0 else ""
+
+    @classmethod
+    async def load(cls, path: Path, plan: Plan, *, n_slots: int, max_queue: int,
+                   counters: EngineCounters) -> ChatEngine:
+        model, ctx, used = await in_daemon_thread(lambda: load_with_step_down(path, plan, n_slots + 1),
+                                                  "load-chat")
+        return cls(model, ctx, used, n_slots=n_slots, max_queue=max_queue, counters=counters)
+
+    def render(self, messages: list[ChatMessage], *, add_generation_prompt: bool) -> str:
+        if self._template is None:
+            raise BadRequest("messages: this model has no chat template; send a raw prompt instead")
+        try:
+            return self._template.render(messages=[m.model_dump() for m in messages], bos_token=self._bos,
+                                         eos_token=self._eos, add_generation_prompt=add_generation_prompt)
+        except TemplateError as exc:
+            raise BadRequest(f"messages: the model's chat template refused them: {exc}") from None
+
+    def _tokens(self, request: GenerateRequest) -> tuple[list[int], int]:
+        """The prompt's tokens and how many of them are the system prompt."""
+        if request.prompt is not None:
+            return self.model.tokenize(request.prompt, add_special=True, parse_special=False), 0
+        assert request.messages is not None
+        tokens = self._chat_tokens(self.render(request.messages, add_generation_prompt=True))
+        if request.messages[0].role != "system":
+            return tokens, 0
+        system = self._chat_tokens(self.render(request.messages[:1], add_generation_prompt=False))
+        common = next((i for i, (a, b) in enumerate(zip(system, tokens, strict=False)) if a != b),
+                      min(len(system), len(tokens)))
+        return tokens, common
+
+    def _chat_tokens(self, text: str) -> list[int]:
+        # Templates write the BOS text themselves; parse it as the special token and never add a second.
+        tokens = self.model.tokenize(text, add_special=True, parse_special=True)
+        if len(tokens) > 1 and tokens[0] == tokens[1] == self.model.bos:
+            tokens.pop(0)
+        return tokens
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
+        grammar = schema_grammar(request.json_schema) if request.json_schema is not None else None
+        tokens, prefix = await asyncio.to_thread(self._tokens, request)
+        job = Job(tokens=tokens, max_tokens=request.max_tokens, stops=request.stop, priority=request.priority,
+                  prefix_len=prefix, sampling=SamplingParams(temperature=request.temperature,
+                                                             top_p=request.top_p, seed=request.seed,
+                                                             grammar=grammar, ignore_eos=request.ignore_eos))
+        index, pieces = 0, []
+        async for event in self.scheduler.run(job):
+            if not event.done:
+                pieces.append(event.text)
+                yield GenerateChunk(index=index, text=event.text)
+                index += 1
+                continue
+            parsed = None
+            if request.json_schema is not None:
+                parsed = check_reply(request.json_schema, "".join(pieces))
+            yield GenerateChunk(index=index, done=True, finish_reason=event.finish_reason,
+                                prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens,
+                                completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms,
+                                elapsed_ms=event.elapsed_ms, parsed=parsed)
+
+    def close(self) -> None:
+        self.scheduler.close()
+        self.ctx.close()
+        self.model.close()
+
+
+def _raise(message: str) -> None:
+    raise TemplateError(message)
