@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import logging
 import os
 import re
@@ -62,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     engine = commands.add_parser("engine", help="the inference engine")
     engine_actions = engine.add_subparsers(dest="action", required=True, metavar="ACTION")
     engine_actions.add_parser("probe", help="print the hardware the engine would plan for (JSON)")
+    plan = engine_actions.add_parser("plan", help="print the settings the tuner picks for the chat model, and why")
+    plan.add_argument("--model", metavar="PATH", help="a GGUF file (default: the configured chat model)")
+    plan.add_argument("--hardware", metavar="JSON", help="plan for the box described by a saved `engine probe`")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     cli_memory.add_parsers(commands)
     return parser
 
@@ -166,10 +169,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if args.command == "token":
         sys.exit(_token(config, args))
     if args.command == "engine":
-        from appliance.engine.probe import probe
+        from appliance.cli_engine import plan_command, probe_command
 
-        sys.stdout.write(json.dumps(probe().as_dict(), indent=2) + "\n")
-        sys.exit(0)
+        sys.exit(plan_command(config, args) if args.action == "plan" else probe_command())
     if args.command in ("memory", "audit"):
         try:
             sys.exit(cli_memory.run(config, args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,35 @@ def test_model_demo_writes_once(tmp_path: Path) -> None:
     assert (tmp_path / "s/models/chat.gguf").read_bytes()[:4] == b"GGUF"
     again = appliance("--config", str(path), "model", "demo")
     assert "kept" in again.stdout
+
+
+def test_engine_plan_explains_itself(config_file: Path, tmp_path: Path) -> None:
+    from appliance.engine.probe import Gpu, Hardware
+
+    box = Hardware(cpu_model="test box", cores=4, cpu_flags=("avx2",), mem_total_bytes=8 << 30,
+                   mem_available_bytes=6 << 30, cgroup_limit_bytes=None, gpus=(Gpu(0, "RTX", 12 << 30, 11 << 30),))
+    saved = tmp_path / "box.json"
+    saved.write_text(json.dumps(box.as_dict()))
+    result = appliance("--config", str(config_file), "engine", "plan", "--hardware", str(saved))
+    assert result.returncode == 0, result.stderr
+    assert "n_gpu_layers           3" in result.stdout and "why:" in result.stdout
+    assert "GPU RTX: free 11,264 MiB x 0.7 - reserve 1,024 MiB" in result.stdout
+    as_json = json.loads(appliance("--config", str(config_file), "engine", "plan", "--json").stdout)
+    assert as_json["fits"] and as_json["n_ctx"] == 512
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00garbage", b"\x00" * 64])
+def test_engine_plan_of_a_broken_model_is_one_clear_line(config_file: Path, tmp_path: Path, content: bytes) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(content)
+    result = appliance("--config", str(config_file), "engine", "plan", "--model", str(broken))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"appliance: {broken}: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_engine_plan_with_a_bad_hardware_file(config_file: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "box.json"
+    saved.write_text('{"cores": "many"}')
+    result = appliance("--config", str(config_file), "engine", "plan", "--hardware", str(saved))
+    assert result.returncode != 0 and "--hardware" in result.stderr and "Traceback" not in result.stderr

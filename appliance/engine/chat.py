@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from appliance.ipc.messages import ChatMessage, GenerateChunk, GenerateRequest
 from appliance.runtime.threads import in_daemon_thread
 
 log = logging.getLogger("appliance.engine")
+_CHAR_RULE = re.compile(r"^char ::= .*$", re.MULTILINE)
+JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
 
 
 def schema_grammar(schema: dict[str, Any]) -> str:
@@ -40,9 +43,11 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     except jsonschema.SchemaError as exc:
         raise BadRequest(f"json_schema: not a valid JSON schema: {exc.message}") from None
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises assorted errors for what it cannot express
         raise BadRequest(f"json_schema: cannot be compiled to a grammar: {exc}") from None
+    # The converter's string characters admit raw control characters, which JSON forbids.
+    return _CHAR_RULE.sub(lambda _: JSON_CHAR, grammar)
 
 
 def check_reply(schema: dict[str, Any], text: str) -> Any:

@@ -107,7 +107,8 @@ def budget_for(hw: Hardware, *, gpu_enabled: bool, gpu_fraction: float, gpu_rese
     why.append(f"RAM: available {mib(usable)} - {ram_reserve_fraction:.0%} of {mib(hw.mem_total_bytes)} "
                f"- other models {mib(other_ram_bytes)} = {mib(ram)}")
     if gpu is None:
-        why.append("no GPU: " + ("none found" if gpu_enabled else "resource.gpu_enabled is false"))
+        why.append("no GPU: " + ("none found" if not hw.gpus else
+                                 "resource.gpu_enabled is false or llama.cpp was built without GPU support"))
         return Budget(ram_bytes=ram, gpu_bytes=0, unified=False, why=tuple(why))
     gpu_bytes = max(0, int(gpu.free_bytes * gpu_fraction) - gpu_reserve_bytes)
     why.append(f"GPU {gpu.name}: free {mib(gpu.free_bytes)} x {gpu_fraction} - reserve "

@@ -1,0 +1,101 @@
+"""Golden plans of the auto-tuner for simulated boxes (tests/engine/boxes.py).
+
+A plan's values and its memory arithmetic are compared with tests/engine/golden/plans.json
+(regenerate with UPDATE_GOLDEN=1 after a deliberate change, and read the diff). Independently
+of the golden file, every plan that claims to fit must fit its budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from appliance.engine.gguf_info import read_model_info
+from appliance.engine.plan import MIN_CTX, Plan, budget_for, plan_model, step_down
+from appliance.engine.tinymodel import write_tiny_llama
+from tests.engine.boxes import BOXES, MODELS, GiB, MiB
+
+GOLDEN = Path(__file__).parent / "golden" / "plans.json"
+
+
+def plan_for(box: str, model: str, n_ctx: int = 8192) -> Plan:
+    hw = BOXES[box]
+    budget = budget_for(hw, gpu_enabled=True, gpu_fraction=0.7, gpu_reserve_bytes=GiB,
+                        ram_reserve_fraction=0.10, other_ram_bytes=150 * MiB)
+    return plan_model(MODELS[model], hw, budget, n_ctx=n_ctx, n_seq=4)
+
+
+def summary(plan: Plan) -> dict[str, object]:
+    keys = ("fits", "n_ctx", "n_gpu_layers", "n_batch", "n_ubatch", "n_threads", "kv_type", "flash_attn",
+            "use_mmap", "use_mlock")
+    data = {k: getattr(plan, k) for k in keys}
+    data["gpu_mib"] = round(plan.usage.gpu / MiB)
+    data["ram_mib"] = round(plan.usage.ram / MiB)
+    data["budget_gpu_mib"] = round(plan.budget.gpu_bytes / MiB)
+    data["budget_ram_mib"] = round(plan.budget.ram_bytes / MiB)
+    return data
+
+
+def all_plans() -> dict[str, dict[str, object]]:
+    return {f"{box} / {model}": summary(plan_for(box, model)) for box in BOXES for model in MODELS}
+
+
+def test_plans_match_the_golden_file() -> None:
+    plans = all_plans()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(plans, indent=1) + "\n")
+    assert plans == json.loads(GOLDEN.read_text())
+
+
+@pytest.mark.parametrize("box", BOXES)
+@pytest.mark.parametrize("model", MODELS)
+def test_planned_memory_fits_the_budget(box: str, model: str) -> None:
+    plan = plan_for(box, model)
+    if not plan.fits:
+        assert "does not fit" in plan.why[-1]
+        return
+    if plan.budget.unified:
+        assert plan.usage.gpu + plan.usage.ram <= plan.budget.ram_bytes
+        assert plan.usage.gpu <= plan.budget.gpu_bytes
+    else:
+        assert plan.usage.ram <= plan.budget.ram_bytes
+        assert plan.usage.gpu <= plan.budget.gpu_bytes
+    assert plan.n_ctx >= MIN_CTX and plan.n_ubatch <= plan.n_batch <= plan.n_ctx
+
+
+def test_the_shapes_of_the_simulated_boxes() -> None:
+    """What each box is known for: the 3060 holds all of an 8B Q4, the 4 GB board none of it."""
+    assert plan_for("rtx3060-12gb-32gb", "llama-3.1-8b-q4_k_m").n_gpu_layers == 33
+    jetson = plan_for("jetson-orin-nano-8gb", "llama-3.1-8b-q4_k_m")
+    assert jetson.fits and 0 < jetson.n_gpu_layers < 33 and not jetson.use_mlock
+    assert plan_for("x86-16gb-no-gpu", "llama-3.1-8b-q4_k_m").n_gpu_layers == 0
+    assert not plan_for("board-4gb", "llama-3.1-8b-q4_k_m").fits
+    assert plan_for("board-4gb", "qwen2.5-0.5b-q8_0").fits
+
+
+def test_the_why_shows_the_arithmetic() -> None:
+    why = "\n".join(plan_for("rtx3060-12gb-32gb", "llama-3.1-8b-q4_k_m").why)
+    assert "GPU NVIDIA GeForce RTX 3060: free 11,900 MiB x 0.7 - reserve 1,024 MiB" in why
+    assert "KV f16 = 32 layers x 8 KV heads x (128+128) x 2 B = 128.0 KiB/token" in why
+
+
+def test_step_down_halves_context_then_sheds_layers() -> None:
+    plan: Plan | None = plan_for("rtx3060-12gb-32gb", "llama-3.1-8b-q4_k_m")
+    seen = []
+    while plan is not None:
+        seen.append((plan.n_ctx, plan.n_gpu_layers))
+        plan = step_down(plan)
+    assert seen[:5] == [(8192, 33), (4096, 33), (2048, 33), (1024, 33), (512, 33)]
+    assert seen[5:8] == [(512, 25), (512, 19), (512, 15)] and seen[-1] == (512, 0)
+
+
+def test_a_real_gguf_file_is_planned(tmp_path: Path) -> None:
+    info = read_model_info(write_tiny_llama(tmp_path / "m.gguf"))
+    hw = BOXES["x86-16gb-no-gpu"]
+    plan = plan_model(info, hw, budget_for(hw, gpu_enabled=False, gpu_fraction=0.7, gpu_reserve_bytes=GiB,
+                                           ram_reserve_fraction=0.1), n_ctx=8192, n_seq=4)
+    assert plan.fits and plan.n_ctx == 4096  # capped by the model's trained context
+    assert plan.usage.ram_weights == info.weight_bytes
