@@ -77,7 +77,7 @@ async def test_what_the_grammar_cannot_enforce_is_still_checked(engine: IpcClien
     byte tokens that the grammar accepts as one character but that decode to four replacement
     characters, which breaks maxLength 1: the reply is refused, not passed on."""
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 1}}, "required": ["name"]}
-    with pytest.raises(BadRequest, match="does not satisfy json_schema: .* is too long"):
+    with pytest.raises(BadRequest, match=r"does not satisfy json_schema: .* is too long"):
         await complete(engine, GenerateRequest(prompt="x", json_schema=schema, max_tokens=200, seed=5))
 
 

@@ -19,7 +19,8 @@ def good(tmp_path: Path) -> Path:
 
 def test_reads_shape_and_sizes(good: Path) -> None:
     info = read_model_info(good)
-    assert (info.arch, info.kind, info.n_layer, info.n_embd, info.n_head, info.n_head_kv) == ("llama", "chat", 2, 64, 4, 2)
+    shape = (info.arch, info.kind, info.n_layer, info.n_embd, info.n_head, info.n_head_kv)
+    assert shape == ("llama", "chat", 2, 64, 4, 2)
     assert info.n_vocab == 259 and info.n_ctx_train == 4096 and info.file_type == "F32"
     assert info.weight_bytes <= info.file_bytes and len(info.layer_bytes) == 2
 
@@ -74,12 +75,12 @@ def test_shapes_must_agree_with_the_metadata(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=r"token_embd.weight is \[16, 4\], expected \[8, 4\]"):
         read_model_info(path)
     path = _write(tmp_path / "n.gguf", "llama", {"token_embd.weight": np.zeros((4, 8), np.float32)}, **meta)
-    with pytest.raises(ModelFileError, match="blk.0.attn_q.weight is missing"):
+    with pytest.raises(ModelFileError, match=r"blk\.0\.attn_q\.weight is missing"):
         read_model_info(path)
 
 
 def test_missing_metadata_is_named(tmp_path: Path) -> None:
     path = _write(tmp_path / "m.gguf", "llama", {"token_embd.weight": np.zeros((4, 8), np.float32)},
                   block_count=1, context_length=64)
-    with pytest.raises(ModelFileError, match="metadata key llama.embedding_length is missing"):
+    with pytest.raises(ModelFileError, match=r"metadata key llama\.embedding_length is missing"):
         read_model_info(path)
