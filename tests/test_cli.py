@@ -122,3 +122,22 @@ def test_engine_plan_with_a_bad_hardware_file(config_file: Path, tmp_path: Path)
     saved.write_text('{"cores": "many"}')
     result = appliance("--config", str(config_file), "engine", "plan", "--hardware", str(saved))
     assert result.returncode != 0 and "--hardware" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00" + b"\xff" * 40])
+def test_model_import_of_a_corrupt_file_exits_1_with_one_line(config_file: Path, tmp_path: Path,
+                                                               content: bytes) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(content)
+    result = appliance("--config", str(config_file), "model", "import", str(bad))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"appliance: import failed: {bad}: ")
+
+
+def test_model_import_and_list(config_file: Path, tmp_path: Path, models: dict[str, Path]) -> None:
+    result = appliance("--config", str(config_file), "model", "import", str(models["chat"]), "--name", "tiny")
+    assert result.returncode == 0, result.stderr
+    assert "imported tiny: chat (llama)" in result.stdout and "sha256" in result.stdout
+    listing = json.loads(appliance("--config", str(config_file), "model", "list", "--json").stdout)
+    assert [(r["name"], r["kind"]) for r in listing] == [("tiny", "chat")]
+    assert len(listing[0]["sha256"]) == 64

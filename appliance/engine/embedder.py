@@ -29,7 +29,8 @@ class EmbeddingModel:
         self.model, self.ctx, self.counters = model, ctx, counters
         self.path = model.path
         self.dim = model.n_embd
-        self.max_tokens = min(model.n_ctx_train, BATCH_TOKENS)
+        limit = model.metadata("sentence_transformers.max_seq_length")  # written by our converter
+        self.max_tokens = min(int(limit) if limit and limit.isdigit() else model.n_ctx_train, BATCH_TOKENS)
         self._batch = Batch(BATCH_TOKENS)
         self._lock = asyncio.Lock()
 
