@@ -8,6 +8,7 @@ A missing, corrupt or oversized model never takes the engine down: it stays up, 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 
 import llama_cpp
@@ -75,7 +76,8 @@ class EngineService(Service):
         try:
             info = read_model_info(path)
             layers = 999 if self.config.resource.gpu_enabled and llama_cpp.llama_supports_gpu_offload() else 0
-            self.embedder = await EmbeddingModel.load(path, n_threads=self.config.engine.n_threads or 2,
+            threads = self.config.engine.n_threads or len(os.sched_getaffinity(0))
+            self.embedder = await EmbeddingModel.load(path, n_threads=threads,
                                                       n_gpu_layers=layers, counters=self.counters)
             return info
         except ModelFileError as exc:

@@ -132,3 +132,32 @@ async def test_disconnect_cancels_within_a_token_and_metrics_show_it(engine: Ipc
     assert metrics.requests_total == 2 and metrics.completed_total == 1 and metrics.kv_cells_used == 0
     assert metrics.kv_cells_total == 512 and metrics.max_concurrency == 4
     assert metrics.generation_tokens_per_s > 0 and metrics.ttft_ms_p50 > 0
+
+
+def test_a_failed_load_steps_down_context_first(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's allocation failure is simulated (a real one needs a box short of memory):
+    contexts above 1024 cells 'fail', so the load must retry at 2048 and then succeed at 1024."""
+    from appliance.engine import chat
+    from appliance.engine.gguf_info import read_model_info
+    from appliance.engine.llama import LlamaContext, LoadError
+    from appliance.engine.plan import budget_for, plan_model
+    from tests.engine.boxes import BOXES
+
+    tried: list[int] = []
+
+    def failing_context(model: object, settings: object) -> LlamaContext:
+        n_ctx = settings.n_ctx  # type: ignore[attr-defined]
+        tried.append(n_ctx)
+        if n_ctx > 1024:
+            raise LoadError(f"could not create a context of {n_ctx} tokens")
+        return LlamaContext(model, settings)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chat, "LlamaContext", failing_context)
+    hw = BOXES["x86-16gb-no-gpu"]
+    budget = budget_for(hw, gpu_enabled=False, gpu_fraction=0.7, gpu_reserve_bytes=0, ram_reserve_fraction=0.1)
+    plan = plan_model(read_model_info(models["chat"]), hw, budget, n_ctx=4096, n_seq=2)
+    model, ctx, used = chat.load_with_step_down(models["chat"], plan, 2)
+    assert tried == [4096, 2048, 1024] and used.n_ctx == 1024 and ctx.n_ctx == 1024
+    assert "load failed: stepped the context down to 1024" in used.why[-1]
+    ctx.close()
+    model.close()
