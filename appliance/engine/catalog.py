@@ -114,7 +114,7 @@ class Catalog:
         rows = [{**asdict(e), "default": defaults.get(e.file, "")} for e in entries.values()]
         known = {e.file for e in entries.values()} | set(DEFAULT_NAMES.values())
         for path in sorted(self.directory.glob("*.gguf")):
-            if path.name in known or (path.name in DEFAULT_NAMES.values() and path.is_symlink()):
+            if path.name in known:
                 continue
             try:
                 kind: str = read_model_info(path).kind

@@ -7,6 +7,7 @@ A missing, corrupt or oversized model never takes the engine down: it stays up, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -74,7 +75,7 @@ class EngineService(Service):
         path = self.config.embedding_model_path
         self.set_state(self.state, f"loading embedding model {path}")
         try:
-            info = read_model_info(path)
+            info = await asyncio.to_thread(read_model_info, path)
             layers = 999 if self.config.resource.gpu_enabled and llama_cpp.llama_supports_gpu_offload() else 0
             threads = self.config.engine.n_threads or len(os.sched_getaffinity(0))
             self.embedder = await EmbeddingModel.load(path, n_threads=threads,
@@ -88,11 +89,12 @@ class EngineService(Service):
         path = self.config.chat_model_path
         self.set_state(self.state, f"planning chat model {path}")
         try:
-            info = read_model_info(path)
+            info = await asyncio.to_thread(read_model_info, path)
         except ModelFileError as exc:
             problems.append(f"no chat model: {exc}")
             return
-        plan = plan_for_config(self.config, probe(), info, other_ram_bytes=reserved,
+        hardware = await asyncio.to_thread(probe)  # may run nvidia-smi
+        plan = plan_for_config(self.config, hardware, info, other_ram_bytes=reserved,
                                gpu_available=llama_cpp.llama_supports_gpu_offload())
         for line in plan.why:
             log.info("plan: %s", line, extra={"MODEL": path.name})

@@ -16,12 +16,11 @@ from appliance.ipc import BadRequest, IpcClient
 from appliance.ipc.messages import (
     ENGINE_GENERATE,
     ENGINE_METRICS,
-    HEALTH,
     ChatMessage,
     GenerateChunk,
     GenerateRequest,
-    ServiceState,
 )
+from tests.store.test_service import wait_ready
 
 SWITCH = {"type": "object", "properties": {"device": {"type": "string", "enum": ["door", "fan", "light"]},
                                            "on": {"type": "boolean"}}, "required": ["device", "on"]}
@@ -38,13 +37,7 @@ def engine_process(config_file: Path) -> Iterator[subprocess.Popen[bytes]]:
 @pytest.fixture
 async def engine(config_file: Path, engine_process: subprocess.Popen[bytes]) -> AsyncIterator[IpcClient]:
     client = IpcClient("engine", load_config(config_file).socket_path("engine"), 10.0)
-    for _ in range(200):
-        try:
-            if (await client.call(HEALTH, timeout_s=1.0)).state is ServiceState.READY:
-                break
-        except Exception:
-            pass
-        await asyncio.sleep(0.05)
+    await wait_ready(client)
     yield client
     await client.close()
 

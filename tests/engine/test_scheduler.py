@@ -34,10 +34,14 @@ async def collect(engine: EngineService, request: GenerateRequest) -> list[Gener
     return [c async for c in engine.generate(request)]
 
 
-async def test_concurrent_streams_share_decode_steps(engine: EngineService) -> None:
-    requests = [GenerateRequest(prompt=f"stream {i}", max_tokens=24, seed=i, ignore_eos=True) for i in range(4)]
+async def test_concurrent_streams_share_decode_steps(config: ApplianceConfig) -> None:
+    # Long replies in a long context, so the four overlap however slowly they arrive.
+    engine = EngineService(config.model_copy(update={"engine": config.engine.model_copy(update={"n_ctx": 4096})}))
+    await engine.start()
+    requests = [GenerateRequest(prompt=f"stream {i}", max_tokens=1000, seed=i, ignore_eos=True) for i in range(4)]
     results = await asyncio.gather(*(collect(engine, r) for r in requests))
-    assert all(r[-1].finish_reason == "length" and r[-1].completion_tokens == 24 for r in results)
+    await engine.stop()
+    assert all(r[-1].finish_reason == "length" and r[-1].completion_tokens == 1000 for r in results)
     widest = max(generated for _, generated, _ in engine.counters._steps)
     assert widest == 4, "four streams should have been decoded in one batch"
     assert engine.counters.generated_tokens == sum(r[-1].completion_tokens for r in results)
@@ -54,8 +58,8 @@ async def test_cancel_stops_decoding_within_one_token(engine: EngineService) -> 
     stream = engine.generate(GenerateRequest(prompt="x", max_tokens=4000, seed=3, ignore_eos=True))
     async for _ in stream:
         break
+    await stream.aclose()  # sets the job's cancel flag before it returns
     generated_at_cancel = engine.counters.generated_tokens
-    await stream.aclose()
     assert engine.chat is not None
     for _ in range(200):
         if engine.chat.scheduler.snapshot()[1] == 0:
