@@ -107,7 +107,8 @@ class Scheduler:
         except GrammarError as exc:
             raise BadRequest(f"json_schema: {exc}") from None
         with self._wake:
-            if len(self._waiting) >= self.max_queue and len(self._slots) >= self.n_slots:
+            # Waiting jobs beyond the free slots are the queue (jobs also wait for KV cells).
+            if len(self._waiting) >= self.max_queue + self.n_slots - len(self._slots):
                 self.counters.rejected += 1
                 job.sampler.close()
                 retry = min(60.0, max(1.0, self._avg_job_s * (len(self._waiting) + 1) / self.n_slots))
