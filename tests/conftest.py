@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,12 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(5)
+
+
+def serve(config_file: Path, service: str) -> subprocess.Popen[bytes]:
+    """`appliance serve SERVICE` in its own process, as systemd runs it (its log is discarded)."""
+    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", service],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def write_config(path: Path, data: dict[str, object]) -> Path:

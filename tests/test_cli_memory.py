@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
-from tests.store.test_service import start_store
+from tests.conftest import serve, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ def config(tmp_path: Path) -> Path:
 
 
 def test_memory_commands_end_to_end(config: Path, tmp_path: Path) -> None:
-    store = start_store(config)
+    store = serve(config, "store")
     try:
         for _ in range(100):
             if cli(config, "memory", "stats").returncode == 0:

@@ -39,7 +39,7 @@ SENTENCES = [
 def _check(path: Path, reference: Path | None) -> dict[str, Any]:
     from appliance.engine.embedder import EmbeddingModel
     from appliance.engine.gguf_info import read_model_info
-    from appliance.engine.llama import ContextSettings, LlamaContext, LlamaModel
+    from appliance.engine.llama import Batch, ContextSettings, LlamaContext, LlamaModel
     from appliance.engine.metrics import EngineCounters
 
     info = read_model_info(path)
@@ -48,8 +48,6 @@ def _check(path: Path, reference: Path | None) -> dict[str, Any]:
         ctx = LlamaContext(model, ContextSettings(n_ctx=512, n_batch=512, n_ubatch=512, n_seq_max=1,
                                                   n_threads=2, n_threads_batch=2))
         tokens = model.tokenize("Hello", add_special=True, parse_special=False)
-        from appliance.engine.llama import Batch
-
         batch = Batch(len(tokens))
         for i, token in enumerate(tokens):
             batch.add(token, i, 0, i == len(tokens) - 1)

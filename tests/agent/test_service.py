@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +12,15 @@ from appliance.agent.service import AgentService
 from appliance.config import load_config
 from appliance.ipc.client import IpcClient
 from appliance.ipc.memory import STORE_ARCHIVE_FIND, STORE_REMEMBER, STORE_STATS, ArchiveQuery, MemoryIn
-from tests.store.test_service import start_store, wait_ready
+from tests.conftest import serve
+from tests.store.test_service import wait_ready
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def store_and_engine(config_file: Path) -> Iterator[None]:
-    processes = [start_store(config_file),
-                 subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", "engine"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    processes = [serve(config_file, "store"), serve(config_file, "engine")]
     yield
     for process in processes:
         process.terminate()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,17 +16,17 @@ from appliance.config import load_config
 from appliance.ipc.client import IpcClient
 from appliance.ipc.memory import STORE_AUDIT_VERIFY
 from tests.api.test_app import health
-from tests.store.test_service import start_store, wait_ready
+from tests.conftest import serve
+from tests.store.test_service import wait_ready
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def processes(config_file: Path, request: pytest.FixtureRequest) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [start_store(config_file)]
+    started = [serve(config_file, "store")]
     if request.param == "with-engine":
-        started.append(subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file),
-                                         "serve", "engine"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        started.append(serve(config_file, "engine"))
     yield started
     for process in started:
         process.terminate()

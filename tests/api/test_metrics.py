@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,15 +16,13 @@ from appliance.config import load_config
 from appliance.ipc.client import IpcClient
 from appliance.ipc.messages import ENGINE_GENERATE, GenerateRequest
 from tests.api.test_app import health
+from tests.conftest import serve
 from tests.store.test_service import wait_ready
 
 
 @pytest.fixture
 def engine_process(config_file: Path, request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[bytes] | None]:
-    process = None
-    if request.param:
-        process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve",
-                                    "engine"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = serve(config_file, "engine") if request.param else None
     yield process
     if process is not None:
         process.terminate()

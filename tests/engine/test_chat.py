@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from appliance.ipc.messages import (
     GenerateChunk,
     GenerateRequest,
 )
+from tests.conftest import serve
 from tests.store.test_service import wait_ready
 
 SWITCH = {"type": "object", "properties": {"device": {"type": "string", "enum": ["door", "fan", "light"]},
@@ -28,7 +28,7 @@ SWITCH = {"type": "object", "properties": {"device": {"type": "string", "enum": 
 
 @pytest.fixture
 def engine_process(config_file: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", "engine"])
+    process = serve(config_file, "engine")
     yield process
     process.terminate()
     process.wait(10)

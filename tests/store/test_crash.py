@@ -28,7 +28,8 @@ from appliance.ipc.memory import (
     RingEntryIn,
 )
 from appliance.store.db import MemoryDB
-from tests.store.test_service import start_store, vec, wait_ready
+from tests.conftest import serve
+from tests.store.test_service import vec, wait_ready
 
 pytestmark = pytest.mark.slow
 KILLS = 100
@@ -69,7 +70,7 @@ async def test_sigkill_during_writes_loses_nothing_acknowledged(tmp_path: Path) 
     acked: dict[str, set[str]] = {"memory": set(), "ring": set(), "audit": set()}
     rng = random.Random(2026)
     for round_no in range(KILLS):
-        process = start_store(config_file)
+        process = serve(config_file, "store")
         client = IpcClient("store", config.socket_path("store"), 10.0)
         try:
             await wait_ready(client)

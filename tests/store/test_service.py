@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -45,14 +44,9 @@ from appliance.ipc.memory import (
 )
 from appliance.ipc.messages import HEALTH, ServiceState
 from appliance.store.offline import OfflineError, restore_backup
-from tests.conftest import write_config
+from tests.conftest import serve, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def start_store(config_file: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", "store"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 async def wait_ready(client: IpcClient, timeout_s: float = 20.0) -> None:
@@ -77,7 +71,7 @@ def store_config(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store_process(store_config: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_store(store_config)
+    process = serve(store_config, "store")
     yield process
     process.terminate()
     process.wait(10)
@@ -151,7 +145,7 @@ async def test_backup_while_writing_then_restore(store: IpcClient, store_config:
     store_process.wait(10)
     summary = await asyncio.to_thread(restore_backup, config, target)
     assert "schema 2" in summary
-    restarted = start_store(store_config)
+    restarted = serve(store_config, "store")
     try:
         await store.close()
         await wait_ready(store)
