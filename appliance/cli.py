@@ -18,15 +18,9 @@ import yaml
 
 from appliance import cli_memory, cli_model
 from appliance.config import ApplianceConfig, ConfigError, load_config, resolve_config_path
-from appliance.ipc.messages import SERVICE_NAMES
+from appliance.protocol.common import ServiceName
+from appliance.protocol.services import BY_NAME, SERVICE_NAMES
 
-SERVICES = {
-    "engine": "appliance.engine.service:EngineService",
-    "store": "appliance.store.service:StoreService",
-    "mqtt": "appliance.mqtt.service:MqttService",
-    "api": "appliance.api.service:ApiService",
-    "agent": "appliance.agent.service:AgentService",
-}
 SUBJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
 
 
@@ -75,12 +69,12 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def _serve(config: ApplianceConfig, name: str) -> NoReturn:
+def _serve(config: ApplianceConfig, name: ServiceName) -> NoReturn:
     from appliance.runtime.logs import setup_logging
     from appliance.runtime.service import run_service
 
     setup_logging(f"appliance-{name}", config.logging.level)
-    module, _, cls = SERVICES[name].partition(":")
+    module, _, cls = BY_NAME[name].entry.partition(":")
     service = getattr(importlib.import_module(module), cls)(config)
     code = asyncio.run(run_service(service))
     logging.shutdown()
@@ -91,9 +85,9 @@ def _serve(config: ApplianceConfig, name: str) -> NoReturn:
 def _status(config: ApplianceConfig) -> int:
     from appliance.ipc.client import IpcClient
     from appliance.ipc.errors import IpcError
-    from appliance.ipc.messages import HEALTH
+    from appliance.protocol.common import HEALTH
 
-    async def ask(name: str) -> str:
+    async def ask(name: ServiceName) -> str:
         client = IpcClient(name, config.socket_path(name), timeout_s=3.0)
         try:
             health = await client.call(HEALTH)

@@ -24,7 +24,7 @@ from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError
-from appliance.ipc.memory import (
+from appliance.protocol.store import (
     BATCH_CHUNKS,
     MAX_CHUNKS,
     MAX_DOCUMENT_CHARS,

@@ -32,7 +32,8 @@ import yaml
 from appliance.config import load_config
 from appliance.engine.tinymodel import BENCH_SHAPE, embedding_shape, write_tiny_llama
 from appliance.ipc import IpcClient
-from appliance.ipc.messages import ENGINE_GENERATE, HEALTH, GenerateRequest, ServiceState
+from appliance.protocol.common import HEALTH, ServiceState
+from appliance.protocol.engine import ENGINE_GENERATE, GenerateRequest
 
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache"

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from textset import load as load_textset
 
 from appliance.config import MemoryConfig
-from appliance.ipc.memory import MemoryIn, RecallRequest, RingEntryIn
+from appliance.protocol.store import MemoryIn, RecallRequest, RingEntryIn
 from appliance.store.db import MemoryDB
 
 DIM = 384

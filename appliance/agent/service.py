@@ -7,7 +7,9 @@ import asyncio
 from appliance.agent.scheduler import Scheduler
 from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError
-from appliance.ipc.memory import (
+from appliance.protocol.common import HEALTH, Agent, ServiceName, ServiceState
+from appliance.protocol.services import BY_NAME
+from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_SET_VECTORS,
     STORE_UNEMBEDDED,
@@ -15,13 +17,12 @@ from appliance.ipc.memory import (
     EmbeddingsIn,
     UnembeddedRequest,
 )
-from appliance.ipc.messages import HEALTH, ServiceName, ServiceState
 from appliance.runtime.service import Service
 
-WATCHED: tuple[ServiceName, ...] = ("store", "engine", "mqtt")
+WATCHED = BY_NAME["agent"].depends_on
 
 
-class AgentService(Service):
+class AgentService(Service[Agent]):
     name = "agent"
 
     scheduler: Scheduler | None = None

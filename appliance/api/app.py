@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from appliance import __version__
 from appliance.api.auth import MAX_TOKEN_CHARS, Claims, TokenAuthority, TokenError
-from appliance.ipc.messages import ServiceHealth, ServiceState
+from appliance.protocol.common import ServiceHealth, ServiceState
 from appliance.validation import describe_validation_error
 
 HealthSource = Callable[[], Awaitable[list[ServiceHealth]]]

@@ -18,7 +18,8 @@ from appliance.api.auth import Role
 from appliance.ipc.client import IpcClient
 from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError
-from appliance.ipc.memory import (
+from appliance.protocol.common import Engine, Store
+from appliance.protocol.store import (
     STORE_AUDIT_APPEND,
     STORE_RECALL,
     STORE_REMEMBER,
@@ -45,7 +46,8 @@ def _one(query: MultiMapping[str], name: str) -> str | None:
 
 
 class MemoryRoutes:
-    def __init__(self, store: IpcClient, engine: IpcClient, log: logging.Logger, *, auth_required: bool) -> None:
+    def __init__(self, store: IpcClient[Store], engine: IpcClient[Engine], log: logging.Logger, *,
+                 auth_required: bool) -> None:
         self.store = store
         self.engine = engine
         self.log = log

@@ -11,7 +11,8 @@ from aiohttp import web
 from appliance.api.app import ApiError
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
-from appliance.ipc.messages import ENGINE_METRICS, EngineMetrics
+from appliance.protocol.common import Engine
+from appliance.protocol.engine import ENGINE_METRICS, EngineMetrics
 
 HELP = {
     "queue_depth": ("gauge", "generation requests waiting for a slot"),
@@ -48,7 +49,7 @@ def prometheus(metrics: EngineMetrics) -> str:
 
 
 class MetricsRoutes:
-    def __init__(self, engine: IpcClient) -> None:
+    def __init__(self, engine: IpcClient[Engine]) -> None:
         self.engine = engine
 
     def add_to(self, app: web.Application) -> None:

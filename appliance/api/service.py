@@ -12,13 +12,14 @@ from appliance.api.auth import TokenAuthority
 from appliance.api.memory import MemoryRoutes
 from appliance.api.metrics import MetricsRoutes
 from appliance.ipc.errors import IpcError
-from appliance.ipc.messages import HEALTH, SERVICE_NAMES, ServiceHealth, ServiceName, ServiceState
+from appliance.protocol.common import HEALTH, Api, ServiceHealth, ServiceName, ServiceState
+from appliance.protocol.services import SERVICE_NAMES
 from appliance.runtime.service import Service
 
 PEER_HEALTH_TIMEOUT_S = 2.0
 
 
-class ApiService(Service):
+class ApiService(Service[Api]):
     name = "api"
 
     runner: web.AppRunner | None = None

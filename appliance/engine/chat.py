@@ -28,7 +28,7 @@ from appliance.engine.plan import Plan, step_down
 from appliance.engine.sampling import SamplingParams
 from appliance.engine.scheduler import Job, Scheduler
 from appliance.ipc.errors import BadRequest
-from appliance.ipc.messages import ChatMessage, GenerateChunk, GenerateRequest
+from appliance.protocol.engine import ChatMessage, GenerateChunk, GenerateRequest
 from appliance.runtime.threads import in_daemon_thread
 
 log = logging.getLogger("appliance.engine")

@@ -17,7 +17,7 @@ import numpy as np
 from appliance.engine.llama import Batch, ContextSettings, LlamaContext, LlamaModel
 from appliance.engine.metrics import EngineCounters
 from appliance.ipc.errors import IpcError
-from appliance.ipc.messages import EmbedResponse
+from appliance.protocol.engine import EmbedResponse
 from appliance.runtime.threads import in_daemon_thread
 
 BATCH_TOKENS = 2048

@@ -27,7 +27,7 @@ from appliance.engine.llama import Batch, LlamaContext, LlamaModel
 from appliance.engine.metrics import EngineCounters
 from appliance.engine.sampling import GrammarError, Sampler, SamplingParams, TextStream
 from appliance.ipc.errors import BadRequest, Busy, IpcError
-from appliance.ipc.messages import Priority
+from appliance.protocol.engine import Priority
 
 RANK = {p: i for i, p in enumerate(Priority)}  # lower runs first
 

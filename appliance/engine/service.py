@@ -22,26 +22,25 @@ from appliance.engine.metrics import EngineCounters
 from appliance.engine.plan import embedding_reserve, plan_for_config
 from appliance.engine.probe import probe
 from appliance.ipc.errors import Unavailable
-from appliance.ipc.messages import (
+from appliance.ipc.server import IpcServer
+from appliance.protocol.common import Empty, Engine, ServiceState
+from appliance.protocol.engine import (
     ENGINE_EMBED,
     ENGINE_GENERATE,
     ENGINE_METRICS,
     EmbedRequest,
     EmbedResponse,
-    Empty,
     EngineMetrics,
     GenerateChunk,
     GenerateRequest,
-    ServiceState,
 )
-from appliance.ipc.server import IpcServer
 from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 
 log = logging.getLogger("appliance.engine")
 
 
-class EngineService(Service):
+class EngineService(Service[Engine]):
     name = "engine"
 
     chat: ChatEngine | None = None
@@ -51,7 +50,7 @@ class EngineService(Service):
         super().__init__(config)
         self.counters = EngineCounters()
 
-    def register(self, ipc: IpcServer) -> None:
+    def register(self, ipc: IpcServer[Engine]) -> None:
         ipc.add_stream(ENGINE_GENERATE, self.generate)
         ipc.add(ENGINE_EMBED, self.embed)
         ipc.add(ENGINE_METRICS, self.metrics)

@@ -11,17 +11,19 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import aiohttp
 from pydantic import ValidationError
 
 from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, error_from_wire
-from appliance.ipc.messages import Empty, Endpoint, Req, Resp
+from appliance.protocol.common import Empty, Endpoint, Req, Resp, S
 
 
-class IpcClient:
-    def __init__(self, service: str, socket_path: Path, timeout_s: float = 10.0) -> None:
+class IpcClient(Generic[S]):
+    """Calls to service ``S``: only its endpoints type-check."""
+
+    def __init__(self, service: S, socket_path: Path, timeout_s: float = 10.0) -> None:
         self.service = service
         self.socket_path = socket_path
         self.timeout_s = timeout_s
@@ -33,13 +35,13 @@ class IpcClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    def _url(self, endpoint: Endpoint[Any, Any]) -> str:
+    def _url(self, endpoint: Endpoint[Any, Any, Any]) -> str:
         return f"http://{self.service}{endpoint.path}"
 
-    def _where(self, endpoint: Endpoint[Any, Any]) -> str:
+    def _where(self, endpoint: Endpoint[Any, Any, Any]) -> str:
         return f"{self.service}.{endpoint.method}"
 
-    async def call(self, endpoint: Endpoint[Req, Resp], request: Req | None = None,
+    async def call(self, endpoint: Endpoint[S, Req, Resp], request: Req | None = None,
                    *, timeout_s: float | None = None) -> Resp:
         assert not endpoint.streaming, endpoint
         deadline = timeout_s or self.timeout_s
@@ -57,7 +59,7 @@ class IpcClient:
             raise self._down(exc) from None
         return self._decode(endpoint, payload)
 
-    async def stream(self, endpoint: Endpoint[Req, Resp], request: Req,
+    async def stream(self, endpoint: Endpoint[S, Req, Resp], request: Req,
                      *, timeout_s: float | None = None) -> AsyncIterator[Resp]:
         """Items as the service produces them; ``timeout_s`` bounds the wait for each one.
 
@@ -86,7 +88,7 @@ class IpcClient:
             return ServiceDown(f"{self.service} is down: cannot connect to {self.socket_path}: {reason}")
         return ServiceDown(f"{self.service} dropped the connection: {exc.__class__.__name__}")
 
-    def _remote_error(self, endpoint: Endpoint[Any, Any], status: int, payload: bytes) -> IpcError:
+    def _remote_error(self, endpoint: Endpoint[Any, Any, Any], status: int, payload: bytes) -> IpcError:
         try:
             error = json.loads(payload)["error"]
             retry = error.get("retry_after_s")
@@ -95,7 +97,7 @@ class IpcClient:
         except (ValueError, KeyError, TypeError):
             return IpcError(f"{self._where(endpoint)}: HTTP {status} without an error body")
 
-    def _decode(self, endpoint: Endpoint[Any, Resp], payload: bytes) -> Resp:
+    def _decode(self, endpoint: Endpoint[Any, Any, Resp], payload: bytes) -> Resp:
         try:
             data = json.loads(payload)
         except ValueError:

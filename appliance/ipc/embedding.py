@@ -11,12 +11,13 @@ import logging
 
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
-from appliance.ipc.messages import ENGINE_EMBED, EmbedRequest
+from appliance.protocol.common import Engine
+from appliance.protocol.engine import ENGINE_EMBED, EmbedRequest
 
 BATCH = 64  # EmbedRequest's limit
 
 
-async def embed_or_none(engine: IpcClient, texts: list[str], log: logging.Logger) -> list[list[float]] | None:
+async def embed_or_none(engine: IpcClient[Engine], texts: list[str], log: logging.Logger) -> list[list[float]] | None:
     vectors: list[list[float]] = []
     try:
         for start in range(0, len(texts), BATCH):

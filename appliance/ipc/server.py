@@ -15,13 +15,13 @@ import math
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from appliance.ipc.errors import BadRequest, Busy, IpcError, NotFound, TooLarge
-from appliance.ipc.messages import Endpoint, Message, Req, Resp
+from appliance.protocol.common import Endpoint, Message, Req, Resp, S
 from appliance.validation import describe_validation_error
 
 Handler = Callable[[Req], Awaitable[Resp]]
@@ -42,8 +42,10 @@ def error_response(error: IpcError) -> web.Response:
                         headers=headers)
 
 
-class IpcServer:
-    def __init__(self, service: str, max_frame_bytes: int, log: logging.Logger) -> None:
+class IpcServer(Generic[S]):
+    """The endpoints of service ``S``: only its own (and every-service ones like HEALTH) can be added."""
+
+    def __init__(self, service: S, max_frame_bytes: int, log: logging.Logger) -> None:
         self.service = service
         self._log = log
         self._max_frame_bytes = max_frame_bytes
@@ -51,7 +53,7 @@ class IpcServer:
         self._runner: web.AppRunner | None = None
         self._socket_file: Path | None = None
 
-    def add(self, endpoint: Endpoint[Req, Resp], handler: Handler[Req, Resp]) -> None:
+    def add(self, endpoint: Endpoint[S, Req, Resp], handler: Handler[Req, Resp]) -> None:
         assert not endpoint.streaming, endpoint
 
         async def serve(request: web.Request) -> web.StreamResponse:
@@ -60,7 +62,7 @@ class IpcServer:
 
         self._route(endpoint, serve)
 
-    def add_stream(self, endpoint: Endpoint[Req, Resp], handler: StreamHandler[Req, Resp]) -> None:
+    def add_stream(self, endpoint: Endpoint[S, Req, Resp], handler: StreamHandler[Req, Resp]) -> None:
         assert endpoint.streaming, endpoint
 
         async def serve(request: web.Request) -> web.StreamResponse:
@@ -94,12 +96,12 @@ class IpcServer:
             await response.write(error_body(IpcError("internal error; see the service log")) + b"\n")
         await response.write_eof()
 
-    def _route(self, endpoint: Endpoint[Any, Any], serve: AiohttpHandler) -> None:
+    def _route(self, endpoint: Endpoint[Any, Any, Any], serve: AiohttpHandler) -> None:
         self._app.router.add_post(endpoint.path, serve)
         if not any(f.is_required() for f in endpoint.request.model_fields.values()):
             self._app.router.add_get(endpoint.path, serve)
 
-    async def _parse(self, request: web.Request, endpoint: Endpoint[Req, Any]) -> Req:
+    async def _parse(self, request: web.Request, endpoint: Endpoint[Any, Req, Any]) -> Req:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

@@ -11,8 +11,8 @@ import re
 
 from pydantic import JsonValue
 
-from appliance.ipc.memory import MemoryIn
-from appliance.ipc.messages import MAX_TEXT_CHARS
+from appliance.protocol.common import MAX_TEXT_CHARS
+from appliance.protocol.store import MemoryIn
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -20,9 +20,9 @@ import aiomqtt
 from appliance.config import ApplianceConfig
 from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, Unavailable
-from appliance.ipc.memory import STORE_REMEMBER, MemoryIn
-from appliance.ipc.messages import ServiceState
 from appliance.mqtt.events import EventRejected, parse_event
+from appliance.protocol.common import Mqtt, ServiceState
+from appliance.protocol.store import STORE_REMEMBER, MemoryIn
 from appliance.runtime.service import Service
 
 MAX_PENDING = 10_000
@@ -31,7 +31,7 @@ ENGINE_RETRY_S = 30.0  # after the engine fails, store events unembedded for thi
 FIRST_CONNECT_WAIT_S = 10.0
 
 
-class MqttService(Service):
+class MqttService(Service[Mqtt]):
     name = "mqtt"
 
     def __init__(self, config: ApplianceConfig) -> None:

@@ -15,48 +15,51 @@ import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from appliance import __version__
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
-from appliance.ipc.messages import HEALTH, Empty, ServiceHealth, ServiceName, ServiceState
 from appliance.ipc.server import IpcServer
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
+from appliance.protocol.common import HEALTH, Empty, S, ServiceHealth, ServiceName, ServiceState
 from appliance.runtime.notify import notify, ping_watchdog, watchdog_period_s
 
 STOP_BUDGET_S = 4.0  # of the 5 s a stop may take, what the service's own cleanup may use
+P = TypeVar("P", bound=ServiceName)
 
 
-class Service(ABC):
+class Service(ABC, Generic[S]):
+    """A process serving the endpoints of service ``S`` (``class StoreService(Service[Store])``)."""
+
     name: ClassVar[ServiceName]
 
     def __init__(self, config: ApplianceConfig) -> None:
         self.config = config
         self.log = logging.getLogger(f"appliance.{self.name}")
-        self.ipc = IpcServer(self.name, config.ipc.max_frame_bytes, self.log)
+        self.ipc: IpcServer[S] = IpcServer(cast(S, self.name), config.ipc.max_frame_bytes, self.log)
         self._state = ServiceState.STARTING
         self._detail = "starting"
         self._started_at = time.monotonic()
-        self._peers: dict[ServiceName, IpcClient] = {}
+        self._peers: dict[ServiceName, IpcClient[Any]] = {}
 
     # --- for subclasses ---------------------------------------------------------------------
 
-    def register(self, ipc: IpcServer) -> None:  # noqa: B027 - optional hook
+    def register(self, ipc: IpcServer[S]) -> None:
         """Add this service's IPC endpoints (before the socket opens)."""
 
     @abstractmethod
     async def start(self) -> None:
         """Acquire resources; return when the service is really ready (or degraded)."""
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
+    async def stop(self) -> None:
         """Release resources; must finish within STOP_BUDGET_S."""
 
-    def peer(self, name: ServiceName) -> IpcClient:
+    def peer(self, name: P) -> IpcClient[P]:
         """A client for another service, created once and closed on stop."""
         if name not in self._peers:
             self._peers[name] = IpcClient(name, self.config.socket_path(name), self.config.ipc.timeout_s)
-        return self._peers[name]
+        return cast(IpcClient[P], self._peers[name])
 
     def set_state(self, state: ServiceState, detail: str = "") -> None:
         if (state, detail) == (self._state, self._detail):
@@ -102,7 +105,7 @@ class Service(ABC):
             await client.close()
 
 
-async def run_service(service: Service) -> int:
+async def run_service(service: Service[Any]) -> int:
     """Run ``service`` until SIGTERM/SIGINT; the process exit code."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

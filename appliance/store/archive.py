@@ -25,7 +25,7 @@ import numpy as np
 import zstandard
 
 from appliance.config import MemoryConfig
-from appliance.ipc.memory import ArchiveProgress, ArchiveQuery, MemoryIn, MemoryRecord
+from appliance.protocol.store import ArchiveProgress, ArchiveQuery, MemoryIn, MemoryRecord
 from appliance.store.crypto import Sealer
 from appliance.store.errors import StoreError
 from appliance.store.longterm import RECORD_COLUMNS, LongTerm

@@ -18,7 +18,7 @@ from typing import Any
 
 import apsw
 
-from appliance.ipc.memory import AuditIn, AuditRow, AuditVerdict
+from appliance.protocol.store import AuditIn, AuditRow, AuditVerdict
 from appliance.store.sql import fetch_one
 
 GENESIS = "0" * 64

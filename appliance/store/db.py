@@ -21,7 +21,7 @@ import apsw
 import sqlite_vec
 
 from appliance.config import MemoryConfig
-from appliance.ipc.memory import BackupDone, KeyRotated, StoreStats
+from appliance.protocol.store import BackupDone, KeyRotated, StoreStats
 from appliance.store.archive import Archive
 from appliance.store.audit import AuditLog
 from appliance.store.crypto import EPOCH_LIMIT, KeyRing, KeyRingError, Sealer

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from appliance.ipc.memory import MEMORY_KINDS
+from appliance.protocol.store import MEMORY_KINDS
 
 MAX_HAMMING = np.uint16(0xFFFF)
 KIND_CODE = {kind: code for code, kind in enumerate(MEMORY_KINDS)}

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.config import MemoryConfig
-from appliance.ipc.memory import (
+from appliance.protocol.store import (
     MAX_CHUNKS,
     DocumentIn,
     DocumentStored,

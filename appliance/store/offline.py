@@ -16,8 +16,8 @@ import apsw
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
-from appliance.ipc.memory import AuditVerdict
-from appliance.ipc.messages import HEALTH
+from appliance.protocol.common import HEALTH
+from appliance.protocol.store import AuditVerdict
 from appliance.store.audit import AuditLog
 from appliance.store.db import connect
 from appliance.store.schema import SCHEMA_VERSION

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from appliance.ipc.memory import RecallFilters, RecallHit, RecallRequest, RecallResponse
+from appliance.protocol.store import RecallFilters, RecallHit, RecallRequest, RecallResponse
 from appliance.store.index import KIND_CODE, IndexFilter
 from appliance.store.sql import fetch_all, ids_json, time_range
 

@@ -11,7 +11,7 @@ import time
 
 import apsw
 
-from appliance.ipc.memory import RingEntry, RingEntryIn
+from appliance.protocol.store import RingEntry, RingEntryIn
 from appliance.store.crypto import Sealer
 from appliance.store.sql import fetch_all, integer
 

@@ -19,7 +19,9 @@ import apsw
 
 from appliance.config import ApplianceConfig
 from appliance.ipc.errors import BadRequest, NotFound, Unavailable
-from appliance.ipc.memory import (
+from appliance.ipc.server import IpcServer
+from appliance.protocol.common import Empty, ServiceState, Store
+from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
     STORE_AUDIT_APPEND,
@@ -68,8 +70,6 @@ from appliance.ipc.memory import (
     UnembeddedItem,
     UnembeddedRequest,
 )
-from appliance.ipc.messages import Empty, ServiceState
-from appliance.ipc.server import IpcServer
 from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 from appliance.store.db import MemoryDB
@@ -80,7 +80,7 @@ PURGE_INTERVAL_S = 60.0
 _DONE = object()
 
 
-class StoreService(Service):
+class StoreService(Service[Store]):
     name = "store"
 
     db: MemoryDB | None = None
@@ -91,7 +91,7 @@ class StoreService(Service):
         self._sqlite = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._job = asyncio.Lock()  # one archive or backup at a time
 
-    def register(self, ipc: IpcServer) -> None:
+    def register(self, ipc: IpcServer[Store]) -> None:
         ipc.add(STORE_REMEMBER, self.remember)
         ipc.add(STORE_GET, self.get)
         ipc.add(STORE_FORGET, self.forget)

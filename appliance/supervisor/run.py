@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from appliance.config import ApplianceConfig
-from appliance.ipc.messages import SERVICE_NAMES
+from appliance.protocol.services import SERVICE_NAMES
 from appliance.supervisor.child import Child
 
 log = logging.getLogger("appliance.supervisor")

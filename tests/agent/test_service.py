@@ -11,7 +11,7 @@ import pytest
 from appliance.agent.service import AgentService
 from appliance.config import load_config
 from appliance.ipc.client import IpcClient
-from appliance.ipc.memory import STORE_ARCHIVE_FIND, STORE_REMEMBER, STORE_STATS, ArchiveQuery, MemoryIn
+from appliance.protocol.store import STORE_ARCHIVE_FIND, STORE_REMEMBER, STORE_STATS, ArchiveQuery, MemoryIn
 from tests.conftest import serve
 from tests.store.test_service import wait_ready
 

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.api.app import build_app
 from appliance.api.auth import Role, TokenAuthority
 from appliance.config import ApplianceConfig
-from appliance.ipc.messages import SERVICE_NAMES, ServiceHealth, ServiceState
+from appliance.protocol.common import ServiceHealth, ServiceState
+from appliance.protocol.services import SERVICE_NAMES
 
 STATES = {name: ServiceState.READY for name in SERVICE_NAMES}
 

@@ -14,7 +14,7 @@ from appliance.api.auth import Role, TokenAuthority
 from appliance.api.memory import MemoryRoutes
 from appliance.config import load_config
 from appliance.ipc.client import IpcClient
-from appliance.ipc.memory import STORE_AUDIT_VERIFY
+from appliance.protocol.store import STORE_AUDIT_VERIFY
 from tests.api.test_app import health
 from tests.conftest import serve
 from tests.store.test_service import wait_ready

@@ -14,7 +14,7 @@ from appliance.api.auth import Role, TokenAuthority
 from appliance.api.metrics import MetricsRoutes
 from appliance.config import load_config
 from appliance.ipc.client import IpcClient
-from appliance.ipc.messages import ENGINE_GENERATE, GenerateRequest
+from appliance.protocol.engine import ENGINE_GENERATE, GenerateRequest
 from tests.api.test_app import health
 from tests.conftest import serve
 from tests.store.test_service import wait_ready

@@ -12,13 +12,7 @@ import pytest
 
 from appliance.config import load_config
 from appliance.ipc import BadRequest, IpcClient
-from appliance.ipc.messages import (
-    ENGINE_GENERATE,
-    ENGINE_METRICS,
-    ChatMessage,
-    GenerateChunk,
-    GenerateRequest,
-)
+from appliance.protocol.engine import ENGINE_GENERATE, ENGINE_METRICS, ChatMessage, GenerateChunk, GenerateRequest
 from tests.conftest import serve
 from tests.store.test_service import wait_ready
 

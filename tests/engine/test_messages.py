@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from appliance.ipc.messages import EmbedRequest, GenerateRequest
+from appliance.protocol.engine import EmbedRequest, GenerateRequest
 
 
 @pytest.mark.parametrize("fields", [

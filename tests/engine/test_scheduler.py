@@ -15,7 +15,7 @@ import pytest
 from appliance.config import ApplianceConfig
 from appliance.engine.service import EngineService
 from appliance.ipc import Busy
-from appliance.ipc.messages import ChatMessage, GenerateChunk, GenerateRequest, Priority
+from appliance.protocol.engine import ChatMessage, GenerateChunk, GenerateRequest, Priority
 
 
 def with_resources(config: ApplianceConfig, **resource: object) -> ApplianceConfig:

@@ -11,7 +11,8 @@ import pytest
 from appliance.config import ApplianceConfig
 from appliance.engine.service import EngineService
 from appliance.ipc import BadRequest, Unavailable
-from appliance.ipc.messages import EmbedRequest, GenerateRequest, ServiceState
+from appliance.protocol.common import ServiceState
+from appliance.protocol.engine import EmbedRequest, GenerateRequest
 
 
 async def started(config: ApplianceConfig) -> EngineService:

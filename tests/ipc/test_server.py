@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 
 from appliance.ipc import BadRequest, IpcClient, IpcServer, IpcTimeout, NotFound, ServiceDown
-from appliance.ipc.messages import Endpoint, Message
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
+from appliance.protocol.common import Message, endpoint
 
 
 class Ping(Message):
@@ -30,17 +30,17 @@ class Pong(Message):
     n: int
 
 
-ECHO = Endpoint("echo", Ping, Pong)
-SLOW = Endpoint("slow", Ping, Pong)
-COUNT = Endpoint("count", Ping, Pong, streaming=True)
-FAIL = Endpoint("fail", Ping, Pong)
+ECHO = endpoint("store", "echo", Ping, Pong)
+SLOW = endpoint("store", "slow", Ping, Pong)
+COUNT = endpoint("store", "count", Ping, Pong, streaming=True)
+FAIL = endpoint("store", "fail", Ping, Pong)
 
 
 class Harness:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.stream_closed = asyncio.Event()
-        self.server = IpcServer("test", max_frame_bytes=4096, log=logging.getLogger("test"))
+        self.server = IpcServer("store", max_frame_bytes=4096, log=logging.getLogger("test"))
         self.server.add(ECHO, self.echo)
         self.server.add(SLOW, self.slow)
         self.server.add(FAIL, self.fail)
@@ -71,7 +71,7 @@ class Harness:
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Harness, IpcClient]]:
     harness = Harness(tmp_path / "run" / "test.sock")
     await harness.server.start(bind_unix_socket(harness.path))
-    client = IpcClient("test", harness.path, timeout_s=2.0)
+    client = IpcClient("store", harness.path, timeout_s=2.0)
     yield harness, client
     await client.close()
     await harness.server.stop()
@@ -128,12 +128,12 @@ async def test_errors_travel_typed(served: tuple[Harness, IpcClient]) -> None:
     status, reply = await raw(harness.path, b"{}", route="/v1/nothing")
     assert status == 404 and "no IPC method" in str(reply)
     with pytest.raises(NotFound):
-        await client.call(Endpoint("nothing", Ping, Pong), Ping(n=1))
+        await client.call(endpoint("store", "nothing", Ping, Pong), Ping(n=1))
 
 
 async def test_timeout_is_a_clear_error(served: tuple[Harness, IpcClient]) -> None:
     _, client = served
-    with pytest.raises(IpcTimeout, match=r"test.slow did not answer within 0.2 s"):
+    with pytest.raises(IpcTimeout, match=r"store.slow did not answer within 0.2 s"):
         await client.call(SLOW, Ping(n=5), timeout_s=0.2)
 
 
@@ -169,10 +169,10 @@ async def test_socket_handed_over_by_systemd(tmp_path: Path, monkeypatch: pytest
         sock = inherited_socket()
         assert sock is not None and sock.fileno() == 3
         assert "LISTEN_FDS" not in os.environ
-        server = IpcServer("test", 4096, logging.getLogger("test"))
+        server = IpcServer("store", 4096, logging.getLogger("test"))
         server.add(ECHO, Harness.echo.__get__(Harness(tmp_path / "x")))
         await server.start(sock, owned=False)
-        client = IpcClient("test", tmp_path / "activated.sock")
+        client = IpcClient("store", tmp_path / "activated.sock")
         assert (await client.call(ECHO, Ping(n=3))).n == 3
         await client.close()
         await server.stop()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from appliance.ipc.memory import ArchiveQuery, MemoryIn, RecallRequest
+from appliance.protocol.store import ArchiveQuery, MemoryIn, RecallRequest
 from appliance.store.db import MemoryDB
 from appliance.store.errors import StoreError
 from tests.store.conftest import unit

@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from appliance.ipc.memory import AuditIn
+from appliance.protocol.store import AuditIn
 from appliance.store.db import MemoryDB
 from tests.store.conftest import open_db
 

@@ -17,7 +17,7 @@ import pytest
 from appliance.config import load_config
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
-from appliance.ipc.memory import (
+from appliance.protocol.store import (
     STORE_AUDIT_APPEND,
     STORE_INGEST,
     STORE_REMEMBER,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.ipc.memory import ArchiveQuery, MemoryIn, RingEntryIn
+from appliance.protocol.store import ArchiveQuery, MemoryIn, RingEntryIn
 from appliance.store.crypto import KeyRing, KeyRingError, Sealer
 from appliance.store.db import MemoryDB
 from appliance.store.errors import StoreError

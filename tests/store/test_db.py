@@ -6,7 +6,7 @@ from pathlib import Path
 
 import apsw
 
-from appliance.ipc.memory import MemoryIn, RingEntryIn
+from appliance.protocol.store import MemoryIn, RingEntryIn
 from appliance.store.db import MemoryDB
 from tests.store.conftest import open_db
 

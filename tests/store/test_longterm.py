@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from appliance.ipc.memory import DocumentIn, MemoryIn, RecallRequest
+from appliance.protocol.store import DocumentIn, MemoryIn, RecallRequest
 from appliance.store.db import MemoryDB
 from appliance.store.errors import StoreError
 from tests.store.conftest import DIM, open_db, unit

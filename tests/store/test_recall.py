@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from appliance.ipc.memory import MemoryIn, RecallFilters, RecallRequest
+from appliance.protocol.store import MemoryIn, RecallFilters, RecallRequest
 from appliance.store import recall
 from appliance.store.db import MemoryDB
 from appliance.store.recall import fts_query, text_match

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from appliance.ipc.memory import RingEntryIn, RingRead
+from appliance.protocol.store import RingEntryIn, RingRead
 from tests.store.conftest import open_db
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlite_vec
 
-from appliance.ipc.memory import RecallRequest
+from appliance.protocol.store import RecallRequest
 from appliance.store.db import connect
 from appliance.store.errors import StoreError
 from appliance.store.schema import SCHEMA_VERSION, migration_sql

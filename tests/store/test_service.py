@@ -14,7 +14,8 @@ import pytest
 from appliance.config import ApplianceConfig, load_config
 from appliance.ipc import BadRequest, NotFound
 from appliance.ipc.client import IpcClient
-from appliance.ipc.memory import (
+from appliance.protocol.common import HEALTH, ServiceState
+from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
     STORE_AUDIT_APPEND,
@@ -42,7 +43,6 @@ from appliance.ipc.memory import (
     RingEntryIn,
     RingRead,
 )
-from appliance.ipc.messages import HEALTH, ServiceState
 from appliance.store.offline import OfflineError, restore_backup
 from tests.conftest import serve, write_config
 

@@ -1,13 +1,21 @@
-"""The store's IPC surface: every memory message and endpoint, shared by the store and its callers."""
+"""The store's memory messages and endpoints: long-term memory, ring, documents, archive, audit, backup."""
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, JsonValue, field_validator, model_validator
 
-from appliance.ipc.messages import MAX_TEXT_CHARS, BoundedText, Empty, Endpoint, Message, Vector
+from appliance.protocol.common import (
+    MAX_TEXT_CHARS,
+    BoundedText,
+    ConversationId,
+    Empty,
+    Message,
+    Tag,
+    Vector,
+    endpoint,
+)
 
 MemoryKind = Literal["event", "fact", "conversation", "document"]
 MEMORY_KINDS: tuple[MemoryKind, ...] = ("event", "fact", "conversation", "document")
@@ -17,33 +25,17 @@ MAX_TAGS = 16
 MAX_DOCUMENT_CHARS = 2 << 20
 MAX_CHUNKS = 4096  # per document
 BATCH_CHUNKS = 64  # per ingest call: 64 chunks with their vectors stay far below ipc.max_frame_bytes
-# Tags and conversation ids end up in SQL parameters and logs: keep them plain words.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}")
-
-
-def _names(values: list[str], what: str) -> list[str]:
-    for value in values:
-        if not _NAME.fullmatch(value):
-            raise ValueError(f"{what} {value[:80]!r} must be 1-64 characters of letters, digits and ._:/@-")
-    return values
-
-
 class MemoryIn(Message):
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     kind: MemoryKind = "event"
     source: str = Field("", max_length=256, description="device id or user the memory came from")
-    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     importance: float = Field(0.5, ge=0.0, le=1.0)
     pinned: bool = Field(False, description="never moved to the archive")
     sensitive: bool = Field(False, description="text and metadata encrypted at rest; not in full-text search")
     created_at: float | None = Field(None, ge=0, le=1e11, description="unix time; default now")
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     embedding: Vector | None = None
-
-    @field_validator("tags")
-    @classmethod
-    def _plain_tags(cls, value: list[str]) -> list[str]:
-        return _names(value, "tag")
 
 
 class MemoryRecord(MemoryIn):
@@ -68,7 +60,7 @@ class RecallFilters(Message):
     sources: list[str] | None = Field(None, min_length=1, max_length=32)
     since: float | None = Field(None, ge=0, le=1e11)
     until: float | None = Field(None, ge=0, le=1e11)
-    tags: list[str] | None = Field(None, min_length=1, max_length=MAX_TAGS, description="all must match")
+    tags: list[Tag] | None = Field(None, min_length=1, max_length=MAX_TAGS, description="all must match")
 
     @field_validator("sources")
     @classmethod
@@ -78,10 +70,6 @@ class RecallFilters(Message):
                 raise ValueError("each source must be at most 256 characters")
         return value
 
-    @field_validator("tags")
-    @classmethod
-    def _plain_tags(cls, value: list[str] | None) -> list[str] | None:
-        return _names(value, "tag") if value else value
 
     @model_validator(mode="after")
     def _ordered(self) -> RecallFilters:
@@ -125,14 +113,9 @@ class RecallResponse(Message):
 
 
 class RingEntryIn(Message):
-    conversation: str = Field(description="conversation id")
+    conversation: ConversationId = Field(description="conversation id")
     role: Literal["user", "assistant", "system", "tool"] = "user"
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-
-    @field_validator("conversation")
-    @classmethod
-    def _plain(cls, value: str) -> str:
-        return _names([value], "conversation")[0]
 
 
 class RingEntry(RingEntryIn):
@@ -141,13 +124,8 @@ class RingEntry(RingEntryIn):
 
 
 class RingRead(Message):
-    conversation: str
+    conversation: ConversationId
     k: int = Field(20, ge=1, le=1000)
-
-    @field_validator("conversation")
-    @classmethod
-    def _plain(cls, value: str) -> str:
-        return _names([value], "conversation")[0]
 
 
 class RingEntries(Message):
@@ -163,12 +141,8 @@ class DocumentIn(Message):
     first_chunk: int = Field(0, ge=0, lt=MAX_CHUNKS, description="index of this batch's first chunk")
     chunks: list[BoundedText] = Field(min_length=1, max_length=BATCH_CHUNKS, description="appliance.chunking output")
     embeddings: list[Vector] | None = Field(None, description="one per chunk, when the engine is up")
-    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
-    @field_validator("tags")
-    @classmethod
-    def _plain_tags(cls, value: list[str]) -> list[str]:
-        return _names(value, "tag")
 
     @model_validator(mode="after")
     def _aligned(self) -> DocumentIn:
@@ -292,20 +266,20 @@ class KeyRotated(Message):
     reencrypted: int
 
 
-STORE_REMEMBER = Endpoint("remember", MemoryIn, MemoryId)
-STORE_GET = Endpoint("get", MemoryId, MemoryRecord)
-STORE_FORGET = Endpoint("forget", MemoryId, Forgotten)
-STORE_RECALL = Endpoint("recall", RecallRequest, RecallResponse)
-STORE_RING_APPEND = Endpoint("ring/append", RingEntryIn, RingEntry)
-STORE_RING_READ = Endpoint("ring/read", RingRead, RingEntries)
-STORE_INGEST = Endpoint("ingest", DocumentIn, DocumentStored)
-STORE_ARCHIVE = Endpoint("archive", ArchiveRequest, ArchiveProgress, streaming=True)
-STORE_ARCHIVE_FIND = Endpoint("archive/find", ArchiveQuery, ArchivedRecords)
-STORE_RESTORE = Endpoint("archive/restore", RestoreRequest, Restored)
-STORE_STATS = Endpoint("stats", Empty, StoreStats)
-STORE_AUDIT_APPEND = Endpoint("audit/append", AuditIn, AuditRow)
-STORE_AUDIT_VERIFY = Endpoint("audit/verify", Empty, AuditVerdict)
-STORE_BACKUP = Endpoint("backup", BackupRequest, BackupDone)
-STORE_ROTATE_KEY = Endpoint("rotate-key", Empty, KeyRotated)
-STORE_UNEMBEDDED = Endpoint("vectors/missing", UnembeddedRequest, Unembedded)
-STORE_SET_VECTORS = Endpoint("vectors/set", EmbeddingsIn, EmbeddingsStored)
+STORE_REMEMBER = endpoint("store", "remember", MemoryIn, MemoryId)
+STORE_GET = endpoint("store", "get", MemoryId, MemoryRecord)
+STORE_FORGET = endpoint("store", "forget", MemoryId, Forgotten)
+STORE_RECALL = endpoint("store", "recall", RecallRequest, RecallResponse)
+STORE_RING_APPEND = endpoint("store", "ring/append", RingEntryIn, RingEntry)
+STORE_RING_READ = endpoint("store", "ring/read", RingRead, RingEntries)
+STORE_INGEST = endpoint("store", "ingest", DocumentIn, DocumentStored)
+STORE_ARCHIVE = endpoint("store", "archive", ArchiveRequest, ArchiveProgress, streaming=True)
+STORE_ARCHIVE_FIND = endpoint("store", "archive/find", ArchiveQuery, ArchivedRecords)
+STORE_RESTORE = endpoint("store", "archive/restore", RestoreRequest, Restored)
+STORE_STATS = endpoint("store", "stats", Empty, StoreStats)
+STORE_AUDIT_APPEND = endpoint("store", "audit/append", AuditIn, AuditRow)
+STORE_AUDIT_VERIFY = endpoint("store", "audit/verify", Empty, AuditVerdict)
+STORE_BACKUP = endpoint("store", "backup", BackupRequest, BackupDone)
+STORE_ROTATE_KEY = endpoint("store", "rotate-key", Empty, KeyRotated)
+STORE_UNEMBEDDED = endpoint("store", "vectors/missing", UnembeddedRequest, Unembedded)
+STORE_SET_VECTORS = endpoint("store", "vectors/set", EmbeddingsIn, EmbeddingsStored)

@@ -1,82 +1,13 @@
-"""Every message that crosses a process boundary, defined once and shared by both ends.
-
-An `Endpoint` names a method of one service together with its request and response types, so
-the server's handler and the client's call are checked against the same declaration.
-"""
+"""The engine's messages: generation (streamed), embeddings and metrics."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-ServiceName = Literal["store", "engine", "mqtt", "agent", "api"]
-# Dependency order: each service only calls services listed before it (the api reads all).
-SERVICE_NAMES: tuple[ServiceName, ...] = ("store", "engine", "mqtt", "agent", "api")
-
-MAX_TEXT_CHARS = 64 * 1024
-MAX_PROMPT_CHARS = 256 * 1024
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Req = TypeVar("Req", bound=Message)
-Resp = TypeVar("Resp", bound=Message)
-
-
-@dataclass(frozen=True)
-class Endpoint(Generic[Req, Resp]):
-    """One IPC method: served at ``/v1/<method>`` on the owning service's socket."""
-
-    method: str
-    request: type[Req]
-    response: type[Resp]
-    streaming: bool = False
-
-    @property
-    def path(self) -> str:
-        return f"/v1/{self.method}"
-
-
-class Empty(Message):
-    pass
-
-
-class ServiceState(StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    DEGRADED = "degraded"
-    STOPPING = "stopping"
-    DOWN = "down"  # reported by a peer that cannot reach the service at all
-
-
-class ServiceHealth(Message):
-    name: ServiceName
-    state: ServiceState
-    version: str
-    uptime_s: float
-    pid: int | None = None
-    detail: str = ""
-
-
-def _finite(vector: list[float]) -> list[float]:
-    for i, value in enumerate(vector):
-        if not math.isfinite(value):
-            raise ValueError(f"element {i} is {value}: vectors must be finite")
-    return vector
-
-
-Vector = Annotated[list[float], Field(min_length=1, max_length=4096), AfterValidator(_finite)]
-# One text in a list: errors name its index ("texts.3: String should have at most ...").
-BoundedText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
-
-
-# --- engine -------------------------------------------------------------------------------
+from appliance.protocol.common import MAX_PROMPT_CHARS, BoundedText, Empty, Message, endpoint
 
 
 class Priority(StrEnum):
@@ -170,11 +101,6 @@ class EngineMetrics(Message):
     embed_texts_total: int = 0
 
 
-# --- the catalogue ------------------------------------------------------------------------
-
-HEALTH = Endpoint("health", Empty, ServiceHealth)
-
-ENGINE_GENERATE = Endpoint("generate", GenerateRequest, GenerateChunk, streaming=True)
-ENGINE_EMBED = Endpoint("embed", EmbedRequest, EmbedResponse)
-ENGINE_METRICS = Endpoint("metrics", Empty, EngineMetrics)
-
+ENGINE_GENERATE = endpoint("engine", "generate", GenerateRequest, GenerateChunk, streaming=True)
+ENGINE_EMBED = endpoint("engine", "embed", EmbedRequest, EmbedResponse)
+ENGINE_METRICS = endpoint("engine", "metrics", Empty, EngineMetrics)
