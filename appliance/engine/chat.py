@@ -10,6 +10,7 @@ validated against the schema, so a reply that does not satisfy it is an error, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -137,19 +138,20 @@ class ChatEngine:
                                                              top_p=request.top_p, seed=request.seed,
                                                              grammar=grammar, ignore_eos=request.ignore_eos))
         index, pieces = 0, []
-        async for event in self.scheduler.run(job):
-            if not event.done:
-                pieces.append(event.text)
-                yield GenerateChunk(index=index, text=event.text)
-                index += 1
-                continue
-            parsed = None
-            if request.json_schema is not None:
-                parsed = check_reply(request.json_schema, "".join(pieces))
-            yield GenerateChunk(index=index, done=True, finish_reason=event.finish_reason,
-                                prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens,
-                                completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms,
-                                elapsed_ms=event.elapsed_ms, parsed=parsed)
+        async with contextlib.aclosing(self.scheduler.run(job)) as events:
+            async for event in events:
+                if not event.done:
+                    pieces.append(event.text)
+                    yield GenerateChunk(index=index, text=event.text)
+                    index += 1
+                    continue
+                parsed = None
+                if request.json_schema is not None:
+                    parsed = check_reply(request.json_schema, "".join(pieces))
+                yield GenerateChunk(index=index, done=True, finish_reason=event.finish_reason,
+                                    prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens,
+                                    completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms,
+                                    elapsed_ms=event.elapsed_ms, parsed=parsed)
 
     def close(self) -> None:
         self.scheduler.close()

@@ -20,7 +20,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from appliance.engine.llama import Batch, LlamaContext, LlamaModel
@@ -97,7 +97,7 @@ class Scheduler:
 
     # --- the async side ---------------------------------------------------------------------
 
-    async def run(self, job: Job) -> AsyncIterator[Event]:
+    async def run(self, job: Job) -> AsyncGenerator[Event, None]:
         """Queue ``job`` and yield its events; leaving early cancels it within one token."""
         if len(job.tokens) + 1 > self.ctx.n_ctx:
             raise BadRequest(f"prompt is {len(job.tokens)} tokens; the context holds {self.ctx.n_ctx} "

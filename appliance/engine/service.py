@@ -8,6 +8,7 @@ A missing, corrupt or oversized model never takes the engine down: it stays up, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator
@@ -118,8 +119,12 @@ class EngineService(Service[Engine]):
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         if self.chat is None:
             raise Unavailable("no chat model loaded; see the engine's health detail")
-        async for chunk in self.chat.generate(request):
-            yield chunk
+        # aclosing: a client that leaves closes every layer down to the batcher at once, which
+        # sets the job's cancel flag before this generator's close returns (not when the
+        # garbage collector gets round to the inner generators).
+        async with contextlib.aclosing(self.chat.generate(request)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
         if self.embedder is None:
