@@ -76,10 +76,13 @@ in_root() {
     LANG=C.UTF-8 TERM=dumb "$@"
 }
 note() { echo "check-fresh: $*" | tee -a "$log" >&2; }
+trap 'note "stopped by a failed command at line $LINENO of the inner script"' ERR
 
 clone_at=$(date +%s)
 note "make run (as a new user would: the bootstrap installs what is missing)"
-in_root bash -c 'cd /root/appliance && exec setsid make run' >>"$log" 2>&1 &
+# setsid: `make run` leads its own process group, which a Ctrl-C would signal as a whole.
+setsid chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  LANG=C.UTF-8 TERM=dumb bash -c 'cd /root/appliance && exec make run' >>"$log" 2>&1 &
 runner=$!
 ready=
 for _ in $(seq 1 2400); do
