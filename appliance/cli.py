@@ -121,7 +121,7 @@ def _token(config: ApplianceConfig, args: argparse.Namespace) -> int:
 
 
 def _demo_models(config: ApplianceConfig, force: bool) -> int:
-    from appliance.engine.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
+    from appliance.modelfiles.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
 
     try:
         wanted = [(config.chat_model_path, CHAT_SHAPE, "demo-chat"),

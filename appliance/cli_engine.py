@@ -10,9 +10,9 @@ from pathlib import Path
 import llama_cpp
 
 from appliance.config import ApplianceConfig
-from appliance.engine.gguf_info import ModelFileError, read_model_info
 from appliance.engine.plan import embedding_reserve, mib, plan_for_config
 from appliance.engine.probe import Hardware, probe
+from appliance.modelfiles.gguf_info import ModelFileError, read_model_info
 
 
 def probe_command() -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import ApplianceConfig
-from appliance.engine.catalog import Catalog
-from appliance.engine.gguf_info import ModelFileError
+from appliance.modelfiles.catalog import Catalog
+from appliance.modelfiles.gguf_info import ModelFileError
 
 
 def add_parsers(model_actions: Any) -> None:

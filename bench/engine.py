@@ -30,8 +30,8 @@ import llama_cpp
 import yaml
 
 from appliance.config import load_config
-from appliance.engine.tinymodel import BENCH_SHAPE, embedding_shape, write_tiny_llama
 from appliance.ipc import IpcClient
+from appliance.modelfiles.tinymodel import BENCH_SHAPE, embedding_shape, write_tiny_llama
 from appliance.protocol.common import HEALTH, ServiceState
 from appliance.protocol.engine import ENGINE_GENERATE, GenerateRequest
 

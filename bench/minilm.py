@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.engine.bert_reference import BertReference
+from appliance.modelfiles.bert_reference import BertReference
 
 
 def model_dir() -> Path:

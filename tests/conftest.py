@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from appliance.config import ApplianceConfig, load_config
-from appliance.engine.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
+from appliance.modelfiles.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
 
 
 def free_port() -> int:

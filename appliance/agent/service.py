@@ -1,10 +1,10 @@
-"""The agent service: runs the scheduler: a heartbeat over the others and the daily archive run."""
+"""The agent service: periodic jobs: a heartbeat over the others and the daily archive run."""
 
 from __future__ import annotations
 
 import asyncio
 
-from appliance.agent.scheduler import Scheduler
+from appliance.agent.periodic import Periodic
 from appliance.ipc.embedding import embed_or_none
 from appliance.ipc.errors import IpcError
 from appliance.protocol.common import HEALTH, Agent, ServiceName, ServiceState
@@ -25,18 +25,18 @@ WATCHED = BY_NAME["agent"].depends_on
 class AgentService(Service[Agent]):
     name = "agent"
 
-    scheduler: Scheduler | None = None
+    periodic: Periodic | None = None
     beats = 0
 
     async def start(self) -> None:
-        self.scheduler = Scheduler(self.log)
-        self.scheduler.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
-        self.scheduler.every("archive", self.config.memory.archive_interval_s, self.archive)
-        self.scheduler.every("embed-backfill", self.config.agent.backfill_interval_s, self.backfill)
+        self.periodic = Periodic(self.log)
+        self.periodic.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
+        self.periodic.every("archive", self.config.memory.archive_interval_s, self.archive)
+        self.periodic.every("embed-backfill", self.config.agent.backfill_interval_s, self.backfill)
 
     async def stop(self) -> None:
-        if self.scheduler is not None:
-            await self.scheduler.stop()
+        if self.periodic is not None:
+            await self.periodic.stop()
 
     async def _state_of(self, name: ServiceName) -> str | None:
         """None when the peer is fine, else a short reason."""

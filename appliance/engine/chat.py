@@ -1,8 +1,8 @@
 """The chat model: load it by the tuner's plan, render chat templates, constrain and check JSON.
 
-A request becomes a scheduler `Job`: messages are rendered with the model's own Jinja chat
+A request becomes a batcher `GenerationJob`: messages are rendered with the model's own Jinja chat
 template (sandboxed), tokenized off the event loop, and the system prompt's tokens are marked
-so the scheduler can cache them. A JSON schema is compiled to a llama.cpp grammar before the
+so the batcher can cache them. A JSON schema is compiled to a llama.cpp grammar before the
 job queues; a schema that cannot be compiled is refused, and the finished reply is parsed and
 validated against the schema, so a reply that does not satisfy it is an error, never passed on.
 """
@@ -23,12 +23,12 @@ from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
+from appliance.engine.batcher import Batcher, GenerationJob
+from appliance.engine.errors import RequestRefused
 from appliance.engine.llama import ContextSettings, LlamaContext, LlamaModel, LoadError
 from appliance.engine.metrics import EngineCounters
 from appliance.engine.plan import Plan, step_down
 from appliance.engine.sampling import SamplingParams
-from appliance.engine.scheduler import Job, Scheduler
-from appliance.ipc.errors import BadRequest
 from appliance.protocol.engine import ChatMessage, GenerateChunk, GenerateRequest
 from appliance.runtime.threads import in_daemon_thread
 
@@ -38,15 +38,15 @@ JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]
 
 
 def schema_grammar(schema: dict[str, Any]) -> str:
-    """GBNF for ``schema``, or BadRequest saying why it cannot be used."""
+    """GBNF for ``schema``, or RequestRefused saying why it cannot be used."""
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise BadRequest(f"json_schema: not a valid JSON schema: {exc.message}") from None
+        raise RequestRefused(f"json_schema: not a valid JSON schema: {exc.message}") from None
     try:
         grammar = str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises assorted errors for what it cannot express
-        raise BadRequest(f"json_schema: cannot be compiled to a grammar: {exc}") from None
+        raise RequestRefused(f"json_schema: cannot be compiled to a grammar: {exc}") from None
     # The converter's string characters admit raw control characters, which JSON forbids.
     return _CHAR_RULE.sub(lambda _: JSON_CHAR, grammar)
 
@@ -55,11 +55,11 @@ def check_reply(schema: dict[str, Any], text: str) -> Any:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise BadRequest(f"the reply is not valid JSON ({exc}); it was cut off or the grammar failed") from None
+        raise RequestRefused(f"the reply is not valid JSON ({exc}); it was cut off or the grammar failed") from None
     try:
         jsonschema.validate(value, schema)
     except jsonschema.ValidationError as exc:
-        raise BadRequest(f"the reply does not satisfy json_schema: {exc.message}") from None
+        raise RequestRefused(f"the reply does not satisfy json_schema: {exc.message}") from None
     return value
 
 
@@ -86,7 +86,7 @@ class ChatEngine:
     def __init__(self, model: LlamaModel, ctx: LlamaContext, plan: Plan, *, n_slots: int, max_queue: int,
                  counters: EngineCounters) -> None:
         self.model, self.ctx, self.plan = model, ctx, plan
-        self.scheduler = Scheduler(model, ctx, n_slots=n_slots, max_queue=max_queue, counters=counters)
+        self.batcher = Batcher(model, ctx, n_slots=n_slots, max_queue=max_queue, counters=counters)
         source = model.metadata("tokenizer.chat_template")
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
@@ -103,12 +103,12 @@ class ChatEngine:
 
     def render(self, messages: list[ChatMessage], *, add_generation_prompt: bool) -> str:
         if self._template is None:
-            raise BadRequest("messages: this model has no chat template; send a raw prompt instead")
+            raise RequestRefused("messages: this model has no chat template; send a raw prompt instead")
         try:
             return self._template.render(messages=[m.model_dump() for m in messages], bos_token=self._bos,
                                          eos_token=self._eos, add_generation_prompt=add_generation_prompt)
         except TemplateError as exc:
-            raise BadRequest(f"messages: the model's chat template refused them: {exc}") from None
+            raise RequestRefused(f"messages: the model's chat template refused them: {exc}") from None
 
     def _tokens(self, request: GenerateRequest) -> tuple[list[int], int]:
         """The prompt's tokens and how many of them are the system prompt."""
@@ -133,12 +133,12 @@ class ChatEngine:
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         grammar = schema_grammar(request.json_schema) if request.json_schema is not None else None
         tokens, prefix = await asyncio.to_thread(self._tokens, request)
-        job = Job(tokens=tokens, max_tokens=request.max_tokens, stops=request.stop, priority=request.priority,
+        job = GenerationJob(tokens=tokens, max_tokens=request.max_tokens, stops=request.stop, priority=request.priority,
                   prefix_len=prefix, sampling=SamplingParams(temperature=request.temperature,
                                                              top_p=request.top_p, seed=request.seed,
                                                              grammar=grammar, ignore_eos=request.ignore_eos))
         index, pieces = 0, []
-        async with contextlib.aclosing(self.scheduler.run(job)) as events:
+        async with contextlib.aclosing(self.batcher.run(job)) as events:
             async for event in events:
                 if not event.done:
                     pieces.append(event.text)
@@ -154,7 +154,7 @@ class ChatEngine:
                                     elapsed_ms=event.elapsed_ms, parsed=parsed)
 
     def close(self) -> None:
-        self.scheduler.close()
+        self.batcher.close()
         self.ctx.close()
         self.model.close()
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
+from appliance.engine.errors import EngineError
 from appliance.engine.llama import Batch, ContextSettings, LlamaContext, LlamaModel
 from appliance.engine.metrics import EngineCounters
-from appliance.ipc.errors import IpcError
 from appliance.protocol.engine import EmbedResponse
 from appliance.runtime.threads import in_daemon_thread
 
@@ -85,7 +85,7 @@ class EmbeddingModel:
                 out.append((vector / norm).tolist())
             self.ctx.forget(seq)
         if status != 0:
-            raise IpcError(f"embedding decode failed with status {status}")
+            raise EngineError(f"embedding decode failed with status {status}")
         return out
 
     async def embed(self, texts: list[str]) -> EmbedResponse:

@@ -1,8 +1,8 @@
 """A thin, typed layer over llama-cpp-python's low-level bindings (ctypes calls into llama.cpp).
 
-The high-level `llama_cpp.Llama` serves one sequence at a time; the batched scheduler needs
+The high-level `llama_cpp.Llama` serves one sequence at a time; the batcher needs
 the model, the context and its KV memory directly: one context, several sequence ids, one
-`llama_decode` per step. Nothing here is thread-safe: only the scheduler's thread calls it.
+`llama_decode` per step. Nothing here is thread-safe: only the batcher's thread calls it.
 llama.cpp's own log lines go to this module's logger (journald under systemd).
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import llama_cpp
 
-from appliance.engine.gguf_info import ModelFileError, check_header
 from appliance.engine.plan import Plan
+from appliance.modelfiles.gguf_info import ModelFileError, check_header
 
 log = logging.getLogger("appliance.engine.llama")
 # ggml_log_level: 0 none, 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the last line.

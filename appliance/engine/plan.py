@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from appliance.config import ApplianceConfig
-from appliance.engine.gguf_info import ModelInfo
 from appliance.engine.probe import Hardware
+from appliance.modelfiles.gguf_info import ModelInfo
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -11,19 +11,20 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 
 import llama_cpp
 
 from appliance.config import ApplianceConfig
 from appliance.engine.chat import ChatEngine
 from appliance.engine.embedder import EmbeddingModel
-from appliance.engine.gguf_info import ModelFileError, ModelInfo, read_model_info
+from appliance.engine.errors import EngineBusy, EngineError, RequestRefused
 from appliance.engine.metrics import EngineCounters
 from appliance.engine.plan import embedding_reserve, plan_for_config
 from appliance.engine.probe import probe
-from appliance.ipc.errors import Unavailable
+from appliance.ipc.errors import BadRequest, Busy, IpcError, Unavailable
 from appliance.ipc.server import IpcServer
+from appliance.modelfiles.gguf_info import ModelFileError, ModelInfo, read_model_info
 from appliance.protocol.common import Empty, Engine, ServiceState
 from appliance.protocol.engine import (
     ENGINE_EMBED,
@@ -39,6 +40,19 @@ from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 
 log = logging.getLogger("appliance.engine")
+
+
+@contextlib.contextmanager
+def engine_errors_as_ipc() -> Iterator[None]:
+    """The one place engine errors become IPC errors (their wire codes and statuses)."""
+    try:
+        yield
+    except EngineBusy as exc:
+        raise Busy(str(exc), exc.retry_after_s) from None
+    except RequestRefused as exc:
+        raise BadRequest(str(exc)) from None
+    except EngineError as exc:
+        raise IpcError(str(exc)) from None
 
 
 class EngineService(Service[Engine]):
@@ -122,14 +136,16 @@ class EngineService(Service[Engine]):
         # aclosing: a client that leaves closes every layer down to the batcher at once, which
         # sets the job's cancel flag before this generator's close returns (not when the
         # garbage collector gets round to the inner generators).
-        async with contextlib.aclosing(self.chat.generate(request)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        with engine_errors_as_ipc():
+            async with contextlib.aclosing(self.chat.generate(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
         if self.embedder is None:
             raise Unavailable("no embedding model loaded; see the engine's health detail")
-        return await self.embedder.embed(request.texts)
+        with engine_errors_as_ipc():
+            return await self.embedder.embed(request.texts)
 
     async def metrics(self, _: Empty) -> EngineMetrics:
         c = self.counters
@@ -137,7 +153,7 @@ class EngineService(Service[Engine]):
         p50, p95 = c.ttft_ms()
         waiting = active = used = total = 0
         if self.chat is not None:
-            waiting, active, used = self.chat.scheduler.snapshot()
+            waiting, active, used = self.chat.batcher.snapshot()
             total = self.chat.ctx.n_ctx
         return EngineMetrics(
             chat_model=self.config.chat_model_path.name if self.chat else "",

@@ -7,8 +7,8 @@ computed from the published architectures and the quantization's bytes per weigh
 
 from __future__ import annotations
 
-from appliance.engine.gguf_info import ModelInfo
 from appliance.engine.probe import Gpu, Hardware
+from appliance.modelfiles.gguf_info import ModelInfo
 
 GiB = 1 << 30
 MiB = 1 << 20

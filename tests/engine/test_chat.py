@@ -125,9 +125,9 @@ def test_a_failed_load_steps_down_context_first(models: dict[str, Path], monkeyp
     """llama.cpp's allocation failure is simulated (a real one needs a box short of memory):
     contexts above 1024 cells 'fail', so the load must retry at 2048 and then succeed at 1024."""
     from appliance.engine import chat
-    from appliance.engine.gguf_info import read_model_info
     from appliance.engine.llama import LlamaContext, LoadError
     from appliance.engine.plan import budget_for, plan_model
+    from appliance.modelfiles.gguf_info import read_model_info
     from tests.engine.boxes import BOXES
 
     tried: list[int] = []

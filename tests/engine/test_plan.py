@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.engine.gguf_info import read_model_info
 from appliance.engine.plan import MIN_CTX, Plan, budget_for, plan_model, step_down
-from appliance.engine.tinymodel import write_tiny_llama
+from appliance.modelfiles.gguf_info import read_model_info
+from appliance.modelfiles.tinymodel import write_tiny_llama
 from tests.engine.boxes import BOXES, MODELS, GiB, MiB
 
 GOLDEN = Path(__file__).parent / "golden" / "plans.json"

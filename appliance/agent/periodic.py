@@ -16,7 +16,7 @@ Action = Callable[[], Awaitable[None]]
 
 
 @dataclass
-class Job:
+class PeriodicJob:
     name: str
     interval_s: float
     action: Action
@@ -27,21 +27,21 @@ class Job:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-class Scheduler:
+class Periodic:
     def __init__(self, log: logging.Logger) -> None:
         self._log = log
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, PeriodicJob] = {}
 
-    def every(self, name: str, interval_s: float, action: Action) -> Job:
+    def every(self, name: str, interval_s: float, action: Action) -> PeriodicJob:
         if name in self.jobs:
             raise ValueError(f"job {name!r} is already scheduled")
         if interval_s <= 0:
             raise ValueError(f"job {name!r}: interval must be positive, got {interval_s}")
-        job = self.jobs[name] = Job(name, interval_s, action)
+        job = self.jobs[name] = PeriodicJob(name, interval_s, action)
         job.task = asyncio.create_task(self._run(job), name=f"job:{name}")
         return job
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: PeriodicJob) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:

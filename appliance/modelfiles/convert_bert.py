@@ -19,7 +19,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from appliance.engine.gguf_info import ModelFileError
+from appliance.modelfiles.gguf_info import ModelFileError
 
 OutType = Literal["f16", "f32"]
 SKIPPED = ("embeddings.position_ids", "pooler.", "cls.")

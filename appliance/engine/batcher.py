@@ -23,10 +23,10 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
+from appliance.engine.errors import EngineBusy, EngineError, RequestRefused
 from appliance.engine.llama import Batch, LlamaContext, LlamaModel
 from appliance.engine.metrics import EngineCounters
 from appliance.engine.sampling import GrammarError, Sampler, SamplingParams, TextStream
-from appliance.ipc.errors import BadRequest, Busy, IpcError
 from appliance.protocol.engine import Priority
 
 RANK = {p: i for i, p in enumerate(Priority)}  # lower runs first
@@ -34,7 +34,7 @@ RANK = {p: i for i, p in enumerate(Priority)}  # lower runs first
 
 @dataclass(frozen=True)
 class Event:
-    """What the scheduler thread reports to a stream: a piece of text, or the end."""
+    """What the decode thread reports to a stream: a piece of text, or the end."""
 
     text: str = ""
     done: bool = False
@@ -48,7 +48,7 @@ class Event:
 
 
 @dataclass(eq=False)
-class Job:
+class GenerationJob:
     tokens: list[int]
     max_tokens: int
     sampling: SamplingParams
@@ -64,7 +64,7 @@ class Job:
 @dataclass(eq=False)
 class Slot:
     seq: int
-    job: Job
+    job: GenerationJob
     sampler: Sampler
     text: TextStream
     pending: list[int]  # prompt tokens not decoded yet
@@ -77,7 +77,7 @@ class Slot:
     shares_prefix: bool = False  # holds cells of the current cached prefix
 
 
-class Scheduler:
+class Batcher:
     def __init__(self, model: LlamaModel, ctx: LlamaContext, *, n_slots: int, max_queue: int,
                  counters: EngineCounters) -> None:
         self.model, self.ctx, self.n_slots, self.max_queue = model, ctx, n_slots, max_queue
@@ -86,7 +86,7 @@ class Scheduler:
         self._prefix: list[int] = []
         self._batch = Batch(ctx.settings.n_batch)
         self._slots: list[Slot] = []
-        self._waiting: list[tuple[int, int, Job]] = []
+        self._waiting: list[tuple[int, int, GenerationJob]] = []
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._stopping = False
@@ -97,22 +97,22 @@ class Scheduler:
 
     # --- the async side ---------------------------------------------------------------------
 
-    async def run(self, job: Job) -> AsyncGenerator[Event, None]:
+    async def run(self, job: GenerationJob) -> AsyncGenerator[Event, None]:
         """Queue ``job`` and yield its events; leaving early cancels it within one token."""
         if len(job.tokens) + 1 > self.ctx.n_ctx:
-            raise BadRequest(f"prompt is {len(job.tokens)} tokens; the context holds {self.ctx.n_ctx} "
+            raise RequestRefused(f"prompt is {len(job.tokens)} tokens; the context holds {self.ctx.n_ctx} "
                              "tokens including at least one of reply")
         try:
             job.sampler = Sampler(self.model, job.sampling)
         except GrammarError as exc:
-            raise BadRequest(f"json_schema: {exc}") from None
+            raise RequestRefused(f"json_schema: {exc}") from None
         with self._wake:
             # Waiting jobs beyond the free slots are the queue (jobs also wait for KV cells).
             if len(self._waiting) >= self.max_queue + self.n_slots - len(self._slots):
                 self.counters.rejected += 1
                 job.sampler.close()
                 retry = min(60.0, max(1.0, self._avg_job_s * (len(self._waiting) + 1) / self.n_slots))
-                raise Busy(f"engine busy: {len(self._slots)} streams running and {len(self._waiting)} "
+                raise EngineBusy(f"engine busy: {len(self._slots)} streams running and {len(self._waiting)} "
                            f"waiting (resource.max_queue); retry after {retry:.0f} s", retry)
             heapq.heappush(self._waiting, (RANK[job.priority], next(self._order), job))
             self.counters.requests += 1
@@ -121,7 +121,7 @@ class Scheduler:
             while True:
                 event = await job.events.get()
                 if event.error is not None:
-                    raise IpcError(event.error)
+                    raise EngineError(event.error)
                 yield event
                 if event.done:
                     return
@@ -145,7 +145,7 @@ class Scheduler:
 
     # --- the decode thread ------------------------------------------------------------------
 
-    def _send(self, job: Job, event: Event) -> None:
+    def _send(self, job: GenerationJob, event: Event) -> None:
         self._loop.call_soon_threadsafe(job.events.put_nowait, event)
 
     def _run(self) -> None:
@@ -203,7 +203,7 @@ class Scheduler:
                 self.counters.prefix_hits += 1
             self._slots.append(slot)
 
-    def _shared_prefix(self, job: Job) -> int:
+    def _shared_prefix(self, job: GenerationJob) -> int:
         n = len(self._prefix)
         if not n or job.prefix_len < n or job.tokens[:n] != self._prefix:
             return 0

@@ -1,6 +1,6 @@
 """Continuous batching on real llama.cpp with the tiny generated chat model (random weights).
 
-The scheduler is driven through the engine service, as the IPC server drives it; the counters
+The batcher is driven through the engine service, as the IPC server drives it; the counters
 it keeps per decode step show what was batched together. Random weights sample the end token
 now and then (about 1 in 259), so replies may finish early with "stop".
 """
@@ -62,10 +62,10 @@ async def test_cancel_stops_decoding_within_one_token(engine: EngineService) -> 
     generated_at_cancel = engine.counters.generated_tokens
     assert engine.chat is not None
     for _ in range(200):
-        if engine.chat.scheduler.snapshot()[1] == 0:
+        if engine.chat.batcher.snapshot()[1] == 0:
             break
         await asyncio.sleep(0.01)
-    assert engine.chat.scheduler.snapshot() == (0, 0, 0)
+    assert engine.chat.batcher.snapshot() == (0, 0, 0)
     assert engine.counters.generated_tokens - generated_at_cancel <= 1
     assert engine.counters.cancelled == 1
 
@@ -73,10 +73,10 @@ async def test_cancel_stops_decoding_within_one_token(engine: EngineService) -> 
 async def wait_for_queue(engine: EngineService, waiting: int) -> None:
     assert engine.chat is not None
     for _ in range(500):
-        if engine.chat.scheduler.snapshot()[:2] == (waiting, 1):
+        if engine.chat.batcher.snapshot()[:2] == (waiting, 1):
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"the queue never reached {waiting}: {engine.chat.scheduler.snapshot()}")
+    raise AssertionError(f"the queue never reached {waiting}: {engine.chat.batcher.snapshot()}")
 
 
 def one_slot(config: ApplianceConfig, max_queue: int) -> ApplianceConfig:

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.engine.convert_bert import convert_bert
-from appliance.engine.gguf_info import ModelFileError, ModelKind, read_model_info
-from appliance.engine.trial import run_trial
+from appliance.modelfiles.convert_bert import convert_bert
+from appliance.modelfiles.gguf_info import ModelFileError, ModelKind, read_model_info
+from appliance.modelfiles.trial import run_trial
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_NAMES: dict[ModelKind, str] = {"chat": "chat.gguf", "embedding": "embedding.gguf"}
