@@ -97,7 +97,7 @@ class Store:
     def search(self, query: np.ndarray) -> list[int]:
         request = RecallRequest.model_construct(query=None, embedding=query.tolist(), k=K, mode="vector",
                                                 filters=RecallRequest.model_fields["filters"].default)
-        return [h.record.id - 1 for h in self.db.longterm.recall(request).hits]
+        return [h.record.id - 1 for h in self.db.recall(request).hits]
 
     def reopen_s(self) -> float:
         path, config, key = self.db.path, self.db.config, self.db.keys.path
@@ -244,7 +244,7 @@ def text_tables(sizes: list[int], corpus: int | None, work: Path, out: list[str]
     for text, vector in zip(asks, ask_vectors, strict=True):
         request = RecallRequest(query=text, embedding=vector.tolist(), k=K)
         started = time.perf_counter()
-        store.db.longterm.recall(request)
+        store.db.recall(request)
         hybrid_times.append(time.perf_counter() - started)
     p50, p95, p99 = percentiles(hybrid_times)
     out += ["", f"Hybrid recall (vector + BM25 + recency) on the same set: p50 {p50:.2f} ms, p95 {p95:.2f} ms, "

@@ -29,6 +29,7 @@ from appliance.protocol.store import ArchiveProgress, ArchiveQuery, MemoryIn, Me
 from appliance.store.crypto import Sealer
 from appliance.store.errors import StoreError
 from appliance.store.longterm import RECORD_COLUMNS, LongTerm
+from appliance.store.sealed import DICTIONARY, SEGMENT
 from appliance.store.sql import fetch_all, fetch_one, integer, time_range
 
 LEVEL = 9
@@ -81,7 +82,7 @@ class Archive:
             self.conn.execute("INSERT INTO zstd_dicts(created_at, sealed) VALUES (?, x'')", (time.time(),))
             dict_id = self.conn.last_insert_rowid()
             self.conn.execute("UPDATE zstd_dicts SET sealed = ? WHERE id = ?",
-                              (self.sealer.seal(dictionary.as_bytes(), f"dict:{dict_id}"), dict_id))
+                              (self.sealer.seal(dictionary.as_bytes(), DICTIONARY.context(dict_id)), dict_id))
         return dict_id, dictionary
 
     def _dictionary(self, dict_id: int | None) -> zstandard.ZstdCompressionDict | None:
@@ -90,7 +91,7 @@ class Archive:
         row = fetch_one(self.conn, "SELECT sealed FROM zstd_dicts WHERE id = ?", (dict_id,))
         if row is None:
             raise StoreError(f"archive dictionary {dict_id} is missing")
-        return zstandard.ZstdCompressionDict(self.sealer.open(row[0], f"dict:{dict_id}"))
+        return zstandard.ZstdCompressionDict(self.sealer.open(row[0], DICTIONARY.context(dict_id)))
 
     @staticmethod
     def _line(record: MemoryRecord, document: str | None, chunk: int | None) -> bytes:
@@ -150,7 +151,7 @@ class Archive:
                 "created_at) VALUES (?, ?, ?, ?, ?, '', x'', ?)",
                 (min(created), max(created), len(ids), dict_id, len(text_raw) + len(vector_raw), time.time()))
             segment_id = self.conn.last_insert_rowid()
-            sealed = self.sealer.seal(payload, f"segment:{segment_id}")
+            sealed = self.sealer.seal(payload, SEGMENT.context(segment_id))
             self.conn.execute("UPDATE archive_segments SET sealed = ? WHERE id = ?", (sealed, segment_id))
             self.update_checksum(segment_id, sealed)
             self.conn.executemany(
@@ -175,7 +176,7 @@ class Archive:
         dict_id, checksum, sealed = row
         if hashlib.sha256(sealed).hexdigest() != checksum:
             raise StoreError(f"archive segment {segment_id} fails its sha256 checksum")
-        payload = self.sealer.open(sealed, f"segment:{segment_id}")
+        payload = self.sealer.open(sealed, SEGMENT.context(segment_id))
         (text_len,) = struct.unpack(">I", payload[:4])
         dictionary = self._dictionary(dict_id)
         text = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(payload[4 : 4 + text_len])

@@ -21,27 +21,21 @@ import apsw
 import sqlite_vec
 
 from appliance.config import MemoryConfig
-from appliance.protocol.store import BackupDone, KeyRotated, StoreStats
+from appliance.protocol.store import BackupDone, KeyRotated, RecallRequest, RecallResponse, StoreStats
 from appliance.store.archive import Archive
 from appliance.store.audit import AuditLog
 from appliance.store.crypto import EPOCH_LIMIT, KeyRing, KeyRingError, Sealer
 from appliance.store.errors import StoreError
 from appliance.store.longterm import LongTerm
+from appliance.store.recall import recall_memories
 from appliance.store.ring import Ring
 from appliance.store.schema import SCHEMA_VERSION, migration_sql
+from appliance.store.sealed import SEALED_COLUMNS, SEGMENT
 from appliance.store.sql import fetch_all, integer
 
 BUSY_TIMEOUT_MS = 5_000
 JOURNAL_SIZE_LIMIT = 64 << 20
 BACKUP_STEP_PAGES = 1024
-
-# Every sealed column, with the associated data it was sealed under (see crypto.py).
-SEALED_COLUMNS: tuple[tuple[str, tuple[str, ...], str], ...] = (
-    ("memories", ("id",), "'memory:' || id"),
-    ("ring", ("conversation", "seq"), "'ring:' || conversation || ':' || seq"),
-    ("zstd_dicts", ("id",), "'dict:' || id"),
-    ("archive_segments", ("id",), "'segment:' || id"),
-)
 
 
 def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
@@ -102,6 +96,9 @@ class MemoryDB:
                 raise StoreError("this key's nonce epochs are used up; rotate it (appliance memory rotate-key)")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(epoch)))
         return epoch
+
+    def recall(self, request: RecallRequest) -> RecallResponse:
+        return recall_memories(self.longterm, request)
 
     def stats(self) -> StoreStats:
         def count(sql: str) -> int:
@@ -179,18 +176,19 @@ class MemoryDB:
         self.sealer.refresh()
         count = 0
         with self.conn:
-            for table, keys, context_sql in SEALED_COLUMNS:
-                # Only the constant names above are formatted into these statements.
+            for column in SEALED_COLUMNS:
+                # Only the constant names of sealed.py are formatted into these statements.
+                table, keys = column.table, column.key_columns
                 where = " AND ".join(f"{k} = ?" for k in keys)
                 rows = fetch_all(self.conn,
-                    f"SELECT sealed, {context_sql}, {', '.join(keys)} FROM {table} "  # noqa: S608
+                    f"SELECT sealed, {column.context_sql}, {', '.join(keys)} FROM {table} "  # noqa: S608
                     "WHERE sealed IS NOT NULL")
                 for sealed, context, *row_key in rows:
                     if self.sealer.key_of(sealed) == new_id:
                         continue
                     resealed = self.sealer.seal(self.sealer.open(sealed, context), context)
                     self.conn.execute(f"UPDATE {table} SET sealed = ? WHERE {where}", (resealed, *row_key))  # noqa: S608
-                    if table == "archive_segments":
+                    if column is SEGMENT:
                         self.archive.update_checksum(int(row_key[0]), resealed)
                     count += 1
         for kid in old_keys:

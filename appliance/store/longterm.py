@@ -1,4 +1,6 @@
-"""Long-term memory: records with their vectors, full-text entries and tags (recall is recall.py).
+"""Long-term memory: records with their vectors, full-text entries and tags.
+
+LongTerm owns the data and knows nothing of ranking: recall.py reads it to answer queries.
 
 Sensitive records are sealed (crypto.py) and kept out of FTS5, so only their vectors and
 plain columns can find them. Every write runs in `transaction`, which rebuilds the RAM index
@@ -26,13 +28,11 @@ from appliance.protocol.store import (
     DocumentStored,
     MemoryIn,
     MemoryRecord,
-    RecallRequest,
-    RecallResponse,
 )
 from appliance.store.crypto import Sealer
 from appliance.store.errors import StoreError
 from appliance.store.index import KIND_CODE, BinaryIndex
-from appliance.store.recall import recall_memories
+from appliance.store.sealed import MEMORY
 from appliance.store.sql import fetch_all, fetch_one, ids_json
 
 LOAD_BATCH = 8192
@@ -104,7 +104,7 @@ class LongTerm:
         if memory.sensitive:
             secret = json.dumps({"text": memory.text, "metadata": memory.metadata}).encode()
             self.conn.execute("UPDATE memories SET sealed = ? WHERE id = ?",
-                              (self.sealer.seal(secret, f"memory:{new_id}"), new_id))
+                              (self.sealer.seal(secret, MEMORY.context(new_id)), new_id))
         else:
             self.conn.execute("INSERT INTO memory_fts(rowid, text) VALUES (?, ?)", (new_id, memory.text))
         self.conn.executemany("INSERT INTO memory_tags(tag, memory_id) VALUES (?, ?)",
@@ -206,7 +206,7 @@ class LongTerm:
         found = []
         for memory_id, text, sealed in rows:
             if sealed is not None:
-                text = json.loads(self.sealer.open(sealed, f"memory:{memory_id}"))["text"]
+                text = json.loads(self.sealer.open(sealed, MEMORY.context(memory_id)))["text"]
             found.append((int(memory_id), str(text)))
         return found
 
@@ -240,7 +240,7 @@ class LongTerm:
         ident, text, sealed, kind, source, tags, metadata, importance, created, pinned, sensitive = row
         meta = json.loads(metadata)
         if sealed is not None:
-            secret = json.loads(self.sealer.open(sealed, f"memory:{ident}"))
+            secret = json.loads(self.sealer.open(sealed, MEMORY.context(ident)))
             text, meta = secret["text"], secret["metadata"]
         vector = np.frombuffer(embedding, dtype=np.float32).tolist() if embedding is not None else None
         return MemoryRecord(id=ident, text=text, kind=kind, source=source, tags=json.loads(tags), metadata=meta,
@@ -288,8 +288,3 @@ class LongTerm:
         found = np.fromiter(blobs, dtype=np.int64, count=len(blobs))
         matrix = np.frombuffer(b"".join(blobs.values()), dtype=np.float32).reshape(len(blobs), self.dim)
         return found, matrix @ query
-
-    # --- recall -----------------------------------------------------------------------------
-
-    def recall(self, request: RecallRequest) -> RecallResponse:
-        return recall_memories(self, request)

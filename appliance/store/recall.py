@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from appliance.protocol.store import RecallFilters, RecallHit, RecallRequest, RecallResponse
 from appliance.store.index import KIND_CODE, IndexFilter
+from appliance.store.longterm import LongTerm
 from appliance.store.sql import fetch_all, ids_json, time_range
-
-if TYPE_CHECKING:
-    from appliance.store.longterm import LongTerm
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_TERMS = 32

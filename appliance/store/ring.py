@@ -13,6 +13,7 @@ import apsw
 
 from appliance.protocol.store import RingEntry, RingEntryIn
 from appliance.store.crypto import Sealer
+from appliance.store.sealed import RING
 from appliance.store.sql import fetch_all, integer
 
 
@@ -29,7 +30,7 @@ class Ring:
             with self.conn:
                 last = integer(self.conn, "SELECT max(seq) FROM ring WHERE conversation = ?", (entry.conversation,))
                 seq = last + 1
-                sealed = self.sealer.seal(entry.text.encode(), f"ring:{entry.conversation}:{seq}")
+                sealed = self.sealer.seal(entry.text.encode(), RING.context(entry.conversation, seq))
                 self.conn.execute("INSERT INTO ring(conversation, seq, role, sealed, created_at) "
                                   "VALUES (?, ?, ?, ?, ?)", (entry.conversation, seq, entry.role, sealed, now))
                 self.conn.execute("DELETE FROM ring WHERE conversation = ? AND seq <= ?",
@@ -43,5 +44,5 @@ class Ring:
             "SELECT seq, role, sealed, created_at FROM ring WHERE conversation = ? ORDER BY seq DESC LIMIT ?",
             (conversation, k))
         return [RingEntry(conversation=conversation, seq=seq, role=role, created_at=created,
-                          text=self.sealer.open(sealed, f"ring:{conversation}:{seq}").decode())
+                          text=self.sealer.open(sealed, RING.context(conversation, seq)).decode())
                 for seq, role, sealed, created in reversed(rows)]

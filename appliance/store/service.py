@@ -182,7 +182,7 @@ class StoreService(Service[Store]):
         return Forgotten(id=request.id, forgotten=done)
 
     async def recall(self, request: RecallRequest) -> RecallResponse:
-        return await self._on_db(lambda db: db.longterm.recall(request))
+        return await self._on_db(lambda db: db.recall(request))
 
     async def ring_append(self, entry: RingEntryIn) -> RingEntry:
         return await self._on_db(lambda db: db.ring.append(entry))

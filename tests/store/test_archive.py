@@ -39,7 +39,7 @@ def test_old_unpinned_memories_move_to_compressed_segments(db: MemoryDB, rng: np
     assert db.conn.execute("SELECT dict_id FROM archive_segments").fetchone()[0] is not None
     text_only = db.conn.execute("SELECT raw_bytes FROM archive_segments").fetchone()[0] - 299 * 16 * 4
     assert text_only > 0 and last.stored_bytes < last.raw_bytes
-    hits = db.longterm.recall(RecallRequest(query="sensor", k=10, mode="text")).hits
+    hits = db.recall(RecallRequest(query="sensor", k=10, mode="text")).hits
     assert {h.record.id for h in hits} <= {ids[0]}
     assert list(db.archive.steps(30 * DAY))[-1].done == 0  # nothing left to do
 
@@ -61,7 +61,7 @@ def test_restore_brings_memories_back_pinned(db: MemoryDB, rng: np.random.Genera
     assert db.archive.restore([ids[5], ids[6]]) == 2
     record = db.longterm.get(ids[5])
     assert record is not None and record.pinned and record.embedding is not None and record.tags == ["telemetry"]
-    hit = db.longterm.recall(RecallRequest(embedding=record.embedding, k=1, mode="vector")).hits[0]
+    hit = db.recall(RecallRequest(embedding=record.embedding, k=1, mode="vector")).hits[0]
     assert hit.record.id == ids[5]
     assert db.stats().archived == 297
     with pytest.raises(StoreError, match=rf"not archived: ids \[{ids[5]}\]"):

@@ -60,7 +60,7 @@ def test_forget_erases_content_and_keeps_a_tombstone(db: MemoryDB, rng: np.rando
     assert db.longterm.forget(memory_id) is False
     assert db.longterm.forget(999) is None
     assert db.longterm.get(memory_id) is None
-    assert db.longterm.recall(RecallRequest(query="alarm code", embedding=vector)).hits == []
+    assert db.recall(RecallRequest(query="alarm code", embedding=vector)).hits == []
     assert db.stats().forgotten == 1
     assert db.longterm.purge_due
     db.longterm.purge()
@@ -76,7 +76,7 @@ def test_index_survives_reopen(tmp_path: Path, rng: np.random.Generator) -> None
     first.close()
     again = open_db(tmp_path)
     assert again.longterm.index.live == 49
-    assert again.longterm.recall(RecallRequest(embedding=vectors[7], k=1, mode="vector")).hits[0].record.id == ids[7]
+    assert again.recall(RecallRequest(embedding=vectors[7], k=1, mode="vector")).hits[0].record.id == ids[7]
 
 
 def test_ingest_replaces_the_old_chunks(db: MemoryDB, rng: np.random.Generator) -> None:
@@ -86,7 +86,7 @@ def test_ingest_replaces_the_old_chunks(db: MemoryDB, rng: np.random.Generator) 
     second = DocumentIn(path="/docs/manual.md", chunks=["revised manual"], embeddings=[unit(rng)])
     stored = db.longterm.ingest(second)
     assert (stored.chunks, stored.replaced) == (1, 2)
-    hits = db.longterm.recall(RecallRequest(query="manual", k=10, mode="text")).hits
+    hits = db.recall(RecallRequest(query="manual", k=10, mode="text")).hits
     assert [h.record.text for h in hits] == ["revised manual"]
     assert hits[0].record.kind == "document"
 
@@ -124,6 +124,6 @@ def test_backfill_gives_vectors_to_memories_stored_without(db: MemoryDB, rng: np
     vector = unit(rng)
     assert db.longterm.set_vectors([plain, secret, gone], [vector, unit(rng), unit(rng)]) == 2
     assert db.longterm.unembedded(10) == []
-    hit = db.longterm.recall(RecallRequest(embedding=vector, k=1, mode="vector")).hits[0]
+    hit = db.recall(RecallRequest(embedding=vector, k=1, mode="vector")).hits[0]
     assert hit.record.id == plain
     assert db.longterm.set_vectors([plain], [unit(rng)]) == 0  # already embedded: left alone

@@ -19,7 +19,7 @@ from tests.store.conftest import DIM, open_db, unit
 def test_vector_recall_finds_the_nearest(db: MemoryDB, rng: np.random.Generator) -> None:
     vectors = [unit(rng) for _ in range(200)]
     ids = [db.longterm.remember(MemoryIn(text=f"m{i}", embedding=v)) for i, v in enumerate(vectors)]
-    reply = db.longterm.recall(RecallRequest(embedding=vectors[17], k=3, mode="vector"))
+    reply = db.recall(RecallRequest(embedding=vectors[17], k=3, mode="vector"))
     assert reply.hits[0].record.id == ids[17]
     assert reply.hits[0].similarity == pytest.approx(1.0, abs=1e-5)
     assert [h.score for h in reply.hits] == sorted((h.score for h in reply.hits), reverse=True)
@@ -35,8 +35,8 @@ def test_binary_index_matches_exact_scan(tmp_path: Path, rng: np.random.Generato
             store.longterm.remember(MemoryIn(text=f"m{i}", embedding=v))
     for q in range(10):
         query = unit(rng)
-        a = binary.longterm.recall(RecallRequest(embedding=query, k=10, mode="vector"))
-        b = flat.longterm.recall(RecallRequest(embedding=query, k=10, mode="vector"))
+        a = binary.recall(RecallRequest(embedding=query, k=10, mode="vector"))
+        b = flat.recall(RecallRequest(embedding=query, k=10, mode="vector"))
         assert [h.record.id for h in a.hits] == [h.record.id for h in b.hits], q
 
 
@@ -44,7 +44,7 @@ def test_hybrid_prefers_text_match_among_equal_vectors(db: MemoryDB) -> None:
     same = [1.0] + [0.0] * (DIM - 1)
     db.longterm.remember(MemoryIn(text="the boiler is warm", embedding=same))
     target = db.longterm.remember(MemoryIn(text="compressor fault code E42", embedding=same))
-    reply = db.longterm.recall(RecallRequest(query="compressor E42", embedding=same, k=2))
+    reply = db.recall(RecallRequest(query="compressor E42", embedding=same, k=2))
     assert reply.hits[0].record.id == target
     assert reply.hits[0].text_score == 1.0
     assert reply.hits[1].text_score is None
@@ -54,7 +54,7 @@ def test_recency_breaks_ties(db: MemoryDB) -> None:
     same = [1.0] + [0.0] * (DIM - 1)
     db.longterm.remember(MemoryIn(text="old", embedding=same, created_at=time.time() - 90 * 86_400))
     new = db.longterm.remember(MemoryIn(text="new", embedding=same))
-    reply = db.longterm.recall(RecallRequest(embedding=same, k=2))
+    reply = db.recall(RecallRequest(embedding=same, k=2))
     assert reply.hits[0].record.id == new
     assert reply.hits[0].recency > 0.99 > reply.hits[1].recency
 
@@ -69,13 +69,13 @@ def test_filters_apply_to_vector_and_text(db: MemoryDB, rng: np.random.Generator
     for request in (RecallRequest(embedding=unit(rng), k=50, filters=filters, mode="vector"),
                     RecallRequest(query="door", k=50, filters=filters, mode="text"),
                     RecallRequest(query="door", embedding=unit(rng), k=50, filters=filters)):
-        hits = db.longterm.recall(request).hits
+        hits = db.recall(request).hits
         assert hits, request.mode
         for hit in hits:
             r = hit.record
             assert r.kind == "fact" and r.source == "door-0" and "night" in r.tags and r.created_at >= now - 40 * 3600
     none = RecallFilters(sources=["no-such-device"])
-    assert db.longterm.recall(RecallRequest(embedding=unit(rng), filters=none)).hits == []
+    assert db.recall(RecallRequest(embedding=unit(rng), filters=none)).hits == []
 
 
 @pytest.mark.parametrize("filters", [
@@ -95,7 +95,7 @@ def test_injection_attempts_are_just_text(db: MemoryDB, rng: np.random.Generator
     memory_id = db.longterm.remember(MemoryIn(text=hostile, source="' OR '1'='1", embedding=unit(rng)))
     db.longterm.remember(MemoryIn(text="innocent", source="s", embedding=unit(rng)))
     assert db.longterm.get(memory_id).text == hostile  # type: ignore[union-attr]
-    hits = db.longterm.recall(RecallRequest(query=hostile, k=5, filters=RecallFilters(sources=["' OR '1'='1"]))).hits
+    hits = db.recall(RecallRequest(query=hostile, k=5, filters=RecallFilters(sources=["' OR '1'='1"]))).hits
     assert [h.record.id for h in hits] == [memory_id]
     assert db.stats().memories == 2
     assert fts_query('a" OR b') == '"a" OR "OR" OR "b"'  # operators become plain words
@@ -110,6 +110,6 @@ def test_stop_words_do_not_drown_the_rare_word(db: MemoryDB) -> None:
     assert text_match(db.longterm, "the compressor") == '"compressor"'
     assert text_match(db.longterm, "the the") == '"the"'  # only stop words: keep the rarest
     assert text_match(db.longterm, "zebra") is None  # in no memory at all
-    hits = db.longterm.recall(RecallRequest(query="is the compressor", k=1, mode="text")).hits
+    hits = db.recall(RecallRequest(query="is the compressor", k=1, mode="text")).hits
     assert hits[0].record.id == target
     assert recall.STOP_WORD_MIN_DOCS <= 600

@@ -42,7 +42,7 @@ def test_every_earlier_version_opens_and_migrates(tmp_path: Path, version: int) 
     if version == 1:
         record = db.longterm.get(7)
         assert record is not None and record.text == "the gate closed" and record.metadata == {"a": 1}
-        hits = db.longterm.recall(RecallRequest(query="gate", embedding=vector.tolist(), k=1)).hits
+        hits = db.recall(RecallRequest(query="gate", embedding=vector.tolist(), k=1)).hits
         assert hits[0].record.id == 7 and hits[0].text_score == 1.0
         assert hits[0].similarity == pytest.approx(1.0)
     db.close()
