@@ -36,4 +36,4 @@ if [[ $host == 127.0.0.1 || $host == localhost ]] && ! (exec 3<>"/dev/tcp/127.0.
 fi
 trap '[[ -n $broker_pid ]] && kill $broker_pid 2>/dev/null' EXIT
 
-"$bin/appliance" --config "$config" run
+APPLIANCE_CLI="$bin/appliance --config $config" "$bin/appliance" --config "$config" run

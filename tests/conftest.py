@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from appliance.config import ApplianceConfig, load_config
+from appliance.ipc.peers import Peers
 from appliance.modelfiles.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
+from appliance.protocol.common import ServiceName
+from tests.helpers import free_port, serve, wait_for_port, wait_ready, write_config
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+StartServices = Callable[..., Awaitable[Peers]]
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +46,6 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         process.wait(5)
 
 
-def serve(config_file: Path, service: str) -> subprocess.Popen[bytes]:
-    """`appliance serve SERVICE` in its own process, as systemd runs it (its log is discarded)."""
-    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", service],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def write_config(path: Path, data: dict[str, object]) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 @pytest.fixture
 def config_file(tmp_path: Path, models: dict[str, Path]) -> Path:
     """A complete config in tmp_path: its own state and runtime dirs, the tiny models, free ports."""
@@ -89,3 +62,30 @@ def config_file(tmp_path: Path, models: dict[str, Path]) -> Path:
 @pytest.fixture
 def config(config_file: Path) -> ApplianceConfig:
     return load_config(config_file)
+
+
+@pytest.fixture
+async def services(config_file: Path, tmp_path: Path) -> AsyncIterator[StartServices]:
+    """Start named services as real processes and wait until each is ready:
+
+        peers = await services("store", "engine")
+        await peers.store.call(...)
+
+    They are stopped (SIGTERM) at the end of the test; their logs are in tmp_path/<name>.log.
+    """
+    started: list[subprocess.Popen[bytes]] = []
+    peers = Peers(load_config(config_file))
+
+    async def start(*names: ServiceName) -> Peers:
+        for name in names:
+            started.append(serve(config_file, name, log=tmp_path / f"{name}.log"))
+        for name in names:
+            await wait_ready(peers.client(name))
+        return peers
+
+    yield start
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.wait(15)
+    await peers.close()

@@ -1,25 +1,28 @@
-"""The agent service: periodic jobs: a heartbeat over the others and the daily archive run."""
+"""The agent service: periodic jobs: a heartbeat over the others, the daily archive run, backfill.
+
+Jobs that change memory go through the command table like any other caller (as
+``agent:periodic`` with the operator role), so they are checked and audited the same way.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from appliance.agent.periodic import Periodic
-from appliance.ipc.embedding import embed_or_none
+from appliance.config import ApplianceConfig
+from appliance.control.caller import Caller, Role
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.memory import Backfilled
+from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
 from appliance.protocol.common import HEALTH, Agent, ServiceName, ServiceState
 from appliance.protocol.services import BY_NAME
-from appliance.protocol.store import (
-    STORE_ARCHIVE,
-    STORE_SET_VECTORS,
-    STORE_UNEMBEDDED,
-    ArchiveRequest,
-    EmbeddingsIn,
-    UnembeddedRequest,
-)
+from appliance.protocol.store import ArchiveProgress
 from appliance.runtime.service import Service
 
 WATCHED = BY_NAME["agent"].depends_on
+JOBS = Caller("agent:periodic", Role.OPERATOR, "agent")
 
 
 class AgentService(Service[Agent]):
@@ -27,6 +30,10 @@ class AgentService(Service[Agent]):
 
     periodic: Periodic | None = None
     beats = 0
+
+    def __init__(self, config: ApplianceConfig) -> None:
+        super().__init__(config)
+        self.commands = Dispatcher(default_table(), self.peers, config, self.log)
 
     async def start(self) -> None:
         self.periodic = Periodic(self.log)
@@ -58,22 +65,16 @@ class AgentService(Service[Agent]):
     async def archive(self) -> None:
         """Move memories older than memory.archive_after_days into the archive tier."""
         last = None
-        async for progress in self.peer("store").stream(STORE_ARCHIVE, ArchiveRequest(), timeout_s=600):
-            last = progress
-        if last is not None and last.done:
+        async with contextlib.aclosing(self.commands.stream("memory.archive", {}, JOBS)) as progress:
+            async for item in progress:
+                last = item
+        if isinstance(last, ArchiveProgress) and last.done:
             self.log.info("archive run: %d memories into %d segments", last.done, last.segments,
                           extra={"ARCHIVED": last.done})
 
     async def backfill(self) -> None:
-        """Embed memories that were stored while the engine was down, a batch at a time."""
-        total = 0
-        while batch := (await self.peer("store").call(STORE_UNEMBEDDED, UnembeddedRequest(limit=64))).items:
-            vectors = await embed_or_none(self.peer("engine"), [item.text for item in batch], self.log)
-            if vectors is None:
-                return  # the engine is still down; the next run tries again
-            request = EmbeddingsIn(ids=[item.id for item in batch], embeddings=vectors)
-            total += (await self.peer("store").call(STORE_SET_VECTORS, request)).stored
-            if len(batch) < 64:
-                break
-        if total:
-            self.log.info("embedded %d memories stored without a vector", total, extra={"BACKFILLED": total})
+        """Embed memories that were stored while the engine was down."""
+        reply = await self.commands.call("memory.backfill", {}, JOBS)
+        if isinstance(reply, Backfilled) and reply.embedded:
+            self.log.info("embedded %d memories stored without a vector", reply.embedded,
+                          extra={"BACKFILLED": reply.embedded})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, Generic
 
@@ -60,7 +60,7 @@ class IpcClient(Generic[S]):
         return self._decode(endpoint, payload)
 
     async def stream(self, endpoint: Endpoint[S, Req, Resp], request: Req,
-                     *, timeout_s: float | None = None) -> AsyncIterator[Resp]:
+                     *, timeout_s: float | None = None) -> AsyncGenerator[Resp, None]:
         """Items as the service produces them; ``timeout_s`` bounds the wait for each one.
 
         Leaving the loop early closes the connection, which the service takes as a cancel.

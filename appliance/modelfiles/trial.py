@@ -9,6 +9,7 @@ pass of the original weights: the check that a conversion is right.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,12 @@ SENTENCES = [
 def run_trial(path: Path, reference: Path | None = None, timeout_s: float = 600) -> dict[str, Any]:
     """The self-check's verdict; a crash or hang is reported, never inherited."""
     command = [sys.executable, "-m", "appliance.engine.selfcheck", str(path), "--embed"]
+    # On an abort ggml forks a debugger onto itself for a backtrace; without gdb (a plain Debian
+    # root) that can hang until the timeout. The crash is what we report, not its backtrace.
+    env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
     try:
         done = subprocess.run(command, input=json.dumps(SENTENCES), capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
+                              timeout=timeout_s, check=False, env=env)
     except subprocess.TimeoutExpired:
         return {"ok": False, "detail": f"llama.cpp did not finish loading it within {timeout_s:g} s"}
     if done.returncode < 0:

@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 
 import aiomqtt
 
 from appliance.config import ApplianceConfig
-from appliance.ipc.embedding import embed_or_none
+from appliance.control.memory_client import MemoryClient
 from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, Unavailable
 from appliance.mqtt.events import EventRejected, parse_event
 from appliance.protocol.common import Mqtt, ServiceState
-from appliance.protocol.store import STORE_REMEMBER, MemoryIn
+from appliance.protocol.store import MemoryIn
 from appliance.runtime.service import Service
 
 MAX_PENDING = 10_000
 RETRY_S = 2.0
-ENGINE_RETRY_S = 30.0  # after the engine fails, store events unembedded for this long
 FIRST_CONNECT_WAIT_S = 10.0
 
 
@@ -37,7 +35,7 @@ class MqttService(Service[Mqtt]):
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
         self.pending: deque[MemoryIn] = deque(maxlen=MAX_PENDING)
-        self._engine_retry_at = 0.0
+        self.memory = MemoryClient(self.peer("store"), self.peer("engine"), self.log)
         self.stored = self.rejected = 0
         self._broker_problem: str | None = "not connected yet"
         self._store_problem: str | None = None
@@ -121,22 +119,12 @@ class MqttService(Service[Mqtt]):
             if self.pending:
                 await self.flush()
 
-    async def _embedded(self, event: MemoryIn) -> MemoryIn:
-        """The event with its vector, or as it is while the engine is down (the agent backfills)."""
-        if event.embedding is not None or time.monotonic() < self._engine_retry_at:
-            return event
-        vectors = await embed_or_none(self.peer("engine"), [event.text], self.log)
-        if vectors is None:
-            self._engine_retry_at = time.monotonic() + ENGINE_RETRY_S
-            return event
-        return event.model_copy(update={"embedding": vectors[0]})
-
     async def flush(self) -> None:
         """Hand queued events to the store, oldest first, until it is empty or the store fails."""
         async with self._flush_lock:
             while self.pending:
                 try:
-                    await self.peer("store").call(STORE_REMEMBER, await self._embedded(self.pending[0]))
+                    await self.memory.remember(self.pending[0])
                 except (ServiceDown, IpcTimeout, Unavailable) as exc:
                     self._store_problem = f"store unavailable: {exc}"
                     break

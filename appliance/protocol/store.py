@@ -25,7 +25,11 @@ MAX_TAGS = 16
 MAX_DOCUMENT_CHARS = 2 << 20
 MAX_CHUNKS = 4096  # per document
 BATCH_CHUNKS = 64  # per ingest call: 64 chunks with their vectors stay far below ipc.max_frame_bytes
-class MemoryIn(Message):
+
+
+class MemoryFields(Message):
+    """A memory as a person or a device gives it: everything but its vector."""
+
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
     kind: MemoryKind = "event"
     source: str = Field("", max_length=256, description="device id or user the memory came from")
@@ -35,6 +39,9 @@ class MemoryIn(Message):
     sensitive: bool = Field(False, description="text and metadata encrypted at rest; not in full-text search")
     created_at: float | None = Field(None, ge=0, le=1e11, description="unix time; default now")
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class MemoryIn(MemoryFields):
     embedding: Vector | None = None
 
 
@@ -108,8 +115,9 @@ class RecallHit(Message):
 
 class RecallResponse(Message):
     hits: list[RecallHit]
-    mode: RecallMode
+    mode: RecallMode = Field(description="the mode the answer was found in")
     took_ms: float
+    fallback: str | None = Field(None, description="why the answer is not in the mode asked for")
 
 
 class RingEntryIn(Message):

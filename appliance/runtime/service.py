@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from appliance import __version__
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
+from appliance.ipc.peers import Peers
 from appliance.ipc.server import IpcServer
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
 from appliance.protocol.common import HEALTH, Empty, S, ServiceHealth, ServiceName, ServiceState
@@ -41,7 +42,7 @@ class Service(ABC, Generic[S]):
         self._state = ServiceState.STARTING
         self._detail = "starting"
         self._started_at = time.monotonic()
-        self._peers: dict[ServiceName, IpcClient[Any]] = {}
+        self.peers = Peers(config)
 
     # --- for subclasses ---------------------------------------------------------------------
 
@@ -57,9 +58,7 @@ class Service(ABC, Generic[S]):
 
     def peer(self, name: P) -> IpcClient[P]:
         """A client for another service, created once and closed on stop."""
-        if name not in self._peers:
-            self._peers[name] = IpcClient(name, self.config.socket_path(name), self.config.ipc.timeout_s)
-        return cast(IpcClient[P], self._peers[name])
+        return self.peers.client(name)
 
     def set_state(self, state: ServiceState, detail: str = "") -> None:
         if (state, detail) == (self._state, self._detail):
@@ -101,8 +100,7 @@ class Service(ABC, Generic[S]):
         except Exception:
             self.log.exception("stop failed")
         await self.ipc.stop()
-        for client in self._peers.values():
-            await client.close()
+        await self.peers.close()
 
 
 async def run_service(service: Service[Any]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -59,8 +60,10 @@ class Supervisor:
         if not self.stopping.is_set():
             elapsed = time.monotonic() - began
             log.info("all services ready in %.2f s", elapsed, extra={"READY_SECONDS": f"{elapsed:.2f}"})
+            cli = os.environ.get("APPLIANCE_CLI", "appliance")
             sys.stdout.write(f"appliance: all {len(self.children)} services ready in {elapsed:.2f} s; "
-                             f"admin page: {admin_url(self.config)}\n")
+                             f"admin page: {admin_url(self.config)}\n"
+                             f"appliance: ask it something: {cli} chat 'What can you do?'\n")
             sys.stdout.flush()
         await self.stopping.wait()
         watchdog.cancel()

@@ -3,36 +3,28 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from appliance.agent.service import AgentService
-from appliance.config import load_config
-from appliance.ipc.client import IpcClient
-from appliance.protocol.store import STORE_ARCHIVE_FIND, STORE_REMEMBER, STORE_STATS, ArchiveQuery, MemoryIn
-from tests.conftest import serve
-from tests.store.test_service import wait_ready
+from appliance.config import ApplianceConfig
+from appliance.ipc.peers import Peers
+from appliance.protocol.store import (
+    STORE_ARCHIVE_FIND,
+    STORE_AUDIT_VERIFY,
+    STORE_REMEMBER,
+    STORE_STATS,
+    ArchiveQuery,
+    MemoryIn,
+)
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def store_and_engine(config_file: Path) -> Iterator[None]:
-    processes = [serve(config_file, "store"), serve(config_file, "engine")]
-    yield
-    for process in processes:
-        process.terminate()
-        process.wait(10)
-
-
-async def test_backfill_and_archive_jobs(config_file: Path, store_and_engine: None) -> None:
-    config = load_config(config_file)
-    store = IpcClient("store", config.socket_path("store"))
-    engine = IpcClient("engine", config.socket_path("engine"))
-    await wait_ready(store)
-    await wait_ready(engine)
+async def test_backfill_and_archive_jobs(config: ApplianceConfig, services: Callable[..., Awaitable[Peers]]) -> None:
+    peers = await services("store", "engine")
+    store = peers.store
     for i in range(70):  # more than one backfill batch
         await store.call(STORE_REMEMBER, MemoryIn(text=f"stored while the engine was down {i}"))
     await store.call(STORE_REMEMBER, MemoryIn(text="ancient", created_at=time.time() - 400 * 86_400))
@@ -43,7 +35,8 @@ async def test_backfill_and_archive_jobs(config_file: Path, store_and_engine: No
         await agent.archive()
         found = await store.call(STORE_ARCHIVE_FIND, ArchiveQuery())
         assert [r.text for r in found.records] == ["ancient"]
+        # The archive run went through the command table: audited as the agent's job.
+        assert (await store.call(STORE_AUDIT_VERIFY)).rows == 1
     finally:
         await agent.stop()
-        for client in (store, engine, *agent._peers.values()):
-            await client.close()
+        await agent.peers.close()

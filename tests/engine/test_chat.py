@@ -13,8 +13,7 @@ import pytest
 from appliance.config import load_config
 from appliance.ipc import BadRequest, IpcClient
 from appliance.protocol.engine import ENGINE_GENERATE, ENGINE_METRICS, ChatMessage, GenerateChunk, GenerateRequest
-from tests.conftest import serve
-from tests.store.test_service import wait_ready
+from tests.helpers import serve, wait_ready
 
 SWITCH = {"type": "object", "properties": {"device": {"type": "string", "enum": ["door", "fan", "light"]},
                                            "on": {"type": "boolean"}}, "required": ["device", "on"]}

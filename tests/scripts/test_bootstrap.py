@@ -26,7 +26,10 @@ def bootstrap(packages: str, tmp_path: Path, *, what: str = "run", env: dict[str
     listing = folder / "packages.txt"
     listing.write_text(packages)
     listing.chmod(0o644)
-    command = ["bash", str(SCRIPT), what]
+    script = folder / SCRIPT.name  # the checkout may be unreadable to that user (under /root)
+    shutil.copy(SCRIPT, script)
+    script.chmod(0o755)
+    command = ["bash", str(script), what]
     if user is not None:
         command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
     try:

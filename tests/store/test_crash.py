@@ -28,8 +28,7 @@ from appliance.protocol.store import (
     RingEntryIn,
 )
 from appliance.store.db import MemoryDB
-from tests.conftest import serve
-from tests.store.test_service import vec, wait_ready
+from tests.helpers import serve, vec, wait_ready
 
 pytestmark = pytest.mark.slow
 KILLS = 100

@@ -8,13 +8,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from appliance.config import ApplianceConfig, load_config
 from appliance.ipc import BadRequest, NotFound
 from appliance.ipc.client import IpcClient
-from appliance.protocol.common import HEALTH, ServiceState
 from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
@@ -44,21 +42,9 @@ from appliance.protocol.store import (
     RingRead,
 )
 from appliance.store.offline import OfflineError, restore_backup
-from tests.conftest import serve, write_config
+from tests.helpers import serve, vec, wait_ready, write_config
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_ready(client: IpcClient, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if (await client.call(HEALTH, timeout_s=1.0)).state is ServiceState.READY:
-                return
-        except Exception:
-            pass
-        await asyncio.sleep(0.05)
-    raise TimeoutError("store did not become ready")
 
 
 @pytest.fixture
@@ -83,13 +69,6 @@ async def store(store_config: Path, store_process: subprocess.Popen[bytes]) -> A
     await wait_ready(client)
     yield client
     await client.close()
-
-
-def vec(i: int) -> list[float]:
-    v = np.zeros(8)
-    v[i % 8] = 1.0
-    v[(i + 1) % 8] = 0.1 * (i // 8 + 1)
-    return v.tolist()
 
 
 async def test_every_endpoint_over_the_socket(store: IpcClient, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from appliance.config import load_config
-from tests.conftest import write_config
+from tests.helpers import eventually, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,18 +26,6 @@ def post_health(port: int, token: str) -> dict[str, object]:
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as reply:
         return json.load(reply)  # type: ignore[no-any-return]
-
-
-def eventually(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

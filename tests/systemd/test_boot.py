@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, write_config
+from tests.helpers import free_port, write_config
 from tests.systemd.container import Container, python_is_debian_311
 
 SERVICES = ("store", "engine", "mqtt", "agent", "api")

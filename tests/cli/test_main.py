@@ -10,7 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from tests.conftest import write_config
+from tests.helpers import write_config
 
 
 def appliance(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -141,3 +141,22 @@ def test_model_import_and_list(config_file: Path, tmp_path: Path, models: dict[s
     listing = json.loads(appliance("--config", str(config_file), "model", "list", "--json").stdout)
     assert [(r["name"], r["kind"]) for r in listing] == [("tiny", "chat")]
     assert len(listing[0]["sha256"]) == 64
+
+
+def test_every_action_is_bound_to_its_own_handler() -> None:
+    """Routing is by parser: two groups' actions of the same name never share a handler by accident."""
+    import argparse
+
+    from appliance.cli import parser
+
+    def leaves(p: argparse.ArgumentParser, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], object]]:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [(path, p.get_default("handler"))]
+        return [leaf for name, child in subs[0].choices.items() for leaf in leaves(child, (*path, name))]
+
+    found = leaves(parser(), ())
+    assert all(handler is not None for _, handler in found), [p for p, h in found if h is None]
+    by_group = {path: handler for path, handler in found}
+    assert by_group[("model", "list")] is not by_group[("memory", "stats")]
+    assert len(found) >= 20

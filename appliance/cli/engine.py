@@ -6,16 +6,29 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 
+from appliance.cli.base import actions, fail
 from appliance.config import ApplianceConfig
 from appliance.engine.plan import embedding_reserve, mib, plan_for_config
 from appliance.engine.probe import Hardware, probe
 from appliance.modelfiles.gguf_info import ModelFileError, read_model_info
 
 
-def probe_command() -> int:
+def register(commands: Any) -> None:
+    group = actions(commands, "engine", "the inference engine")
+    group.add_parser("probe", help="print the hardware the engine would plan for (JSON)").set_defaults(
+        handler=probe_command)
+    plan = group.add_parser("plan", help="print the settings the tuner picks for the chat model, and why")
+    plan.add_argument("--model", metavar="PATH", help="a GGUF file (default: the configured chat model)")
+    plan.add_argument("--hardware", metavar="JSON", help="plan for the box described by a saved `engine probe`")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(handler=plan_command)
+
+
+def probe_command(_config: ApplianceConfig, _args: argparse.Namespace) -> int:
     sys.stdout.write(json.dumps(probe().as_dict(), indent=2) + "\n")
     return 0
 
@@ -26,9 +39,9 @@ def _hardware(path: str | None) -> Hardware:
     try:
         return Hardware.from_dict(json.loads(Path(path).read_text()))
     except OSError as exc:
-        raise SystemExit(f"appliance: --hardware: cannot read {path}: {exc.strerror}") from None
+        fail(f"--hardware: cannot read {path}: {exc.strerror}")
     except (ValueError, TypeError, AttributeError) as exc:
-        raise SystemExit(f"appliance: --hardware: {path} is not a saved `engine probe`: {exc}") from None
+        fail(f"--hardware: {path} is not a saved `engine probe`: {exc}")
 
 
 def plan_command(config: ApplianceConfig, args: argparse.Namespace) -> int:
@@ -37,8 +50,7 @@ def plan_command(config: ApplianceConfig, args: argparse.Namespace) -> int:
     try:
         chat = read_model_info(path)
     except ModelFileError as exc:
-        sys.stderr.write(f"appliance: {exc}\n")
-        return 1
+        fail(str(exc), code=1)
     try:
         embedding = read_model_info(config.embedding_model_path)
     except ModelFileError:

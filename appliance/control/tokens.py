@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from enum import StrEnum
 from pathlib import Path
 
 import jwt
@@ -18,16 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ValidationError
 
 from appliance.config import ApplianceConfig
+from appliance.control.caller import Caller, Role, Surface
+from appliance.control.errors import CommandError
 
 ISSUER = "appliance"
 AUDIENCE = "appliance-api"
 MAX_TOKEN_CHARS = 8192
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    OPERATOR = "operator"
-    VIEWER = "viewer"
 
 
 class TokenError(Exception):
@@ -111,3 +106,11 @@ class TokenAuthority:
             return Claims.model_validate(data)
         except ValidationError as exc:
             raise TokenError(f"token claims are not valid: {exc.errors()[0]['msg']}") from None
+
+    def caller(self, token: str, via: Surface, ip: str | None = None) -> Caller:
+        """The caller a bearer token stands for; an unacceptable token is ``unauthorized``."""
+        try:
+            claims = self.verify(token)
+        except TokenError as exc:
+            raise CommandError("unauthorized", str(exc)) from None
+        return Caller(claims.sub, claims.role, via, ip, claims.jti)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import serve, write_config
+from tests.helpers import serve, write_config
 
 pytestmark = pytest.mark.slow
 

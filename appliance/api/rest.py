@@ -1,0 +1,140 @@
+"""REST: the command table served as HTTP routes. An adapter only: no operation is written here.
+
+For each command with an `HttpRoute`, a request becomes the command's payload: ``{name}``
+segments of the path, then the query string (GET, DELETE) or the JSON body (POST, PUT, PATCH).
+Query parameters that the request model types as lists may repeat; any other may not; unknown
+ones are refused by name, and a token never travels in a URL. The dispatcher does the rest.
+A streaming command answers newline-delimited JSON, one object per item.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from appliance.control.caller import Caller
+from appliance.control.command import Command, HttpRoute
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.errors import CommandError
+from appliance.control.system import prometheus
+from appliance.protocol.engine import EngineMetrics
+
+CALLER_KEY = web.RequestKey("caller", Caller)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def error_response(error: CommandError) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(error.retry_after)))} if error.retry_after is not None else None
+    if error.code == "unauthorized":
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return web.json_response({"error": error.as_dict()}, status=error.status, headers=headers)
+
+
+def _is_list(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(typing.get_origin(arg) is list for arg in typing.get_args(annotation))
+    return typing.get_origin(annotation) is list
+
+
+def query_payload(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
+    query = request.query
+    if "token" in query or "access_token" in query:
+        raise CommandError("bad_request", "tokens never go in the URL; send 'Authorization: Bearer <token>'",
+                           field="token")
+    unknown = sorted(set(query) - set(model.model_fields))
+    if unknown:
+        raise CommandError("bad_request", f"unknown query parameter(s) {unknown}; known: {sorted(model.model_fields)}",
+                           field=unknown[0])
+    payload: dict[str, Any] = {}
+    for name in query:
+        values = query.getall(name)
+        if _is_list(model.model_fields[name]):
+            payload[name] = values
+        elif len(values) > 1:
+            raise CommandError("bad_request", f"query parameter {name!r} given {len(values)} times; give it once",
+                               field=name)
+        else:
+            payload[name] = values[0]
+    return payload
+
+
+async def body_payload(request: web.Request) -> dict[str, Any]:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise CommandError("too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes "
+                                        "(api.max_body_bytes)") from None
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CommandError("bad_request", f"body: invalid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CommandError("bad_request", f"body: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _render(route: HttpRoute, reply: BaseModel) -> web.Response:
+    if route.render == "prometheus" and isinstance(reply, EngineMetrics):
+        return web.Response(text=prometheus(reply), content_type="text/plain", charset="utf-8")
+    return web.Response(body=reply.model_dump_json(), status=route.status, content_type="application/json")
+
+
+def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: HttpRoute) -> Handler:
+    reads_body = route.method in BODY_METHODS
+    where = "body" if reads_body else "query"
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        payload = await body_payload(request) if reads_body else query_payload(request, command.request)
+        for name, value in request.match_info.items():
+            if name in payload and payload[name] != value:
+                raise CommandError("bad_request", f"{name} is given in the path and differs in the {where}",
+                                   field=name)
+            payload[name] = value
+        caller = request[CALLER_KEY]
+        if not command.streaming:
+            return _render(route, await dispatcher.call(command.name, payload, caller, where=where))
+        return await stream_ndjson(request, dispatcher.stream(command.name, payload, caller, where=where))
+
+    return handle
+
+
+async def stream_ndjson(request: web.Request, items: typing.AsyncIterator[BaseModel]) -> web.StreamResponse:
+    """Items as NDJSON. The first is awaited before any header, so an early refusal keeps its status."""
+    stream = typing.cast(typing.AsyncGenerator[BaseModel, None], items)
+    try:
+        first = await anext(stream, None)
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await response.write(first.model_dump_json().encode() + b"\n")
+                async for item in stream:
+                    await response.write(item.model_dump_json().encode() + b"\n")
+        except CommandError as exc:
+            await response.write(json.dumps({"error": exc.as_dict()}).encode() + b"\n")
+        except ConnectionError:
+            return response  # the client left; closing the stream below cancels the work
+        await response.write_eof()
+        return response
+    finally:
+        await stream.aclose()
+
+
+def add_command_routes(app: web.Application, dispatcher: Dispatcher) -> None:
+    for command in dispatcher.table:
+        if "rest" not in command.surfaces:
+            continue
+        for route in command.http:
+            app.router.add_route(route.method, route.path, command_handler(dispatcher, command, route))

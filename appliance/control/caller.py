@@ -1,0 +1,56 @@
+"""Who is asking, and what their role lets them do.
+
+Roles are ordered: admin can do all an operator can, an operator all a viewer can. A command
+needs one `Permission`: public (anyone, even without a token), or the least role that may
+call it. The dispatcher is the only place that compares the two.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VIEWER = "viewer"
+
+
+class Permission(StrEnum):
+    PUBLIC = "public"
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+NEEDED = {Permission.PUBLIC: 0, Permission.VIEWER: 1, Permission.OPERATOR: 2, Permission.ADMIN: 3}
+
+Surface = Literal["rest", "websocket", "mqtt", "agent", "cli"]
+
+
+def role_allows(role: Role | None, permission: Permission) -> bool:
+    return NEEDED[permission] <= (RANK[role] if role is not None else 0)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated (or anonymous: role None) caller, and the surface it came through."""
+
+    subject: str
+    role: Role | None
+    via: Surface
+    ip: str | None = None
+    token_id: str | None = None
+
+    @classmethod
+    def anonymous(cls, via: Surface, ip: str | None = None) -> Caller:
+        return cls("anonymous", None, via, ip)
+
+    @classmethod
+    def local(cls) -> Caller:
+        """A person at the box's console: whoever can reach the services' sockets is an admin."""
+        return cls(f"local:{getpass.getuser()}", Role.ADMIN, "cli")

@@ -1,0 +1,97 @@
+"""Chat with the agent: memories recalled for the question, the model's reply streamed token by token.
+
+The reply's last event carries the citations: the memories that were put before the model,
+numbered as the prompt numbered them, so a client can show which ones the answer used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import Field
+
+from appliance.control.caller import Permission
+from appliance.control.command import Command, Context, HttpRoute, command
+from appliance.protocol.common import MAX_PROMPT_CHARS, ConversationId, Message
+from appliance.protocol.engine import ENGINE_GENERATE, ChatMessage, GenerateRequest, Priority
+from appliance.protocol.store import STORE_RING_APPEND, STORE_RING_READ, RingEntryIn, RingRead
+
+SYSTEM_PROMPT = ("You are the assistant of an on-site appliance. Answer briefly and plainly. When the numbered "
+                 "notes below help, use them and cite them as [1], [2]; do not invent facts that are not there.")
+SNIPPET_CHARS = 400
+
+
+class ChatRequest(Message):
+    message: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS // 4)
+    conversation: ConversationId | None = Field(None, description="keep the turns in this conversation's ring")
+    history: int = Field(6, ge=0, le=50, description="earlier turns of the conversation to include")
+    use_memory: bool = Field(True, description="recall memories for the question and cite them")
+    k: int = Field(4, ge=1, le=20, description="memories to recall")
+    max_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+
+
+class Citation(Message):
+    n: int
+    memory_id: int
+    source: str
+    kind: str
+    snippet: str
+    score: float
+
+
+class ChatEvent(Message):
+    type: Literal["token", "done"]
+    text: str = ""
+    citations: list[Citation] = Field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    fallback: str | None = Field(None, description="why memories were searched by text only, or not at all")
+
+
+async def _citations(ctx: Context, request: ChatRequest) -> tuple[list[Citation], str | None]:
+    if not request.use_memory:
+        return [], None
+    reply = await ctx.memory.recall(request.message[:4096], k=request.k)
+    cited = [Citation(n=i, memory_id=hit.record.id, source=hit.record.source, kind=hit.record.kind,
+                      snippet=hit.record.text[:SNIPPET_CHARS], score=round(hit.score, 4))
+             for i, hit in enumerate(reply.hits, 1)]
+    return cited, reply.fallback
+
+
+async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+    citations, fallback = await _citations(ctx, request)
+    system = SYSTEM_PROMPT
+    if citations:
+        system += "\n\nNotes:\n" + "\n".join(f"[{c.n}] ({c.source}) {c.snippet}" for c in citations)
+    messages = [ChatMessage(role="system", content=system)]
+    if request.conversation and request.history:
+        earlier = await ctx.peers.store.call(STORE_RING_READ, RingRead(conversation=request.conversation,
+                                                                       k=request.history))
+        messages += [ChatMessage(role=e.role, content=e.text) for e in earlier.entries if e.role != "system"]
+    messages.append(ChatMessage(role="user", content=request.message))
+    generate = GenerateRequest(messages=messages, max_tokens=request.max_tokens, temperature=request.temperature,
+                               priority=Priority.INTERACTIVE)
+    pieces: list[str] = []
+    async with contextlib.aclosing(ctx.peers.engine.stream(ENGINE_GENERATE, generate, timeout_s=120)) as chunks:
+        async for chunk in chunks:
+            if not chunk.done:
+                pieces.append(chunk.text)
+                yield ChatEvent(type="token", text=chunk.text)
+                continue
+            if request.conversation:
+                for role, text in (("user", request.message), ("assistant", "".join(pieces) or "(no reply)")):
+                    await ctx.peers.store.call(STORE_RING_APPEND, RingEntryIn(
+                        conversation=request.conversation, role=role, text=text[:65536]))
+            yield ChatEvent(type="done", citations=citations, finish_reason=chunk.finish_reason,
+                            prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens,
+                            fallback=fallback)
+
+
+COMMANDS: tuple[Command[Any, Any], ...] = (
+    command("chat", "Ask the agent: memories recalled and cited, the reply streamed token by token.", ChatRequest,
+            ChatEvent, Permission.VIEWER, chat, streaming=True, http=(HttpRoute("POST", "/api/v1/chat"),)),
+)

@@ -1,0 +1,67 @@
+"""One error vocabulary for every surface: code, message, field, retry_after.
+
+`CommandError.of` maps anything a handler can raise (validation errors, IPC errors, its own
+refusals) to this vocabulary; it is the only place that mapping is written. Each surface then
+renders the same error its own way: an HTTP status and JSON body, an error frame, an exit code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from appliance.ipc.errors import Busy, IpcError
+from appliance.validation import describe_validation_error
+
+ErrorCode = Literal[
+    "bad_request", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "busy", "rate_limited",
+    "unavailable", "service_down", "timeout", "internal",
+]
+STATUS: dict[str, int] = {
+    "bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "conflict": 409,
+    "too_large": 413, "busy": 429, "rate_limited": 429, "unavailable": 503,
+    # A process behind the api that is down is the api being unable to serve for now: 503.
+    "service_down": 503, "timeout": 504, "internal": 500,
+}
+
+
+class CommandError(Exception):
+    """A refused or failed command. ``field`` names the request field at fault, when one is."""
+
+    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.field = field
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
+
+    @classmethod
+    def of(cls, exc: BaseException, *, where: str = "") -> CommandError:
+        """Any failure as a CommandError; ``where`` prefixes validation messages ("body", "query")."""
+        if isinstance(exc, CommandError):
+            return exc
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or None
+            message = describe_validation_error(exc)
+            return cls("bad_request", f"{where}: {message}" if where else message, field=field)
+        if isinstance(exc, Busy):
+            return cls("busy", str(exc), retry_after=exc.retry_after_s)
+        if isinstance(exc, IpcError):
+            code = exc.code if exc.code in STATUS else "internal"
+            return cls(code, str(exc))  # type: ignore[arg-type]
+        return cls("internal", "internal error; see the service log")

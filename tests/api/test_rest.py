@@ -1,0 +1,140 @@
+"""REST routes generated from the command table, against real store and engine processes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from appliance.api.app import build_app
+from appliance.config import ApplianceConfig
+from appliance.control.caller import Caller, Role
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.table import default_table
+from appliance.control.tokens import TokenAuthority
+from appliance.ipc.peers import Peers
+from appliance.protocol.engine import ENGINE_GENERATE, GenerateRequest
+from appliance.protocol.store import STORE_AUDIT_VERIFY
+
+pytestmark = pytest.mark.slow
+Api = tuple[TestClient, TokenAuthority, Peers, tuple[str, ...]]  # type: ignore[type-arg]
+
+
+@pytest.fixture
+async def api(config: ApplianceConfig, services: Callable[..., Awaitable[Peers]],
+              request: pytest.FixtureRequest) -> AsyncIterator[Api]:
+    peers = await services(*request.param)
+    authority = TokenAuthority.from_config(config)
+
+    async def authenticate(token: str) -> Caller:
+        return authority.caller(token, "rest")
+
+    dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"), authenticate=authenticate)
+    async with TestClient(TestServer(build_app(dispatcher, authority, max_body_bytes=128 * 1024))) as client:
+        yield client, authority, peers, request.param
+
+
+def bearer(authority: TokenAuthority, role: Role) -> dict[str, str]:
+    return {"Authorization": f"Bearer {authority.issue('alice', role, 600)}"}
+
+
+@pytest.mark.parametrize("api", [("store", "engine"), ("store",)], indirect=True, ids=["with-engine", "store-only"])
+async def test_post_then_search(api: Api) -> None:
+    client, authority, peers, running = api
+    with_engine = "engine" in running
+    writer = bearer(authority, Role.OPERATOR)
+    reply = await client.post("/api/v1/memory", headers=writer,
+                              json={"text": "the loading dock door sticks in cold weather", "kind": "fact",
+                                    "tags": ["dock"]})
+    assert reply.status == 201, await reply.text()
+    body = await reply.json()
+    assert body["embedded"] is with_engine
+    found = await client.get("/api/v1/memory/search", params={"q": "dock door", "k": "3"},
+                             headers=bearer(authority, Role.VIEWER))
+    assert found.status == 200, await found.text()
+    result = await found.json()
+    assert result["hits"][0]["record"]["id"] == body["id"]
+    assert result["hits"][0]["record"]["source"] == "user:alice"
+    assert result["mode"] == ("hybrid" if with_engine else "text")
+    assert (result["fallback"] is None) is with_engine
+    got = await client.get(f"/api/v1/memory/{body['id']}", headers=bearer(authority, Role.VIEWER))
+    assert (await got.json())["text"].startswith("the loading dock")
+    assert (await peers.store.call(STORE_AUDIT_VERIFY)).rows == 1
+
+
+@pytest.mark.parametrize("api", [("store",)], indirect=True)
+async def test_memory_routes_refuse_bad_requests(api: Api) -> None:
+    client, authority, _, _ = api
+    writer, viewer = bearer(authority, Role.OPERATOR), bearer(authority, Role.VIEWER)
+    assert (await client.post("/api/v1/memory", json={"text": "x"})).status == 401
+    forbidden = await client.post("/api/v1/memory", headers=viewer, json={"text": "x"})
+    assert forbidden.status == 403
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"text": ""}, "text"),
+        ({"text": "x", "kind": "gossip"}, "kind"),
+        ({"text": "x", "embedding": [1.0]}, "embedding"),
+        ({"text": "x", "tags": ["'; DROP TABLE memories; --"]}, "tag"),
+        ({"text": "x" * 70_000}, "text"),
+    ]
+    for payload, named in cases:
+        reply = await client.post("/api/v1/memory", headers=writer, json=payload)
+        assert reply.status in (400, 413), payload
+        error = (await reply.json())["error"]
+        assert named in error["message"] and error["field"].startswith(named.split(".")[0][:3]), payload
+    garbage = await client.post("/api/v1/memory", headers=writer, data=b"{not json")
+    assert garbage.status == 400
+    too_big = await client.post("/api/v1/memory", headers=writer, data=b"x" * 200_000)
+    assert too_big.status == 413
+    for params, named in [({}, "q"), ({"q": "x", "k": "0"}, "k"), ({"q": "x", "k": "lots"}, "k"),
+                          ({"q": "x", "colour": "red"}, "colour"), ({"q": "x", "kind": "gossip"}, "kind"),
+                          ({"q": "x", "since": "10", "until": "5"}, "since"), ({"q": "x", "mode": "psychic"}, "mode"),
+                          ({"q": "x", "mode": "vector"}, "engine")]:
+        reply = await client.get("/api/v1/memory/search", headers=viewer, params=params)
+        assert reply.status in (400, 503), params
+        error = (await reply.json())["error"]
+        assert named in error["message"], (params, error)
+    twice = await client.get("/api/v1/memory/search?q=a&q=b", headers=viewer)
+    assert twice.status == 400 and "given 2 times" in (await twice.json())["error"]["message"]
+    assert (await client.get("/api/v1/memory/search", params={"q": "x"})).status == 401
+    assert (await client.delete("/api/v1/memory/1", headers=writer)).status == 403  # forgetting is admin's
+    missing = await client.get("/api/v1/memory/999", headers=viewer)
+    assert missing.status == 404 and (await missing.json())["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("api", [("engine",)], indirect=True)
+async def test_metrics_in_prometheus_text(api: Api) -> None:
+    client, authority, peers, _ = api
+    async for _ in peers.engine.stream(ENGINE_GENERATE, GenerateRequest(prompt="hi", max_tokens=5, ignore_eos=True)):
+        pass
+    response = await client.get("/api/v1/metrics", headers=bearer(authority, Role.VIEWER))
+    assert response.status == 200 and response.content_type == "text/plain"
+    text = await response.text()
+    assert "# TYPE appliance_engine_generated_tokens_total counter" in text
+    assert "appliance_engine_generated_tokens_total 5" in text and "appliance_engine_requests_total 1" in text
+    assert "appliance_engine_kv_cells_total 512" in text and 'chat_model="' in text
+    assert (await client.get("/api/v1/metrics")).status == 401
+
+
+@pytest.mark.parametrize("api", [()], indirect=True)
+async def test_metrics_without_an_engine_is_503(api: Api) -> None:
+    client, authority, _, _ = api
+    response = await client.get("/api/v1/metrics", headers=bearer(authority, Role.VIEWER))
+    assert response.status == 503 and "engine is down" in (await response.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("api", [("store", "engine")], indirect=True)
+async def test_chat_streams_ndjson_with_citations(api: Api) -> None:
+    client, authority, _, _ = api
+    writer = bearer(authority, Role.OPERATOR)
+    await client.post("/api/v1/memory", headers=writer, json={"text": "pump P-3 was serviced on Monday"})
+    reply = await client.post("/api/v1/chat", headers=bearer(authority, Role.VIEWER),
+                              json={"message": "when was pump P-3 serviced?", "max_tokens": 8})
+    assert reply.status == 200 and reply.content_type == "application/x-ndjson"
+    import json
+
+    events = [json.loads(line) for line in (await reply.text()).splitlines()]
+    assert events[-1]["type"] == "done" and events[-1]["citations"][0]["snippet"].startswith("pump P-3")
+    assert all(e["type"] == "token" for e in events[:-1])
