@@ -7,7 +7,9 @@ naming the key path (``mqtt.port``) and what is wrong with it; the CLI exits wit
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,11 +107,19 @@ class ResourceConfig(_Section):
 
 
 class SecurityConfig(_Section):
-    auth_required: bool = True
+    auth_required: bool = Field(True, description="false is refused unless the api listens on loopback only")
     jwt_secret: SecretStr | None = Field(
-        None, description="HS256 secret; unset means an Ed25519 key made on first start"
+        None, description="HS256 secret; unset: Ed25519 keys made on first start (`appliance keys rotate`)"
     )
-    token_ttl_s: int = Field(86_400, ge=60, le=365 * 86_400)
+    token_ttl_s: int = Field(86_400, ge=60, le=365 * 86_400, description="default lifetime of device and app tokens")
+    access_ttl_s: int = Field(900, ge=60, le=3600, description="lifetime of the access token a login gives")
+    refresh_ttl_s: int = Field(7 * 86_400, ge=3600, le=90 * 86_400, description="lifetime of a refresh token")
+    scrypt_cost: int = Field(15, ge=10, le=18,
+                             description="password hashing: scrypt N = 2**cost (r=8, p=1; 32 MiB at 15)")
+    login_failures_before_lockout: int = Field(5, ge=1, le=100, description="consecutive wrong passwords per user")
+    lockout_s: float = Field(60.0, ge=1, le=86_400, description="first lockout; each further failure doubles it")
+    lockout_max_s: float = Field(3600.0, ge=1, le=7 * 86_400, description="longest lockout (an admin can clear it)")
+    login_per_ip_per_minute: int = Field(20, ge=1, le=10_000, description="login attempts one address may make")
 
     @field_validator("jwt_secret")
     @classmethod
@@ -173,7 +183,13 @@ class MqttConfig(_Section):
         return [_check_topic_filter(t) for t in value]
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
 class ApiTlsConfig(_Section):
+    # auto: the configured files if set; else plain HTTP on a loopback host; else a self-signed
+    # certificate made on first start. off: plain HTTP even on the network (say so explicitly).
+    mode: Literal["auto", "self-signed", "files", "off"] = "auto"
     cert_file: Path | None = None
     key_file: Path | None = None
 
@@ -181,6 +197,8 @@ class ApiTlsConfig(_Section):
     def _both_or_neither(self) -> ApiTlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be set together")
+        if self.mode == "files" and self.cert_file is None:
+            raise ValueError("mode 'files' needs cert_file and key_file")
         return self
 
 
@@ -189,6 +207,32 @@ class ApiConfig(_Section):
     port: int = Field(8080, ge=1, le=65_535)
     tls: ApiTlsConfig = ApiTlsConfig()
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    allowed_origins: list[str] = Field(default_factory=list, max_length=32,
+                                       description="browser origins besides the page's own (CORS, WebSocket)")
+    metrics_allow: list[str] = Field(default_factory=list, max_length=32,
+                                     description="addresses (CIDR) that may scrape /api/v1/metrics without a token")
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise ValueError(f"{origin[:80]!r} is not an origin like https://host:port (no path)")
+        return value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network[:80]!r}: {exc}") from None
+        return value
 
 
 class IpcConfig(_Section):
@@ -222,6 +266,13 @@ class ApplianceConfig(_Section):
     agent: AgentConfig = AgentConfig()
     logging: LoggingConfig = LoggingConfig()
     paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> ApplianceConfig:
+        if not self.security.auth_required and not self.api.loopback_only:
+            raise ValueError(f"security.auth_required: false is only allowed when api.host is loopback "
+                             f"({', '.join(LOOPBACK_HOSTS)}), not {self.api.host!r}")
+        return self
 
     @property
     def memory_dir(self) -> Path:

@@ -13,6 +13,11 @@ def describe_validation_error(error: ValidationError) -> str:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown key"
+    elif first["type"] == "value_error" and not first["loc"]:
+        # A rule across keys: its message names them; the whole input would only be noise.
+        message = message.removeprefix("Value error, ")
+        more = len(problems) - 1
+        return message + (f" [and {more} more]" if more else "")
     elif first["type"] not in ("missing", "json_invalid") and "input" in first:
         shown = repr(first["input"])
         message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"

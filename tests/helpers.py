@@ -7,18 +7,26 @@ the real `appliance serve`, sockets are real, waiting polls real state with a de
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from aiohttp.test_utils import TestClient, TestServer
 
+from appliance.config import ApplianceConfig
+from appliance.control.caller import Role
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.table import default_table
 from appliance.ipc.client import IpcClient
+from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH, ServiceState
 
 
@@ -96,3 +104,20 @@ def vec(i: int, dim: int = 8) -> list[float]:
     v[i % dim] = 1.0
     v[(i + 1) % dim] = 0.1 * (i // dim + 1)
     return [float(x) for x in v]
+
+
+@contextlib.asynccontextmanager
+async def api_client(config: ApplianceConfig, peers: Peers, **api: Any) -> AsyncIterator[tuple[TestClient, Dispatcher]]:  # type: ignore[type-arg]
+    """The real control-plane app over the real command table, on a test server; ``api`` overrides api.* keys."""
+    from appliance.api.app import build_app
+
+    dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"))
+    app = build_app(dispatcher, config.api.model_copy(update=api), auth_required=config.security.auth_required)
+    async with TestClient(TestServer(app)) as client:
+        yield client, dispatcher
+
+
+def bearer(dispatcher: Dispatcher, role: Role, subject: str = "alice", ttl_s: int = 600) -> dict[str, str]:
+    """An Authorization header with an access token signed by the box's key."""
+    token = dispatcher.accounts.authority.issue("access", subject, role, ttl_s).token
+    return {"Authorization": f"Bearer {token}"}

@@ -16,7 +16,7 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.memory import Backfilled
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
-from appliance.protocol.common import HEALTH, Agent, ServiceName, ServiceState
+from appliance.protocol.common import HEALTH, Agent, MetricFamily, MetricSample, ServiceName, ServiceState
 from appliance.protocol.services import BY_NAME
 from appliance.protocol.store import ArchiveProgress
 from appliance.runtime.service import Service
@@ -44,6 +44,13 @@ class AgentService(Service[Agent]):
     async def stop(self) -> None:
         if self.periodic is not None:
             await self.periodic.stop()
+
+    async def collect_metrics(self) -> list[MetricFamily]:
+        jobs = list(self.periodic.jobs.values()) if self.periodic else []
+        return [MetricFamily(name=f"appliance_agent_job_{what}_total", kind="counter", help=text,
+                             samples=[MetricSample(labels={"job": job.name}, value=getattr(job, what)) for job in jobs])
+                for what, text in (("runs", "periodic job runs"), ("failures", "periodic job runs that failed"),
+                                   ("skipped", "ticks skipped because the job overran"))]
 
     async def _state_of(self, name: ServiceName) -> str | None:
         """None when the peer is fine, else a short reason."""

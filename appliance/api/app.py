@@ -1,25 +1,44 @@
-"""The control plane's HTTP application (aiohttp): authentication, errors, the admin page.
+"""The control plane's HTTP application (aiohttp): callers, errors, headers, CORS, the admin page.
 
-Every route comes from the command table (rest.py) except the static admin page. Each request
-gets a `Caller` here: from its bearer token, or anonymous; the dispatcher alone decides what a
-caller may do (public health summary for anyone, everything else by role). Errors are always
-JSON: ``{"error": {"code": ..., "message": ..., "field": ...}}``.
+Every /api/ route comes from the command table (rest.py); the spec and its human docs are
+generated from the same table (openapi.py). Each request gets a `Caller` here: from its
+bearer token, or anonymous (or, for /api/v1/metrics, a scraper at an allowed address). The
+dispatcher alone decides what a caller may do. Errors are always JSON:
+``{"error": {"code": ..., "message": ..., "field": ...}}``.
+
+Headers on every response: a strict Content-Security-Policy, no sniffing, no framing, no
+referrer, no caching of API answers, and HSTS when served over TLS. CORS is off unless
+api.allowed_origins names origins; then only those get CORS headers.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import time
 from pathlib import Path
 
 from aiohttp import web
 
+from appliance.api.openapi import add_spec_routes
 from appliance.api.rest import CALLER_KEY, MAX_BODY_KEY, Handler, add_command_routes, error_response
+from appliance.config import ApiConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
-from appliance.control.tokens import TokenAuthority
+from appliance.runtime.metrics import Metrics
 
 STATIC_DIR = Path(__file__).parent / "static"
 HTTP_CODES = {404: "not_found", 405: "bad_request", 413: "too_large"}
+METRICS_PATH = "/api/v1/metrics"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+CORS_HEADERS = {"Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
 
 
 def bearer(request: web.Request) -> str | None:
@@ -28,10 +47,23 @@ def bearer(request: web.Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def build_app(dispatcher: Dispatcher, authority: TokenAuthority, *, auth_required: bool = True,
-              max_body_bytes: int = 1 << 20) -> web.Application:
+def _in(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = True, tls: bool = False,
+              metrics: Metrics | None = None) -> web.Application:
+    accounts = dispatcher.accounts
+    scrapers = [ipaddress.ip_network(n, strict=False) for n in api.metrics_allow]
+    origins = set(api.allowed_origins)
+
     @web.middleware
-    async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def headers_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             response = await handler(request)
         except CommandError as exc:
@@ -42,15 +74,33 @@ def build_app(dispatcher: Dispatcher, authority: TokenAuthority, *, auth_require
                 raise
             message = "no such route" if exc.status == 404 else exc.reason
             response = web.json_response({"error": {"code": code, "message": message}}, status=exc.status)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Content-Security-Policy", "default-src 'self'")
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        if tls:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        if (origin := request.headers.get("Origin")) in origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        if metrics is not None:
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "(none)"
+            metrics.observe("appliance_http_request_seconds", "time to answer an HTTP request, by route",
+                            time.perf_counter() - started, route=name, method=request.method)
+            metrics.inc("appliance_http_responses_total", "HTTP responses by route and status class",
+                        route=name, status=f"{response.status // 100}xx")
         return response
 
     @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def caller(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method == "OPTIONS" and request.headers.get("Origin") in origins:
+            return web.Response(status=204, headers=CORS_HEADERS)  # a CORS preflight from an allowed origin
         token = bearer(request)
         if token is not None:
-            request[CALLER_KEY] = authority.caller(token, "rest", request.remote)
+            request[CALLER_KEY] = accounts.caller(token, "rest", request.remote)
+        elif request.path == METRICS_PATH and _in(request.remote, scrapers):
+            request[CALLER_KEY] = Caller("metrics-scraper", Role.VIEWER, "rest", request.remote)
         elif auth_required:
             request[CALLER_KEY] = Caller.anonymous("rest", request.remote)
         else:  # security.auth_required: false (loopback only): everyone is the admin
@@ -60,9 +110,11 @@ def build_app(dispatcher: Dispatcher, authority: TokenAuthority, *, auth_require
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
 
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_as_json, authenticate])
-    app[MAX_BODY_KEY] = max_body_bytes
+    largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http])
+    app = web.Application(client_max_size=largest, middlewares=[headers_and_errors, caller])
+    app[MAX_BODY_KEY] = api.max_body_bytes
     add_command_routes(app, dispatcher)
+    add_spec_routes(app, dispatcher.table)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR)
     return app

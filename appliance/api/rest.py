@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import types
 import typing
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -23,8 +24,7 @@ from appliance.control.caller import Caller
 from appliance.control.command import Command, HttpRoute
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
-from appliance.control.system import prometheus
-from appliance.protocol.engine import EngineMetrics
+from appliance.control.system import MetricsReport, prometheus
 
 CALLER_KEY = web.RequestKey("caller", Caller)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
@@ -68,12 +68,36 @@ def query_payload(request: web.Request, model: type[BaseModel]) -> dict[str, Any
     return payload
 
 
-async def body_payload(request: web.Request) -> dict[str, Any]:
+def _too_large(limit: int, route: HttpRoute) -> CommandError:
+    where = "this route's limit" if route.max_body_bytes else "api.max_body_bytes"
+    return CommandError("too_large", f"body exceeds {limit} bytes ({where})")
+
+
+async def _read_limited(request: web.Request, limit: int, route: HttpRoute) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit, route)
     try:
-        raw = await request.read()
+        raw = await request.content.read(limit + 1)
     except web.HTTPRequestEntityTooLarge:
-        raise CommandError("too_large", f"body exceeds {request.app[MAX_BODY_KEY]} bytes "
-                                        "(api.max_body_bytes)") from None
+        raise _too_large(limit, route) from None
+    if len(raw) > limit:
+        raise _too_large(limit, route)
+    return raw
+
+
+async def body_payload(request: web.Request, route: HttpRoute) -> dict[str, Any]:
+    """The JSON object of the body (or a form, or a multipart upload, where the route takes one)."""
+    limit = route.max_body_bytes or request.app[MAX_BODY_KEY]
+    kind = request.content_type
+    if route.upload is not None and kind == "multipart/form-data":
+        return await _upload(request, limit, route)
+    raw = await _read_limited(request, limit, route)
+    if route.form and kind == "application/x-www-form-urlencoded":
+        try:
+            form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise CommandError("bad_request", "body: a form must be UTF-8") from None
+        return {key: values[-1] for key, values in form.items()}
     if not raw.strip():
         return {}
     try:
@@ -85,8 +109,37 @@ async def body_payload(request: web.Request) -> dict[str, Any]:
     return data
 
 
+async def _upload(request: web.Request, limit: int, route: HttpRoute) -> dict[str, Any]:
+    """A multipart form: its file part's text and name go to the route's two fields, other parts as they are."""
+    assert route.upload is not None
+    text_field, name_field = route.upload
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit, route)
+    payload: dict[str, Any] = {}
+    total = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise CommandError("bad_request", "body: nested multipart is not taken")
+        data = await part.read(decode=True)
+        total += len(data)
+        if total > limit:
+            raise _too_large(limit, route)
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as exc:
+            raise CommandError("bad_request", f"{part.name or 'file'}: not UTF-8 text (invalid byte at offset "
+                                              f"{exc.start})", field=text_field) from None
+        if part.filename is not None:
+            payload[text_field] = text
+            payload.setdefault(name_field, part.filename)
+        elif part.name:
+            payload[part.name] = json.loads(text) if part.name == "tags" and text.startswith("[") else text
+    return payload
+
+
 def _render(route: HttpRoute, reply: BaseModel) -> web.Response:
-    if route.render == "prometheus" and isinstance(reply, EngineMetrics):
+    if route.render == "prometheus" and isinstance(reply, MetricsReport):
         return web.Response(text=prometheus(reply), content_type="text/plain", charset="utf-8")
     return web.Response(body=reply.model_dump_json(), status=route.status, content_type="application/json")
 
@@ -96,7 +149,7 @@ def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: H
     where = "body" if reads_body else "query"
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        payload = await body_payload(request) if reads_body else query_payload(request, command.request)
+        payload = await body_payload(request, route) if reads_body else query_payload(request, command.request)
         for name, value in request.match_info.items():
             if name in payload and payload[name] != value:
                 raise CommandError("bad_request", f"{name} is given in the path and differs in the {where}",

@@ -44,7 +44,8 @@ class Caller:
     role: Role | None
     via: Surface
     ip: str | None = None
-    token_id: str | None = None
+    token_id: str | None = None  # the jti of the token it came with
+    expires_at: float | None = None  # when that token expires
 
     @classmethod
     def anonymous(cls, via: Surface, ip: str | None = None) -> Caller:

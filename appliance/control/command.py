@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal
 
 from appliance.config import ApplianceConfig
+from appliance.control.accounts import Accounts
 from appliance.control.caller import Caller, Permission, Surface
 from appliance.control.memory_client import MemoryClient
 from appliance.ipc.peers import Peers
@@ -24,20 +25,17 @@ ALL_SURFACES: frozenset[Surface] = frozenset({"rest", "websocket", "mqtt", "agen
 CONSOLE_ONLY: frozenset[Surface] = frozenset({"cli"})
 
 
-Authenticate = Callable[[str], Awaitable[Caller]]
-
-
 @dataclass(frozen=True)
 class Context:
-    """What a handler may use: who asks, the services, the configuration, a logger."""
+    """What a handler may use: who asks, the services, the configuration, a logger, and the
+    process's shared clients (memory orchestration, accounts and token keys)."""
 
     caller: Caller
     peers: Peers
     config: ApplianceConfig
     log: logging.Logger
     memory: MemoryClient
-    # The surface's token check, for commands that take a token in their body (health).
-    authenticate: Authenticate | None = None
+    accounts: Accounts
 
 
 Handler = Callable[[Context, Any], Awaitable[Any]]
@@ -48,16 +46,20 @@ AuditDetails = Callable[[Any, Any], dict[str, Any]]
 @dataclass(frozen=True)
 class HttpRoute:
     """Where REST serves a command: GET/DELETE read the query string, POST/PUT/PATCH a JSON body;
-    ``{name}`` segments of the path fill the request field of that name."""
+    ``{name}`` (or ``{name:regex}``) segments of the path fill the request field of that name."""
 
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str
     status: int = 200
     render: Literal["json", "prometheus"] = "json"
+    max_body_bytes: int | None = None  # default api.max_body_bytes
+    form: bool = False  # also take application/x-www-form-urlencoded (OAuth2 clients post forms)
+    # A multipart upload: (field that gets the file's text, field that gets its file name).
+    upload: tuple[str, str] | None = None
 
 
-def _no_details(_request: Any, response: Any) -> dict[str, Any]:
-    ident = getattr(response, "id", None)
+def _no_details(_request: Any, reply: Any) -> dict[str, Any]:
+    ident = getattr(reply, "id", None)
     return {"id": ident} if isinstance(ident, int | str) else {}
 
 
@@ -73,7 +75,9 @@ class Command(Generic[Req, Resp]):
     mutating: bool = False  # changes state: audited with who, from where, and the outcome
     http: tuple[HttpRoute, ...] = ()
     surfaces: frozenset[Surface] = ALL_SURFACES
-    # What the audit row records besides who/what/outcome; never secrets or whole texts.
+    # What the audit row records besides who/what/outcome: called with the request and the reply
+    # (None when the command failed); never secrets or whole texts. A "user_id" key names whom
+    # the row is about when that is not the caller (a login attempt names the user tried).
     audit: AuditDetails = field(default=_no_details)
     tags: tuple[str, ...] = ()
 

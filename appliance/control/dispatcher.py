@@ -16,8 +16,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 from appliance.config import ApplianceConfig
+from appliance.control.accounts import Accounts
 from appliance.control.caller import Caller, role_allows
-from appliance.control.command import Authenticate, Command, CommandTable, Context, Handler
+from appliance.control.command import Command, CommandTable, Context, Handler
 from appliance.control.errors import CommandError
 from appliance.control.memory_client import MemoryClient
 from appliance.ipc.errors import IpcError
@@ -29,14 +30,13 @@ Payload = Mapping[str, Any] | Message
 
 
 class Dispatcher:
-    def __init__(self, table: CommandTable, peers: Peers, config: ApplianceConfig, log: logging.Logger,
-                 *, authenticate: Authenticate | None = None) -> None:
+    def __init__(self, table: CommandTable, peers: Peers, config: ApplianceConfig, log: logging.Logger) -> None:
         self.table = table
         self.peers = peers
         self.config = config
         self.log = log
         self.memory = MemoryClient(peers.store, peers.engine, log)
-        self._authenticate = authenticate
+        self.accounts = Accounts(config, peers, log)
 
     def command(self, name: str, caller: Caller) -> Command[Any, Any]:
         found = self.table.get(name)
@@ -63,7 +63,7 @@ class Dispatcher:
             raise CommandError.of(exc, where=where) from None
 
     def _context(self, caller: Caller) -> Context:
-        return Context(caller, self.peers, self.config, self.log, self.memory, self._authenticate)
+        return Context(caller, self.peers, self.config, self.log, self.memory, self.accounts)
 
     async def call(self, name: str, payload: Payload, caller: Caller, *, where: str = "") -> Message:
         command = self.command(name, caller)
@@ -120,9 +120,10 @@ class Dispatcher:
         details: dict[str, Any] = {"via": caller.via, "ok": error is None}
         if error is not None:
             details["error"] = error.code
-        if reply is not None:
-            details.update(command.audit(request, reply))
-        entry = AuditIn(user_id=caller.subject[:128], action=command.name, ip_address=caller.ip, details=details)
+        details.update(command.audit(request, reply))
+        # A command may name who the row is about (a login names the user it tried, not "anonymous").
+        user_id = str(details.pop("user_id", caller.subject))
+        entry = AuditIn(user_id=user_id[:128], action=command.name, ip_address=caller.ip, details=details)
         try:
             await self.peers.store.call(STORE_AUDIT_APPEND, entry)
         except IpcError as exc:

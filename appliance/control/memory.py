@@ -156,12 +156,14 @@ async def backfill(ctx: Context, _: Empty) -> Backfilled:
     return Backfilled(embedded=count, stopped=stopped)
 
 
-def _remembered(request: RememberRequest, reply: Remembered) -> dict[str, Any]:
-    return {"id": reply.id, "kind": request.kind, "embedded": reply.embedded}
+def _remembered(request: RememberRequest, reply: Remembered | None) -> dict[str, Any]:
+    done = {"id": reply.id, "embedded": reply.embedded} if reply else {}
+    return {"kind": request.kind, **done}
 
 
-def _ingested(request: IngestRequest, reply: Ingested) -> dict[str, Any]:
-    return {"path": request.path[:256], "chunks": reply.chunks, "replaced": reply.replaced}
+def _ingested(request: IngestRequest, reply: Ingested | None) -> dict[str, Any]:
+    done = {"chunks": reply.chunks, "replaced": reply.replaced} if reply else {}
+    return {"path": request.path[:256], **done}
 
 
 def _by_id(request: MemoryId, _reply: Any) -> dict[str, Any]:
@@ -170,6 +172,18 @@ def _by_id(request: MemoryId, _reply: Any) -> dict[str, Any]:
 
 def _archived(_request: ArchiveRequest, reply: ArchiveProgress | None) -> dict[str, Any]:
     return {"archived": reply.done, "segments": reply.segments} if reply is not None else {}
+
+
+def _unarchived(request: RestoreRequest, reply: Restored | None) -> dict[str, Any]:
+    return {"ids": request.ids[:50], **({"restored": reply.restored} if reply else {})}
+
+
+def _backed_up(request: BackupRequest, reply: BackupDone | None) -> dict[str, Any]:
+    return {"path": request.path, **({"bytes": reply.bytes} if reply else {})}
+
+
+def _rotated(_request: Empty, reply: KeyRotated | None) -> dict[str, Any]:
+    return {"key_id": reply.key_id, "reencrypted": reply.reencrypted} if reply else {}
 
 
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -185,14 +199,15 @@ COMMANDS: tuple[Command[Any, Any], ...] = (
     command("memory.search", "Hybrid, vector or text search over long-term memory.", SearchRequest,
             RecallResponse, Permission.VIEWER, search, http=_route("GET", "/search")),
     command("memory.get", "One memory by id.", MemoryId, MemoryRecord, Permission.VIEWER, get,
-            http=_route("GET", "/{id}")),
+            http=_route("GET", "/{id:[0-9]+}")),
     command("memory.forget", "Erase a memory's content; a tombstone with its id, kind and time stays.", MemoryId,
-            Forgotten, Permission.ADMIN, forget, mutating=True, http=_route("DELETE", "/{id}"), audit=_by_id),
+            Forgotten, Permission.ADMIN, forget, mutating=True, http=_route("DELETE", "/{id:[0-9]+}"), audit=_by_id),
     command("memory.stats", "Counts, sizes and the index in use.", Empty, StoreStats, Permission.VIEWER, stats,
             http=_route("GET", "/stats")),
     command("memory.ingest", "Store a text document as chunks; re-ingesting its path replaces them.",
             IngestRequest, Ingested, Permission.OPERATOR, ingest, mutating=True,
-            http=_route("POST", "/documents", 201), audit=_ingested),
+            http=(HttpRoute("POST", "/api/v1/memory/documents", 201, upload=("text", "path"),
+                            max_body_bytes=MAX_DOCUMENT_CHARS + (64 << 10)),), audit=_ingested),
     command("memory.archive", "Move old unpinned memories into compressed archive segments (streams progress).",
             ArchiveRequest, ArchiveProgress, Permission.OPERATOR, archive, streaming=True, mutating=True,
             http=_route("POST", "/archive"), audit=_archived),
@@ -200,13 +215,13 @@ COMMANDS: tuple[Command[Any, Any], ...] = (
             Permission.VIEWER, find_archived, http=_route("GET", "/archive")),
     command("memory.unarchive", "Bring archived memories back (they come back pinned).", RestoreRequest, Restored,
             Permission.OPERATOR, unarchive, mutating=True, http=_route("POST", "/archive/restore"),
-            audit=lambda request, reply: {"ids": request.ids[:50], "restored": reply.restored}),
+            audit=_unarchived),
     command("memory.backfill", "Embed memories stored while the engine was down.", Empty, Backfilled,
             Permission.OPERATOR, backfill, surfaces=frozenset({"cli", "agent"})),
     command("memory.backup", "Online backup of the memory file to a path on the box.", BackupRequest, BackupDone,
             Permission.ADMIN, backup, mutating=True, surfaces=CONSOLE_ONLY,
-            audit=lambda request, reply: {"path": request.path, "bytes": reply.bytes}),
+            audit=_backed_up),
     command("memory.rotate_key", "Re-encrypt every sealed value under a new key.", Empty, KeyRotated,
             Permission.ADMIN, rotate_key, mutating=True, surfaces=CONSOLE_ONLY,
-            audit=lambda _request, reply: {"key_id": reply.key_id, "reencrypted": reply.reencrypted}),
+            audit=_rotated),
 )

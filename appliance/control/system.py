@@ -1,4 +1,4 @@
-"""System commands: health (public summary or full report) and the engine's metrics."""
+"""System commands: health (public summary or full report) and every service's metrics."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from pydantic import Field
 from appliance import __version__
 from appliance.control.caller import Permission
 from appliance.control.command import Command, Context, HttpRoute, command
-from appliance.control.errors import CommandError
 from appliance.ipc.errors import IpcError
-from appliance.protocol.common import HEALTH, Empty, Message, ServiceHealth, ServiceName, ServiceState
-from appliance.protocol.engine import ENGINE_METRICS, EngineMetrics
+from appliance.protocol.common import (
+    HEALTH,
+    SAMPLES,
+    Empty,
+    Message,
+    MetricFamily,
+    ServiceHealth,
+    ServiceName,
+    ServiceState,
+)
 from appliance.protocol.services import SERVICE_NAMES
 
 PEER_HEALTH_TIMEOUT_S = 2.0
@@ -64,53 +71,48 @@ async def health(ctx: Context, _: Empty) -> HealthSummary | HealthReport:
 
 async def health_report(ctx: Context, body: TokenInBody) -> HealthReport:
     """The reference design's form: the token in the body instead of the Authorization header."""
-    if ctx.authenticate is None:
-        raise CommandError("bad_request", "this surface takes no token in the request", field="token")
-    await ctx.authenticate(body.token)
+    ctx.accounts.caller(body.token, ctx.caller.via, ctx.caller.ip)  # refuses a bad token
     services = await all_health(ctx)
     return HealthReport(status=overall(services), version=__version__, services=services)
 
 
-async def metrics(ctx: Context, _: Empty) -> EngineMetrics:
-    try:
-        return await ctx.peers.engine.call(ENGINE_METRICS, timeout_s=3.0)
-    except IpcError as exc:
-        raise CommandError("unavailable", f"engine metrics: {exc}") from None
+class MetricsReport(Message):
+    up: dict[ServiceName, bool]
+    services: dict[ServiceName, list[MetricFamily]]
 
 
-HELP = {
-    "queue_depth": ("gauge", "generation requests waiting for a slot"),
-    "active_streams": ("gauge", "generation streams decoding now"),
-    "max_concurrency": ("gauge", "streams decoded together at most (resource.max_concurrency)"),
-    "kv_cells_used": ("gauge", "KV cache cells held by streams and the cached system prompt"),
-    "kv_cells_total": ("gauge", "KV cache cells of the loaded context"),
-    "prompt_tokens_per_s": ("gauge", "prompt tokens read per second over recent decode steps"),
-    "generation_tokens_per_s": ("gauge", "tokens generated per second over recent decode steps"),
-    "ttft_ms_p50": ("gauge", "median time to first token of recent requests, ms"),
-    "ttft_ms_p95": ("gauge", "95th percentile time to first token of recent requests, ms"),
-    "requests_total": ("counter", "generation requests accepted"),
-    "completed_total": ("counter", "generation requests finished"),
-    "cancelled_total": ("counter", "generation streams cancelled by their client"),
-    "rejected_busy_total": ("counter", "generation requests refused because the queue was full"),
-    "prefix_cache_hits_total": ("counter", "requests that reused the cached system prompt"),
-    "prompt_tokens_total": ("counter", "prompt tokens read"),
-    "generated_tokens_total": ("counter", "tokens generated"),
-    "embed_requests_total": ("counter", "embedding requests served"),
-    "embed_texts_total": ("counter", "texts embedded"),
-}
+async def metrics(ctx: Context, _: Empty) -> MetricsReport:
+    async def one(name: ServiceName) -> list[MetricFamily] | None:
+        try:
+            return (await ctx.peers.client(name).call(SAMPLES, timeout_s=3.0)).families
+        except IpcError:
+            return None
+
+    gathered = await asyncio.gather(*(one(n) for n in SERVICE_NAMES))
+    return MetricsReport(up={n: f is not None for n, f in zip(SERVICE_NAMES, gathered, strict=True)},
+                         services={n: f for n, f in zip(SERVICE_NAMES, gathered, strict=True) if f is not None})
 
 
-def prometheus(metrics: EngineMetrics) -> str:
-    """The engine's metrics in Prometheus text format (what REST serves for system.metrics)."""
-    lines = []
-    values = metrics.model_dump()
-    for field, (kind, text) in HELP.items():
-        name = f"appliance_engine_{field}"
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {values[field]}"]
-    labels = f'chat_model="{metrics.chat_model}",embedding_model="{metrics.embedding_model}"'
-    lines += ["# HELP appliance_engine_info the models the engine has loaded", "# TYPE appliance_engine_info gauge",
-              f"appliance_engine_info{{{labels}}} 1"]
+def prometheus(report: MetricsReport) -> str:
+    """Every service's metrics in Prometheus text format, each series labelled with its service."""
+    lines = ["# HELP appliance_up whether the service answered the api just now (1) or not (0)",
+             "# TYPE appliance_up gauge"]
+    lines += [f'appliance_up{{service="{name}"}} {int(up)}' for name, up in report.up.items()]
+    seen: set[str] = set()
+    for service, families in report.services.items():
+        for family in families:
+            if family.name not in seen:
+                seen.add(family.name)
+                lines += [f"# HELP {family.name} {family.help}", f"# TYPE {family.name} {family.kind}"]
+            for sample in family.samples:
+                labels = {"service": service, **sample.labels}
+                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+                lines.append(f"{family.name}{sample.suffix}{{{text}}} {sample.value:g}")
     return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
@@ -120,6 +122,6 @@ COMMANDS: tuple[Command[Any, Any], ...] = (
     command("system.health_report", "The full health report for the token in the body (the reference form).",
             TokenInBody, HealthReport, Permission.PUBLIC, health_report,
             http=(HttpRoute("POST", "/api/v1/health"),)),
-    command("system.metrics", "The engine's counters (Prometheus text over REST).", Empty, EngineMetrics,
+    command("system.metrics", "Every service's metrics (Prometheus text over REST).", Empty, MetricsReport,
             Permission.VIEWER, metrics, http=(HttpRoute("GET", "/api/v1/metrics", render="prometheus"),)),
 )

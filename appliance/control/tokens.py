@@ -1,28 +1,35 @@
-"""Signed access tokens (JWT): Ed25519 by default, HS256 when security.jwt_secret is set.
+"""Signed tokens (JWT): what they claim, how they are made, and how they are checked.
 
-The Ed25519 key is made on first use in <state_dir>/keys, owner-only, and written atomically
-so the api and the `appliance token create` command can never see half a key.
+Every token carries iss, aud, sub, role, typ, jti, iat, nbf and exp, and names its signing key
+in the header (kid). The accepted algorithm is the server's (EdDSA, or HS256 with
+security.jwt_secret), never read from the token. Types:
+
+- ``access``: a login's short-lived bearer token (security.access_ttl_s, 15 min);
+- ``refresh``: trades for a new access token once (its family is tracked in the store);
+- ``app``: a named device or app token made by an admin, revocable, with its own lifetime.
+
+Only access and app tokens authenticate a request; a refresh token sent as a bearer is refused.
+Whether a valid token was revoked is decided by its holder of revocations (control/accounts.py).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
-from appliance.config import ApplianceConfig
-from appliance.control.caller import Caller, Role, Surface
-from appliance.control.errors import CommandError
+from appliance.control.caller import Role
+from appliance.control.keys import HmacKey, SigningKeys
 
 ISSUER = "appliance"
 AUDIENCE = "appliance-api"
 MAX_TOKEN_CHARS = 8192
+RELOAD_AFTER_S = 5.0
+TokenType = Literal["access", "refresh", "app"]
 
 
 class TokenError(Exception):
@@ -32,85 +39,73 @@ class TokenError(Exception):
 class Claims(BaseModel):
     sub: str
     role: Role
+    typ: TokenType
+    jti: str
     iat: int
     exp: int
+    fam: str | None = None  # refresh tokens: the family (one login and its rotations)
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str
     jti: str
-
-
-def _give_to_owner_of(path: Path, state_dir: Path) -> None:
-    # root running `appliance token create` must not leave a key the service user cannot read.
-    if os.geteuid() == 0:
-        owner = state_dir.stat()
-        os.chown(path, owner.st_uid, owner.st_gid)
-
-
-def load_or_create_ed25519(state_dir: Path) -> Ed25519PrivateKey:
-    path = state_dir / "keys" / "jwt-ed25519.pem"
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _give_to_owner_of(path.parent, state_dir)
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _give_to_owner_of(tmp, state_dir)
-        try:
-            os.link(tmp, path)  # fails if another process won the race; then we use its key
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise TokenError(f"{path} does not hold an Ed25519 private key")
-    return key
+    kid: str
+    expires_at: int
 
 
 class TokenAuthority:
-    def __init__(self, signing_key: Ed25519PrivateKey | bytes,
-                 verify_key: Ed25519PublicKey | bytes, algorithm: str) -> None:
-        self._signing_key = signing_key
-        self._verify_key = verify_key
-        self.algorithm = algorithm
+    def __init__(self, keys: SigningKeys | HmacKey) -> None:
+        self.keys = keys
+        self._reloaded_at = 0.0
 
-    @classmethod
-    def from_config(cls, config: ApplianceConfig) -> TokenAuthority:
-        if config.security.jwt_secret is not None:
-            secret = config.security.jwt_secret.get_secret_value().encode()
-            return cls(secret, secret, "HS256")
-        key = load_or_create_ed25519(config.paths.state_dir)
-        return cls(key, key.public_key(), "EdDSA")
+    @property
+    def algorithm(self) -> str:
+        return self.keys.algorithm
 
-    def issue(self, subject: str, role: Role, ttl_s: int) -> str:
+    def issue(self, typ: TokenType, subject: str, role: Role, ttl_s: int, *, family: str | None = None) -> Issued:
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "role": role.value,
-                  "iat": now, "nbf": now, "exp": now + ttl_s, "jti": secrets.token_hex(16)}
-        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
+        jti = secrets.token_hex(16)
+        claims: dict[str, object] = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "role": role.value,
+                                     "typ": typ, "jti": jti, "iat": now, "nbf": now, "exp": now + ttl_s}
+        if family is not None:
+            claims["fam"] = family
+        kid, key = self.keys.signing_key()
+        token = jwt.encode(claims, key, algorithm=self.algorithm, headers={"kid": kid})
+        return Issued(token=token, jti=jti, kid=kid, expires_at=now + ttl_s)
 
-    def verify(self, token: str) -> Claims:
+    def _key_for(self, kid: str) -> object:
+        key = self.keys.verifying_key(kid)
+        if key is None and time.monotonic() - self._reloaded_at > RELOAD_AFTER_S:
+            self._reloaded_at = time.monotonic()  # a key rotated by another process: look again, rarely
+            self.keys.load()
+            key = self.keys.verifying_key(kid)
+        if key is None:
+            raise TokenError("token is signed with a key this box does not know (or no longer accepts)")
+        return key
+
+    def verify(self, token: str, *, accept: tuple[TokenType, ...] = ("access", "app")) -> Claims:
         if not token or len(token) > MAX_TOKEN_CHARS:
-            raise TokenError("token is empty or longer than 8192 characters")
+            raise TokenError(f"token is empty or longer than {MAX_TOKEN_CHARS} characters")
         try:
-            data = jwt.decode(token, self._verify_key, algorithms=[self.algorithm],
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise TokenError(f"token is not valid: {exc}") from None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise TokenError("token names no signing key (kid)")
+        try:
+            data = jwt.decode(token, self._key_for(kid), algorithms=[self.algorithm],  # type: ignore[arg-type]
                               audience=AUDIENCE, issuer=ISSUER,
-                              options={"require": ["exp", "iat", "sub", "aud", "iss"]})
+                              options={"require": ["exp", "iat", "sub", "aud", "iss", "jti", "typ"]})
         except jwt.ExpiredSignatureError:
             raise TokenError("token has expired") from None
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"token is not valid: {exc}") from None
         try:
-            return Claims.model_validate(data)
+            claims = Claims.model_validate(data)
         except ValidationError as exc:
             raise TokenError(f"token claims are not valid: {exc.errors()[0]['msg']}") from None
-
-    def caller(self, token: str, via: Surface, ip: str | None = None) -> Caller:
-        """The caller a bearer token stands for; an unacceptable token is ``unauthorized``."""
-        try:
-            claims = self.verify(token)
-        except TokenError as exc:
-            raise CommandError("unauthorized", str(exc)) from None
-        return Caller(claims.sub, claims.role, via, ip, claims.jti)
+        if claims.typ not in accept:
+            raise TokenError(f"a {claims.typ} token cannot be used here (this needs {' or '.join(accept)})")
+        return claims

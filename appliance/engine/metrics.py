@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
+
+from appliance.protocol.common import MetricFamily, MetricSample
+from appliance.protocol.engine import EngineMetrics
 
 WINDOW = 256
 
@@ -54,3 +58,36 @@ class EngineCounters:
     def ttft_ms(self) -> tuple[float, float]:
         values = list(self._ttft)
         return _percentile(values, 0.5), _percentile(values, 0.95)
+
+
+# The engine's metrics as Prometheus families: (kind, help) by EngineMetrics field.
+FIELDS: dict[str, tuple[Literal["counter", "gauge"], str]] = {
+    "queue_depth": ("gauge", "generation requests waiting for a slot"),
+    "active_streams": ("gauge", "generation streams decoding now"),
+    "max_concurrency": ("gauge", "streams decoded together at most (resource.max_concurrency)"),
+    "kv_cells_used": ("gauge", "KV cache cells held by streams and the cached system prompt"),
+    "kv_cells_total": ("gauge", "KV cache cells of the loaded context"),
+    "prompt_tokens_per_s": ("gauge", "prompt tokens read per second over recent decode steps"),
+    "generation_tokens_per_s": ("gauge", "tokens generated per second over recent decode steps"),
+    "ttft_ms_p50": ("gauge", "median time to first token of recent requests, ms"),
+    "ttft_ms_p95": ("gauge", "95th percentile time to first token of recent requests, ms"),
+    "requests_total": ("counter", "generation requests accepted"),
+    "completed_total": ("counter", "generation requests finished"),
+    "cancelled_total": ("counter", "generation streams cancelled by their client"),
+    "rejected_busy_total": ("counter", "generation requests refused because the queue was full"),
+    "prefix_cache_hits_total": ("counter", "requests that reused the cached system prompt"),
+    "prompt_tokens_total": ("counter", "prompt tokens read"),
+    "generated_tokens_total": ("counter", "tokens generated"),
+    "embed_requests_total": ("counter", "embedding requests served"),
+    "embed_texts_total": ("counter", "texts embedded"),
+}
+
+
+def families(metrics: EngineMetrics) -> list[MetricFamily]:
+    values = metrics.model_dump()
+    out = [MetricFamily(name=f"appliance_engine_{name}", kind=kind, help=text,
+                        samples=[MetricSample(value=values[name])]) for name, (kind, text) in FIELDS.items()]
+    out.append(MetricFamily(name="appliance_engine_info", kind="gauge", help="the models the engine has loaded",
+                            samples=[MetricSample(labels={"chat_model": metrics.chat_model,
+                                                          "embedding_model": metrics.embedding_model}, value=1)]))
+    return out

@@ -19,20 +19,22 @@ from appliance.config import ApplianceConfig
 from appliance.engine.chat import ChatEngine
 from appliance.engine.embedder import EmbeddingModel
 from appliance.engine.errors import EngineBusy, EngineError, RequestRefused
-from appliance.engine.metrics import EngineCounters
+from appliance.engine.metrics import EngineCounters, families
 from appliance.engine.plan import embedding_reserve, plan_for_config
-from appliance.engine.probe import probe
+from appliance.engine.probe import Hardware, probe
 from appliance.ipc.errors import BadRequest, Busy, IpcError, Unavailable
 from appliance.ipc.server import IpcServer
 from appliance.modelfiles.gguf_info import ModelFileError, ModelInfo, read_model_info
-from appliance.protocol.common import Empty, Engine, ServiceState
+from appliance.protocol.common import Empty, Engine, MetricFamily, ServiceState
 from appliance.protocol.engine import (
     ENGINE_EMBED,
     ENGINE_GENERATE,
     ENGINE_METRICS,
+    ENGINE_STATUS,
     EmbedRequest,
     EmbedResponse,
     EngineMetrics,
+    EngineStatus,
     GenerateChunk,
     GenerateRequest,
 )
@@ -64,14 +66,17 @@ class EngineService(Service[Engine]):
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
         self.counters = EngineCounters()
+        self.problems: list[str] = []
+        self.hardware: Hardware | None = None
 
     def register(self, ipc: IpcServer[Engine]) -> None:
         ipc.add_stream(ENGINE_GENERATE, self.generate)
         ipc.add(ENGINE_EMBED, self.embed)
-        ipc.add(ENGINE_METRICS, self.metrics)
+        ipc.add(ENGINE_METRICS, self.engine_metrics)
+        ipc.add(ENGINE_STATUS, self.status)
 
     async def start(self) -> None:
-        problems: list[str] = []
+        problems = self.problems
         async with extending_start_timeout():
             embed_info = await self._load_embedder(problems)
             await self._load_chat(problems, embedding_reserve(embed_info))
@@ -107,7 +112,7 @@ class EngineService(Service[Engine]):
         except ModelFileError as exc:
             problems.append(f"no chat model: {exc}")
             return
-        hardware = await asyncio.to_thread(probe)  # may run nvidia-smi
+        hardware = self.hardware = await asyncio.to_thread(probe)  # may run nvidia-smi
         plan = plan_for_config(self.config, hardware, info, other_ram_bytes=reserved,
                                gpu_available=llama_cpp.llama_supports_gpu_offload())
         for line in plan.why:
@@ -147,7 +152,18 @@ class EngineService(Service[Engine]):
         with engine_errors_as_ipc():
             return await self.embedder.embed(request.texts)
 
-    async def metrics(self, _: Empty) -> EngineMetrics:
+    async def status(self, _: Empty) -> EngineStatus:
+        return EngineStatus(
+            chat_model=self.config.chat_model_path.name if self.chat else "",
+            embedding_model=self.config.embedding_model_path.name if self.embedder else "",
+            plan=self.chat.plan.as_dict() if self.chat else None,
+            hardware=self.hardware.as_dict() if self.hardware else {},
+            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()), problems=list(self.problems))
+
+    async def collect_metrics(self) -> list[MetricFamily]:
+        return families(await self.engine_metrics(Empty()))
+
+    async def engine_metrics(self, _: Empty) -> EngineMetrics:
         c = self.counters
         prompt_rate, gen_rate = c.rates()
         p50, p95 = c.ttft_ms()

@@ -22,6 +22,13 @@ class NotFound(IpcError):
     status = 404
 
 
+class Conflict(IpcError):
+    """The request clashes with what exists: a name already taken, a state that forbids it."""
+
+    code = "conflict"
+    status = 409
+
+
 class TooLarge(IpcError):
     code = "too_large"
     status = 413
@@ -59,7 +66,7 @@ class IpcTimeout(IpcError):
 
 _BY_CODE: dict[str, type[IpcError]] = {
     cls.code: cls
-    for cls in (IpcError, BadRequest, NotFound, TooLarge, Unavailable, ServiceDown, IpcTimeout)
+    for cls in (IpcError, BadRequest, NotFound, Conflict, TooLarge, Unavailable, ServiceDown, IpcTimeout)
 }
 
 

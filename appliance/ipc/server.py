@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import socket
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Generic
@@ -27,6 +28,7 @@ from appliance.validation import describe_validation_error
 Handler = Callable[[Req], Awaitable[Resp]]
 StreamHandler = Callable[[Req], AsyncGenerator[Resp, None]]
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Observe = Callable[[str, float, int], None]  # method, seconds, HTTP status
 
 
 def error_body(error: IpcError) -> bytes:
@@ -45,11 +47,14 @@ def error_response(error: IpcError) -> web.Response:
 class IpcServer(Generic[S]):
     """The endpoints of service ``S``: only its own (and every-service ones like HEALTH) can be added."""
 
-    def __init__(self, service: S, max_frame_bytes: int, log: logging.Logger) -> None:
+    def __init__(self, service: S, max_frame_bytes: int, log: logging.Logger,
+                 observe: Observe | None = None) -> None:
         self.service = service
         self._log = log
         self._max_frame_bytes = max_frame_bytes
-        self._app = web.Application(client_max_size=max_frame_bytes, middlewares=[self._errors_as_json])
+        self._observe = observe
+        self._app = web.Application(client_max_size=max_frame_bytes,
+                                    middlewares=[self._timed, self._errors_as_json])
         self._runner: web.AppRunner | None = None
         self._socket_file: Path | None = None
 
@@ -111,6 +116,15 @@ class IpcServer(Generic[S]):
             return endpoint.request.model_validate_json(body or b"{}")
         except ValidationError as exc:
             raise BadRequest(f"{endpoint.method}: {describe_validation_error(exc)}") from None
+
+    @web.middleware
+    async def _timed(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
+        """Each request's duration and status, by method, to whoever keeps the metrics."""
+        started = time.perf_counter()
+        response = await handler(request)
+        if self._observe is not None:
+            self._observe(request.path.removeprefix("/v1/"), time.perf_counter() - started, response.status)
+        return response
 
     @web.middleware
     async def _errors_as_json(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:

@@ -36,6 +36,7 @@ class MqttService(Service[Mqtt]):
         super().__init__(config)
         self.pending: deque[MemoryIn] = deque(maxlen=MAX_PENDING)
         self.memory = MemoryClient(self.peer("store"), self.peer("engine"), self.log)
+        self.metrics.gauge("appliance_mqtt_pending", "events waiting for the store", lambda: len(self.pending))
         self.stored = self.rejected = 0
         self._broker_problem: str | None = "not connected yet"
         self._store_problem: str | None = None
@@ -107,6 +108,7 @@ class MqttService(Service[Mqtt]):
             event = parse_event(topic, raw, self.config.mqtt.max_payload_bytes)
         except EventRejected as exc:
             self.rejected += 1
+            self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="rejected")
             self.log.warning("rejected message on %.200r: %s", topic, exc, extra={"MQTT_TOPIC": topic[:200]})
             self._refresh_state()
             return
@@ -133,6 +135,7 @@ class MqttService(Service[Mqtt]):
                     self.rejected += 1
                 else:
                     self.stored += 1
+                    self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="stored")
                     self._store_problem = None
                 self.pending.popleft()
             self._refresh_state()

@@ -101,7 +101,28 @@ def _plain(what: str) -> AfterValidator:
 Tag = Annotated[str, _plain("tag")]
 ConversationId = Annotated[str, _plain("conversation")]
 
+MetricKind = Literal["counter", "gauge", "histogram"]
+
+
+class MetricSample(Message):
+    suffix: str = Field("", description="_bucket, _sum or _count for a histogram's series")
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float
+
+
+class MetricFamily(Message):
+    name: str
+    kind: MetricKind
+    help: str
+    samples: list[MetricSample]
+
+
+class MetricFamilies(Message):
+    families: list[MetricFamily]
+
+
 HEALTH: Endpoint[ServiceName, Empty, ServiceHealth] = Endpoint("*", "health", Empty, ServiceHealth)
+SAMPLES: Endpoint[ServiceName, Empty, MetricFamilies] = Endpoint("*", "samples", Empty, MetricFamilies)
 
 S = TypeVar("S", bound=ServiceName)
 

@@ -101,6 +101,18 @@ class EngineMetrics(Message):
     embed_texts_total: int = 0
 
 
+class EngineStatus(Message):
+    """What the engine loaded and why: the models, the tuner's plan with its reasons, the box it saw."""
+
+    chat_model: str = Field(description="the chat model file loaded, or empty")
+    embedding_model: str = ""
+    plan: dict[str, Any] | None = Field(None, description="the tuner's plan for the chat model (engine.plan)")
+    hardware: dict[str, Any] = Field(default_factory=dict, description="the probe of this box")
+    gpu_offload: bool = False
+    problems: list[str] = Field(default_factory=list)
+
+
 ENGINE_GENERATE = endpoint("engine", "generate", GenerateRequest, GenerateChunk, streaming=True)
 ENGINE_EMBED = endpoint("engine", "embed", EmbedRequest, EmbedResponse)
 ENGINE_METRICS = endpoint("engine", "metrics", Empty, EngineMetrics)
+ENGINE_STATUS = endpoint("engine", "status", Empty, EngineStatus)

@@ -209,6 +209,23 @@ class AuditRow(AuditIn):
     timestamp: float
 
 
+class AuditQuery(Message):
+    """Newest first. ``cursor`` is the ``next_cursor`` of the page before (the convention of every list)."""
+
+    since: float | None = Field(None, ge=0, le=1e11)
+    until: float | None = Field(None, ge=0, le=1e11)
+    user: str | None = Field(None, min_length=1, max_length=128, description="exact user id")
+    action: str | None = Field(None, min_length=1, max_length=128,
+                               description="an exact action, or a prefix ending in '.' (memory.)")
+    limit: int = Field(50, ge=1, le=500)
+    cursor: str | None = Field(None, pattern=r"^[0-9]{1,19}$")
+
+
+class AuditPage(Message):
+    items: list[AuditRow]
+    next_cursor: str | None = None
+
+
 class AuditVerdict(Message):
     ok: bool
     rows: int
@@ -287,6 +304,7 @@ STORE_RESTORE = endpoint("store", "archive/restore", RestoreRequest, Restored)
 STORE_STATS = endpoint("store", "stats", Empty, StoreStats)
 STORE_AUDIT_APPEND = endpoint("store", "audit/append", AuditIn, AuditRow)
 STORE_AUDIT_VERIFY = endpoint("store", "audit/verify", Empty, AuditVerdict)
+STORE_AUDIT_LIST = endpoint("store", "audit/list", AuditQuery, AuditPage)
 STORE_BACKUP = endpoint("store", "backup", BackupRequest, BackupDone)
 STORE_ROTATE_KEY = endpoint("store", "rotate-key", Empty, KeyRotated)
 STORE_UNEMBEDDED = endpoint("store", "vectors/missing", UnembeddedRequest, Unembedded)

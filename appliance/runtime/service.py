@@ -23,7 +23,18 @@ from appliance.ipc.client import IpcClient
 from appliance.ipc.peers import Peers
 from appliance.ipc.server import IpcServer
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
-from appliance.protocol.common import HEALTH, Empty, S, ServiceHealth, ServiceName, ServiceState
+from appliance.protocol.common import (
+    HEALTH,
+    SAMPLES,
+    Empty,
+    MetricFamilies,
+    MetricFamily,
+    S,
+    ServiceHealth,
+    ServiceName,
+    ServiceState,
+)
+from appliance.runtime.metrics import Metrics
 from appliance.runtime.notify import notify, ping_watchdog, watchdog_period_s
 
 STOP_BUDGET_S = 4.0  # of the 5 s a stop may take, what the service's own cleanup may use
@@ -38,7 +49,9 @@ class Service(ABC, Generic[S]):
     def __init__(self, config: ApplianceConfig) -> None:
         self.config = config
         self.log = logging.getLogger(f"appliance.{self.name}")
-        self.ipc: IpcServer[S] = IpcServer(cast(S, self.name), config.ipc.max_frame_bytes, self.log)
+        self.metrics = Metrics()
+        self.ipc: IpcServer[S] = IpcServer(cast(S, self.name), config.ipc.max_frame_bytes, self.log,
+                                           observe=self.metrics.observe_ipc)
         self._state = ServiceState.STARTING
         self._detail = "starting"
         self._started_at = time.monotonic()
@@ -48,6 +61,10 @@ class Service(ABC, Generic[S]):
 
     def register(self, ipc: IpcServer[S]) -> None:
         """Add this service's IPC endpoints (before the socket opens)."""
+
+    async def collect_metrics(self) -> list[MetricFamily]:
+        """This service's own metrics besides self.metrics (read when the api gathers them)."""
+        return []
 
     @abstractmethod
     async def start(self) -> None:
@@ -84,7 +101,11 @@ class Service(ABC, Generic[S]):
         async def health(_: Empty) -> ServiceHealth:
             return self.health()
 
+        async def samples(_: Empty) -> MetricFamilies:
+            return MetricFamilies(families=self.metrics.families() + await self.collect_metrics())
+
         self.ipc.add(HEALTH, health)
+        self.ipc.add(SAMPLES, samples)
         self.register(self.ipc)
         inherited = inherited_socket()
         sock = inherited or bind_unix_socket(self.config.socket_path(self.name))

@@ -18,8 +18,8 @@ from typing import Any
 
 import apsw
 
-from appliance.protocol.store import AuditIn, AuditRow, AuditVerdict
-from appliance.store.sql import fetch_one
+from appliance.protocol.store import AuditIn, AuditPage, AuditQuery, AuditRow, AuditVerdict
+from appliance.store.sql import fetch_all, fetch_one, time_range
 
 GENESIS = "0" * 64
 
@@ -54,6 +54,29 @@ class AuditLog:
                 (ident, entry.user_id, entry.action, now, entry.ip_address, json.dumps(entry.details), prev, digest))
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('audit_head', ?)", (f"{ident}:{digest}",))
         return AuditRow(id=ident, timestamp=now, **entry.model_dump())
+
+    def page(self, query: AuditQuery) -> AuditPage:
+        clauses, params = time_range("timestamp", query.since, query.until)
+        if query.user is not None:
+            clauses.append("user_id = ?")
+            params.append(query.user)
+        if query.action is not None:
+            if query.action.endswith("."):
+                clauses.append("substr(action, 1, ?) = ?")
+                params += [len(query.action), query.action]
+            else:
+                clauses.append("action = ?")
+                params.append(query.action)
+        if query.cursor is not None:
+            clauses.append("id < ?")
+            params.append(int(query.cursor))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = fetch_all(self.conn, f"SELECT id, user_id, action, timestamp, ip_address, details FROM audit {where} "  # noqa: S608
+                                    "ORDER BY id DESC LIMIT ?", (*params, query.limit + 1))
+        items = [AuditRow(id=i, user_id=u, action=a, timestamp=t, ip_address=ip, details=json.loads(d))
+                 for i, u, a, t, ip, d in rows[: query.limit]]
+        more = len(rows) > query.limit
+        return AuditPage(items=items, next_cursor=str(items[-1].id) if more else None)
 
     def verify(self) -> AuditVerdict:
         expected_id, prev = 1, GENESIS

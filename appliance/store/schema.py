@@ -112,7 +112,53 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+# Version 3: accounts. Users with scrypt password hashes and login lockout state; refresh
+# tokens by family (a reused one revokes its family); device/app tokens; and an append-only
+# feed of revocations the api follows, so a revoked token stops working within a second
+# whichever process revoked it.
+V3 = """
+CREATE TABLE users(
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+    password_hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    failed_logins INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL,
+    last_login_at REAL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE refresh_tokens(
+    jti TEXT PRIMARY KEY,
+    family TEXT NOT NULL,
+    username TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL,
+    revoked_at REAL
+) WITHOUT ROWID;
+CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+CREATE TABLE app_tokens(
+    jti TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+    kid TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    revoked_at REAL
+) WITHOUT ROWID;
+CREATE TABLE revocations(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('token', 'user-disabled', 'user-enabled')),
+    value TEXT NOT NULL,
+    expires_at REAL,
+    at REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -19,12 +19,34 @@ import apsw
 
 from appliance.config import ApplianceConfig
 from appliance.ipc.errors import BadRequest, NotFound, Unavailable
+from appliance.ipc.errors import Conflict as IpcConflict
 from appliance.ipc.server import IpcServer
-from appliance.protocol.common import Empty, ServiceState, Store
+from appliance.protocol.accounts import (
+    ACCOUNTS_KEY_EXPIRY,
+    ACCOUNTS_LOGIN_RESULT,
+    ACCOUNTS_REFRESH_ISSUE,
+    ACCOUNTS_REFRESH_REVOKE,
+    ACCOUNTS_REFRESH_USE,
+    ACCOUNTS_REVOCATIONS,
+    ACCOUNTS_REVOKE,
+    ACCOUNTS_TOKEN_CREATE,
+    ACCOUNTS_TOKEN_REVOKE,
+    ACCOUNTS_TOKENS,
+    ACCOUNTS_USER_CREATE,
+    ACCOUNTS_USER_GET,
+    ACCOUNTS_USER_UPDATE,
+    ACCOUNTS_USERS,
+    AppTokens,
+    Changed,
+    LatestExpiry,
+    Users,
+)
+from appliance.protocol.common import Empty, MetricFamily, MetricSample, ServiceState, Store
 from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
     STORE_AUDIT_APPEND,
+    STORE_AUDIT_LIST,
     STORE_AUDIT_VERIFY,
     STORE_BACKUP,
     STORE_FORGET,
@@ -73,7 +95,7 @@ from appliance.protocol.store import (
 from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 from appliance.store.db import MemoryDB
-from appliance.store.errors import StoreError
+from appliance.store.errors import Conflict, Missing, StoreError
 
 T = TypeVar("T")
 PURGE_INTERVAL_S = 60.0
@@ -109,6 +131,29 @@ class StoreService(Service[Store]):
         ipc.add(STORE_ROTATE_KEY, self.rotate_key)
         ipc.add(STORE_UNEMBEDDED, self.unembedded)
         ipc.add(STORE_SET_VECTORS, self.set_vectors)
+        ipc.add(STORE_AUDIT_LIST, lambda query: self._on_db(lambda db: db.audit.page(query)))
+        self._register_accounts(ipc)
+
+    def _register_accounts(self, ipc: IpcServer[Store]) -> None:
+        """Accounts (appliance/store/accounts.py): each endpoint one call on the SQLite thread."""
+        ipc.add(ACCOUNTS_USER_GET, lambda r: self._on_db(lambda db: db.accounts.user(r.username)))
+        ipc.add(ACCOUNTS_USERS, lambda _: self._on_db(lambda db: Users(users=db.accounts.users())))
+        ipc.add(ACCOUNTS_USER_CREATE, lambda r: self._on_db(lambda db: db.accounts.create_user(r)))
+        ipc.add(ACCOUNTS_USER_UPDATE, lambda r: self._on_db(lambda db: db.accounts.update_user(r)))
+        ipc.add(ACCOUNTS_LOGIN_RESULT, lambda r: self._on_db(lambda db: db.accounts.record_login(r.username, r.ok)))
+        ipc.add(ACCOUNTS_REFRESH_ISSUE, lambda r: self._on_db(
+            lambda db: Changed(changed=db.accounts.issue_refresh(r))))
+        ipc.add(ACCOUNTS_REFRESH_USE, lambda r: self._on_db(lambda db: db.accounts.use_refresh(r.jti)))
+        ipc.add(ACCOUNTS_REFRESH_REVOKE, lambda r: self._on_db(
+            lambda db: Changed(changed=db.accounts.revoke_family(r.family))))
+        ipc.add(ACCOUNTS_TOKEN_CREATE, lambda r: self._on_db(lambda db: db.accounts.create_token(r)))
+        ipc.add(ACCOUNTS_TOKENS, lambda _: self._on_db(lambda db: AppTokens(tokens=db.accounts.tokens())))
+        ipc.add(ACCOUNTS_TOKEN_REVOKE, lambda r: self._on_db(lambda db: db.accounts.revoke_token(r.jti)))
+        ipc.add(ACCOUNTS_KEY_EXPIRY, lambda r: self._on_db(
+            lambda db: LatestExpiry(expires_at=db.accounts.latest_expiry(r.kid))))
+        ipc.add(ACCOUNTS_REVOKE, lambda r: self._on_db(
+            lambda db: Changed(changed=db.accounts.add_revocation(r.jti, r.expires_at))))
+        ipc.add(ACCOUNTS_REVOCATIONS, lambda r: self._on_db(lambda db: db.accounts.revocations(r.after)))
 
     async def _on_db(self, work: Callable[[MemoryDB], T]) -> T:
         db = self.db
@@ -116,6 +161,10 @@ class StoreService(Service[Store]):
             raise Unavailable("the memory database is not open")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._sqlite, work, db)
+        except Missing as exc:
+            raise NotFound(str(exc)) from None
+        except Conflict as exc:
+            raise IpcConflict(str(exc)) from None
         except StoreError as exc:
             raise BadRequest(str(exc)) from None
 
@@ -140,7 +189,8 @@ class StoreService(Service[Store]):
             # cache, longer from a cold eMMC, so ask systemd for time while it runs.
             async with extending_start_timeout():
                 self.db = await loop.run_in_executor(
-                    self._sqlite, MemoryDB, path, self.config.memory, self.config.memory_key_path)
+                    self._sqlite, MemoryDB, path, self.config.memory, self.config.memory_key_path,
+                    self.config.security)
         except (StoreError, apsw.Error, OSError) as exc:
             # Stay up and say why: a restart loop would not fix a wrong file, a bad key or a full disk.
             self.set_state(ServiceState.DEGRADED, f"cannot open {path}: {exc}")
@@ -148,6 +198,18 @@ class StoreService(Service[Store]):
         stats = await self._on_db(MemoryDB.stats)
         self._purger = asyncio.create_task(self._purge_forgotten(), name="purge-forgotten")
         self.set_state(ServiceState.READY, f"{stats.memories} memories, {stats.archived} archived; {stats.index}")
+
+    async def collect_metrics(self) -> list[MetricFamily]:
+        if self.db is None:
+            return []
+        stats = await self._on_db(MemoryDB.stats)
+        counts = {"memories": "memories (not archived, not forgotten)", "vectors": "memories with a vector",
+                  "archived": "memories in archive segments", "forgotten": "forgotten memories (tombstones)",
+                  "ring_entries": "short-term ring entries", "audit_rows": "audit log rows",
+                  "file_bytes": "size of the memory file", "wal_bytes": "size of its write-ahead log"}
+        values = stats.model_dump()
+        return [MetricFamily(name=f"appliance_store_{name}", kind="gauge", help=text,
+                             samples=[MetricSample(value=values[name])]) for name, text in counts.items()]
 
     async def _purge_forgotten(self) -> None:
         while True:

@@ -19,8 +19,9 @@ from pydantic import SecretStr
 
 from appliance.api.app import build_app
 from appliance.config import ApplianceConfig
-from appliance.control.caller import Caller, Role
+from appliance.control.caller import Role
 from appliance.control.dispatcher import Dispatcher
+from appliance.control.keys import SigningKeys
 from appliance.control.table import default_table
 from appliance.control.tokens import TokenAuthority
 from appliance.ipc.peers import Peers
@@ -28,20 +29,26 @@ from appliance.protocol.services import SERVICE_NAMES
 
 
 @pytest.fixture
-def authority(config: ApplianceConfig) -> TokenAuthority:
-    return TokenAuthority.from_config(config)
+async def dispatcher(config: ApplianceConfig) -> AsyncIterator[Dispatcher]:
+    peers = Peers(config, timeout_s=2.0)
+    yield Dispatcher(default_table(), peers, config, logging.getLogger("test"))
+    await peers.close()
 
 
 @pytest.fixture
-async def client(config: ApplianceConfig, authority: TokenAuthority) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    async def authenticate(token: str) -> Caller:
-        return authority.caller(token, "rest")
+def authority(dispatcher: Dispatcher) -> TokenAuthority:
+    return dispatcher.accounts.authority
 
-    peers = Peers(config, timeout_s=2.0)
-    dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"), authenticate=authenticate)
-    async with TestClient(TestServer(build_app(dispatcher, authority, max_body_bytes=4096))) as c:
+
+@pytest.fixture
+async def client(config: ApplianceConfig, dispatcher: Dispatcher) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
+    api = config.api.model_copy(update={"max_body_bytes": 4096})
+    async with TestClient(TestServer(build_app(dispatcher, api))) as c:
         yield c
-    await peers.close()
+
+
+def issue(authority: TokenAuthority, role: Role, ttl: int = 60) -> str:
+    return authority.issue("access", "admin", role, ttl).token
 
 
 async def test_public_get_health_is_a_summary(client: TestClient) -> None:  # type: ignore[type-arg]
@@ -51,7 +58,7 @@ async def test_public_get_health_is_a_summary(client: TestClient) -> None:  # ty
 
 
 async def test_post_health_with_token_lists_all_five(client: TestClient, authority: TokenAuthority) -> None:  # type: ignore[type-arg]
-    token = authority.issue("admin", Role.ADMIN, 60)
+    token = issue(authority, Role.ADMIN)
     reply = await client.post("/api/v1/health", json={"token": token})
     assert reply.status == 200
     body = await reply.json()
@@ -63,15 +70,17 @@ async def test_post_health_with_token_lists_all_five(client: TestClient, authori
 
 def foreign_tokens(authority: TokenAuthority) -> list[str]:
     now = int(time.time())
-    claims = {"iss": "appliance", "aud": "appliance-api", "sub": "x", "role": "admin",
+    claims = {"iss": "appliance", "aud": "appliance-api", "sub": "x", "role": "admin", "typ": "access",
               "iat": now, "exp": now + 60, "jti": "1"}
+    kid, key = authority.keys.signing_key()
+    ours = {"kid": kid}
     return [
-        jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA"),  # someone else's key
-        jwt.encode(claims, None, algorithm="none"),  # alg=none
-        jwt.encode(claims, "k" * 40, algorithm="HS256"),  # algorithm confusion
-        jwt.encode({**claims, "exp": now - 10}, authority._signing_key, algorithm="EdDSA"),  # type: ignore[arg-type]
-        jwt.encode({**claims, "aud": "other"}, authority._signing_key, algorithm="EdDSA"),  # type: ignore[arg-type]
-        jwt.encode({**claims, "role": "god"}, authority._signing_key, algorithm="EdDSA"),  # type: ignore[arg-type]
+        jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA", headers=ours),  # someone else's key
+        jwt.encode(claims, None, algorithm="none", headers=ours),  # alg=none
+        jwt.encode(claims, "k" * 40, algorithm="HS256", headers=ours),  # algorithm confusion
+        jwt.encode({**claims, "exp": now - 10}, key, algorithm="EdDSA", headers=ours),  # type: ignore[arg-type]
+        jwt.encode({**claims, "aud": "other"}, key, algorithm="EdDSA", headers=ours),  # type: ignore[arg-type]
+        jwt.encode({**claims, "role": "god"}, key, algorithm="EdDSA", headers=ours),  # type: ignore[arg-type]
         "not.a.token", "x" * 9000,
     ]
 
@@ -106,13 +115,13 @@ async def test_other_routes_need_a_token(client: TestClient, authority: TokenAut
     reply = await client.get("/api/v1/memory/search?q=x")
     assert reply.status == 401
     assert reply.headers["WWW-Authenticate"] == "Bearer"
-    token = authority.issue("admin", Role.VIEWER, 60)
+    token = issue(authority, Role.VIEWER)
     reply = await client.get("/api/v1/nothing", headers={"Authorization": f"Bearer {token}"})
     assert reply.status == 404 and (await reply.json())["error"]["code"] == "not_found"
 
 
 async def test_tokens_never_travel_in_the_url(client: TestClient, authority: TokenAuthority) -> None:  # type: ignore[type-arg]
-    token = authority.issue("admin", Role.ADMIN, 60)
+    token = issue(authority, Role.ADMIN)
     reply = await client.get(f"/api/v1/memory/search?q=x&token={token}",
                              headers={"Authorization": f"Bearer {token}"})
     assert reply.status == 400 and "never go in the URL" in (await reply.json())["error"]["message"]
@@ -121,22 +130,24 @@ async def test_tokens_never_travel_in_the_url(client: TestClient, authority: Tok
 async def test_admin_page_is_served(client: TestClient) -> None:  # type: ignore[type-arg]
     reply = await client.get("/")
     assert reply.status == 200 and "Appliance" in await reply.text()
-    assert reply.headers["Content-Security-Policy"] == "default-src 'self'"
+    assert reply.headers["Content-Security-Policy"].startswith("default-src 'self'")
 
 
 def test_hs256_when_a_secret_is_configured(config: ApplianceConfig) -> None:
     secret = config.model_copy(update={"security": config.security.model_copy(
         update={"jwt_secret": SecretStr("s" * 40)})})
-    authority = TokenAuthority.from_config(secret)
-    token = authority.issue("ops", Role.OPERATOR, 60)
+    authority = TokenAuthority(SigningKeys.for_config(secret))
+    token = authority.issue("access", "ops", Role.OPERATOR, 60).token
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     assert authority.verify(token).role is Role.OPERATOR
 
 
 def test_key_is_made_once_and_owner_only(config: ApplianceConfig) -> None:
-    first = TokenAuthority.from_config(config)
-    second = TokenAuthority.from_config(config)
-    token = first.issue("a", Role.ADMIN, 60)
+    first = TokenAuthority(SigningKeys.for_config(config))
+    second = TokenAuthority(SigningKeys.for_config(config))
+    token = first.issue("access", "a", Role.ADMIN, 60).token
     assert second.verify(token).sub == "a"
-    key = Path(config.paths.state_dir) / "keys" / "jwt-ed25519.pem"
-    assert key.stat().st_mode & 0o777 == 0o600
+    folder = Path(config.paths.state_dir) / "keys" / "jwt"
+    kid = (folder / "current").read_text()
+    assert jwt.get_unverified_header(token)["kid"] == kid
+    assert (folder / f"{kid}.pem").stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o777 == 0o700

@@ -2,50 +2,37 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from appliance.api.app import build_app
 from appliance.config import ApplianceConfig
-from appliance.control.caller import Caller, Role
+from appliance.control.caller import Role
 from appliance.control.dispatcher import Dispatcher
-from appliance.control.table import default_table
-from appliance.control.tokens import TokenAuthority
 from appliance.ipc.peers import Peers
 from appliance.protocol.engine import ENGINE_GENERATE, GenerateRequest
 from appliance.protocol.store import STORE_AUDIT_VERIFY
+from tests.helpers import api_client, bearer
 
 pytestmark = pytest.mark.slow
-Api = tuple[TestClient, TokenAuthority, Peers, tuple[str, ...]]  # type: ignore[type-arg]
+Api = tuple[TestClient, Dispatcher, Peers, tuple[str, ...]]  # type: ignore[type-arg]
 
 
 @pytest.fixture
 async def api(config: ApplianceConfig, services: Callable[..., Awaitable[Peers]],
               request: pytest.FixtureRequest) -> AsyncIterator[Api]:
     peers = await services(*request.param)
-    authority = TokenAuthority.from_config(config)
-
-    async def authenticate(token: str) -> Caller:
-        return authority.caller(token, "rest")
-
-    dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"), authenticate=authenticate)
-    async with TestClient(TestServer(build_app(dispatcher, authority, max_body_bytes=128 * 1024))) as client:
-        yield client, authority, peers, request.param
-
-
-def bearer(authority: TokenAuthority, role: Role) -> dict[str, str]:
-    return {"Authorization": f"Bearer {authority.issue('alice', role, 600)}"}
+    async with api_client(config, peers, max_body_bytes=128 * 1024) as (client, dispatcher):
+        yield client, dispatcher, peers, request.param
 
 
 @pytest.mark.parametrize("api", [("store", "engine"), ("store",)], indirect=True, ids=["with-engine", "store-only"])
 async def test_post_then_search(api: Api) -> None:
-    client, authority, peers, running = api
+    client, dispatcher, peers, running = api
     with_engine = "engine" in running
-    writer = bearer(authority, Role.OPERATOR)
+    writer = bearer(dispatcher, Role.OPERATOR)
     reply = await client.post("/api/v1/memory", headers=writer,
                               json={"text": "the loading dock door sticks in cold weather", "kind": "fact",
                                     "tags": ["dock"]})
@@ -53,22 +40,22 @@ async def test_post_then_search(api: Api) -> None:
     body = await reply.json()
     assert body["embedded"] is with_engine
     found = await client.get("/api/v1/memory/search", params={"q": "dock door", "k": "3"},
-                             headers=bearer(authority, Role.VIEWER))
+                             headers=bearer(dispatcher, Role.VIEWER))
     assert found.status == 200, await found.text()
     result = await found.json()
     assert result["hits"][0]["record"]["id"] == body["id"]
     assert result["hits"][0]["record"]["source"] == "user:alice"
     assert result["mode"] == ("hybrid" if with_engine else "text")
     assert (result["fallback"] is None) is with_engine
-    got = await client.get(f"/api/v1/memory/{body['id']}", headers=bearer(authority, Role.VIEWER))
+    got = await client.get(f"/api/v1/memory/{body['id']}", headers=bearer(dispatcher, Role.VIEWER))
     assert (await got.json())["text"].startswith("the loading dock")
     assert (await peers.store.call(STORE_AUDIT_VERIFY)).rows == 1
 
 
 @pytest.mark.parametrize("api", [("store",)], indirect=True)
 async def test_memory_routes_refuse_bad_requests(api: Api) -> None:
-    client, authority, _, _ = api
-    writer, viewer = bearer(authority, Role.OPERATOR), bearer(authority, Role.VIEWER)
+    client, dispatcher, _, _ = api
+    writer, viewer = bearer(dispatcher, Role.OPERATOR), bearer(dispatcher, Role.VIEWER)
     assert (await client.post("/api/v1/memory", json={"text": "x"})).status == 401
     forbidden = await client.post("/api/v1/memory", headers=viewer, json={"text": "x"})
     assert forbidden.status == 403
@@ -104,33 +91,39 @@ async def test_memory_routes_refuse_bad_requests(api: Api) -> None:
     assert missing.status == 404 and (await missing.json())["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("api", [("engine",)], indirect=True)
-async def test_metrics_in_prometheus_text(api: Api) -> None:
-    client, authority, peers, _ = api
+@pytest.mark.parametrize("api", [("store", "engine")], indirect=True)
+async def test_metrics_of_every_service_in_prometheus_text(api: Api) -> None:
+    client, dispatcher, peers, _ = api
     async for _ in peers.engine.stream(ENGINE_GENERATE, GenerateRequest(prompt="hi", max_tokens=5, ignore_eos=True)):
         pass
-    response = await client.get("/api/v1/metrics", headers=bearer(authority, Role.VIEWER))
+    await client.get("/api/v1/memory/stats", headers=bearer(dispatcher, Role.VIEWER))
+    response = await client.get("/api/v1/metrics", headers=bearer(dispatcher, Role.VIEWER))
     assert response.status == 200 and response.content_type == "text/plain"
     text = await response.text()
     assert "# TYPE appliance_engine_generated_tokens_total counter" in text
-    assert "appliance_engine_generated_tokens_total 5" in text and "appliance_engine_requests_total 1" in text
-    assert "appliance_engine_kv_cells_total 512" in text and 'chat_model="' in text
+    assert 'appliance_engine_generated_tokens_total{service="engine"} 5' in text
+    assert 'appliance_engine_kv_cells_total{service="engine"} 512' in text and 'chat_model="' in text
+    assert 'appliance_up{service="store"} 1' in text and 'appliance_up{service="mqtt"} 0' in text
+    assert 'appliance_store_memories{service="store"} 0' in text
+    assert 'appliance_ipc_request_seconds_bucket{service="store",method="stats",le="+Inf"}' in text
     assert (await client.get("/api/v1/metrics")).status == 401
 
 
 @pytest.mark.parametrize("api", [()], indirect=True)
-async def test_metrics_without_an_engine_is_503(api: Api) -> None:
-    client, authority, _, _ = api
-    response = await client.get("/api/v1/metrics", headers=bearer(authority, Role.VIEWER))
-    assert response.status == 503 and "engine is down" in (await response.json())["error"]["message"]
+async def test_metrics_with_everything_down_say_so(api: Api) -> None:
+    client, dispatcher, _, _ = api
+    response = await client.get("/api/v1/metrics", headers=bearer(dispatcher, Role.VIEWER))
+    assert response.status == 200
+    text = await response.text()
+    assert all(f'appliance_up{{service="{name}"}} 0' in text for name in ("store", "engine", "mqtt", "agent", "api"))
 
 
 @pytest.mark.parametrize("api", [("store", "engine")], indirect=True)
 async def test_chat_streams_ndjson_with_citations(api: Api) -> None:
-    client, authority, _, _ = api
-    writer = bearer(authority, Role.OPERATOR)
+    client, dispatcher, _, _ = api
+    writer = bearer(dispatcher, Role.OPERATOR)
     await client.post("/api/v1/memory", headers=writer, json={"text": "pump P-3 was serviced on Monday"})
-    reply = await client.post("/api/v1/chat", headers=bearer(authority, Role.VIEWER),
+    reply = await client.post("/api/v1/chat", headers=bearer(dispatcher, Role.VIEWER),
                               json={"message": "when was pump P-3 serviced?", "max_tokens": 8})
     assert reply.status == 200 and reply.content_type == "application/x-ndjson"
     import json

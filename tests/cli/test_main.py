@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import jwt
 import pytest
 
+from appliance.config import ApplianceConfig
+from appliance.control.caller import Role
+from appliance.control.keys import SigningKeys
+from appliance.control.tokens import TokenAuthority
+from appliance.ipc.peers import Peers
 from tests.helpers import write_config
 
 
@@ -52,21 +58,26 @@ def test_config_show_redacts(tmp_path: Path) -> None:
     assert f"chat_model: {tmp_path}/models/chat.gguf" in result.stdout
 
 
-def test_token_create_prints_a_verifiable_token_last(config_file: Path) -> None:
-    result = appliance("--config", str(config_file), "token", "create", "--role", "operator")
+@pytest.mark.slow
+async def test_token_create_prints_a_verifiable_token_last(config_file: Path, config: ApplianceConfig,
+                                                         services: Callable[..., Awaitable[Peers]]) -> None:
+    await services("store")
+    result = appliance("--config", str(config_file), "token", "create", "--role", "operator", "--name", "door panel")
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip().splitlines()[-1]
-    claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims["role"] == "operator"
+    claims = TokenAuthority(SigningKeys.for_config(config)).verify(token)
+    assert (claims.role, claims.typ, claims.sub) == (Role.OPERATOR, "app", "token:door panel")
     assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
-    key = config_file.parent / "state/keys/jwt-ed25519.pem"
-    assert key.stat().st_mode & 0o777 == 0o600
+    listed = json.loads(appliance("--config", str(config_file), "token", "list").stdout)
+    assert [(t["name"], t["jti"]) for t in listed["tokens"]] == [("door panel", claims.jti)]
+    revoked = appliance("--config", str(config_file), "token", "revoke", claims.jti)
+    assert json.loads(revoked.stdout)["revoked_at"] is not None
 
 
 @pytest.mark.parametrize("args", [
     ["--role", "root"],
-    ["--role", "admin", "--subject", "x; rm -rf /"],
-    ["--role", "admin", "--subject", "a" * 500],
+    ["--role", "admin", "--name", "x; rm -rf /"],
+    ["--role", "admin", "--name", "a" * 500],
     ["--role", "admin", "--ttl", "5"],
     ["--role", "admin", "--ttl", "999999999"],
     ["--role", "admin", "--ttl", "soon"],

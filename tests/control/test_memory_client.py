@@ -7,22 +7,17 @@ message everywhere; hybrid search falls back to text and says so; remember store
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from appliance.api.app import build_app
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Role
-from appliance.control.dispatcher import Dispatcher
-from appliance.control.table import default_table
-from appliance.control.tokens import TokenAuthority
 from appliance.ipc.peers import Peers
+from tests.helpers import api_client, bearer
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +30,8 @@ def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_cli_and_rest_answer_alike_with_the_engine_down(
         config_file: Path, config: ApplianceConfig, services: Callable[..., Awaitable[Peers]]) -> None:
     peers = await services("store")
-    authority = TokenAuthority.from_config(config)
-    dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"))
-    headers = {"Authorization": f"Bearer {authority.issue('alice', Role.OPERATOR, 600)}"}
-    async with TestClient(TestServer(build_app(dispatcher, authority))) as client:
+    async with api_client(config, peers) as (client, dispatcher):
+        headers = bearer(dispatcher, Role.OPERATOR)
         stored = await client.post("/api/v1/memory", headers=headers, json={"text": "valve V-7 leaks"})
         assert (await stored.json())["embedded"] is False
         remembered = cli(config_file, "memory", "remember", "valve V-9 was replaced")

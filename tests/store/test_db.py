@@ -8,6 +8,7 @@ import apsw
 
 from appliance.protocol.store import MemoryIn, RingEntryIn
 from appliance.store.db import MemoryDB
+from appliance.store.schema import SCHEMA_VERSION
 from tests.store.conftest import open_db
 
 
@@ -22,7 +23,7 @@ def test_stats_count_every_tier(db: MemoryDB) -> None:
     db.longterm.remember(MemoryIn(text="a"))
     db.ring.append(RingEntryIn(conversation="c", text="b"))
     stats = db.stats()
-    assert (stats.memories, stats.vectors, stats.ring_entries, stats.schema_version) == (1, 0, 1, 2)
+    assert (stats.memories, stats.vectors, stats.ring_entries, stats.schema_version) == (1, 0, 1, SCHEMA_VERSION)
     assert stats.file_bytes > 0
 
 

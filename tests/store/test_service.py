@@ -42,6 +42,7 @@ from appliance.protocol.store import (
     RingRead,
 )
 from appliance.store.offline import OfflineError, restore_backup
+from appliance.store.schema import SCHEMA_VERSION
 from tests.helpers import serve, vec, wait_ready, write_config
 
 pytestmark = pytest.mark.slow
@@ -123,7 +124,7 @@ async def test_backup_while_writing_then_restore(store: IpcClient, store_config:
     store_process.terminate()
     store_process.wait(10)
     summary = await asyncio.to_thread(restore_backup, config, target)
-    assert "schema 2" in summary
+    assert f"schema {SCHEMA_VERSION}" in summary
     restarted = serve(store_config, "store")
     try:
         await store.close()
