@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bootstrap-run bootstrap-test check-fresh
+.PHONY: run test lint venv clean bench bench-memory bench-engine bench-api bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -54,3 +54,8 @@ bench-memory: venv
 # The first run builds llama-server from llama-cpp-python's vendored llama.cpp (minutes).
 bench-engine: venv
 	$(PY) bench/engine.py
+
+# The control plane under 200 connections (wrk) next to a bare aiohttp handler, and login throughput.
+bench-api: venv
+	@scripts/bootstrap.sh bench
+	$(PY) bench/api.py

@@ -216,6 +216,13 @@ class ApiConfig(_Section):
     def loopback_only(self) -> bool:
         return self.host in LOOPBACK_HOSTS
 
+    @property
+    def tls_mode(self) -> Literal["self-signed", "files", "off"]:
+        """What tls.mode auto means here: the files if set, plain HTTP on loopback, else self-signed."""
+        if self.tls.mode != "auto":
+            return self.tls.mode
+        return "files" if self.tls.cert_file else ("off" if self.loopback_only else "self-signed")
+
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:

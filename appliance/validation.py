@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+SECRET_WORDS = ("password", "secret", "token")
+
+
+def _secret(loc: tuple[int | str, ...]) -> bool:
+    """A field whose value must never be repeated back (an error message may end up in a log)."""
+    return any(word in str(part).lower() for part in loc for word in SECRET_WORDS)
+
 
 def describe_validation_error(error: ValidationError) -> str:
     """``key.path: what is wrong (got value)`` for the first problem, and how many more."""
@@ -18,7 +25,7 @@ def describe_validation_error(error: ValidationError) -> str:
         message = message.removeprefix("Value error, ")
         more = len(problems) - 1
         return message + (f" [and {more} more]" if more else "")
-    elif first["type"] not in ("missing", "json_invalid") and "input" in first:
+    elif first["type"] not in ("missing", "json_invalid") and "input" in first and not _secret(first["loc"]):
         shown = repr(first["input"])
         message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
     more = len(problems) - 1

@@ -4,6 +4,7 @@
 #   scripts/bootstrap.sh run     the [run] packages of scripts/debian-packages.txt
 #   scripts/bootstrap.sh test    the [run] and [test] packages
 #   scripts/bootstrap.sh check   those and [check] (`make check-fresh`)
+#   scripts/bootstrap.sh bench   [run] and [bench] (`make bench-*`)
 #
 # Each package is checked with dpkg-query; when none is missing this takes a few milliseconds
 # and never touches apt. Missing ones are installed with apt-get, as root directly or through
@@ -18,7 +19,8 @@ case $what in
   run) sections=" run " ;;
   test) sections=" run test " ;;
   check) sections=" run test check " ;;
-  *) echo "usage: $0 run|test|check" >&2; exit 2 ;;
+  bench) sections=" run bench " ;;
+  *) echo "usage: $0 run|test|check|bench" >&2; exit 2 ;;
 esac
 
 wanted=()

@@ -56,6 +56,8 @@ def config_file(tmp_path: Path, models: dict[str, Path]) -> Path:
         "api": {"host": "127.0.0.1", "port": free_port()},
         "mqtt": {"host": "127.0.0.1", "port": free_port()},
         "agent": {"heartbeat_interval_s": 0.5},
+        # Tests log in often: a cheaper hash keeps them quick (bench/api.py measures the shipped cost 15).
+        "security": {"scrypt_cost": 12},
     })
 
 

@@ -28,7 +28,7 @@ from appliance.control.errors import CommandError
 from appliance.runtime.metrics import Metrics
 
 STATIC_DIR = Path(__file__).parent / "static"
-HTTP_CODES = {404: "not_found", 405: "bad_request", 413: "too_large"}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 METRICS_PATH = "/api/v1/metrics"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -73,7 +73,9 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
             if code is None:
                 raise
             message = "no such route" if exc.status == 404 else exc.reason
-            response = web.json_response({"error": {"code": code, "message": message}}, status=exc.status)
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = web.json_response({"error": {"code": code, "message": message}}, status=exc.status,
+                                         headers=allow)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         if request.path.startswith("/api/"):

@@ -69,6 +69,22 @@ def _without(schema: dict[str, Any], fields: set[str]) -> dict[str, Any]:
     return trimmed
 
 
+def _multipart(body: dict[str, Any], text_field: str, name_field: str) -> dict[str, Any]:
+    """An upload form: the file (UTF-8 text) fills two fields; a list field is one comma-separated part."""
+    properties: dict[str, Any] = {"file": {**body["properties"][text_field], "contentMediaType": "text/plain",
+                                           "description": f"the document, UTF-8 text; fills {text_field} and, by "
+                                                          f"its file name, {name_field}"}}
+    for name, schema in body["properties"].items():
+        if name in (text_field, name_field):
+            continue
+        if schema.get("type") == "array":
+            item = schema.get("items", {}).get("pattern", ".+").strip("^$")
+            schema = {"type": "string", "pattern": f"^({item})?(,{item})*$", "description": "comma-separated"}
+        properties[name] = schema
+    return {"schema": {"type": "object", "required": ["file"], "properties": properties, "additionalProperties": False},
+            "encoding": {"file": {"contentType": "text/plain, text/markdown"}}}
+
+
 def _operation(command: Command[Any, Any], route: HttpRoute, names: dict[Any, str],
                defs: dict[str, Any]) -> dict[str, Any]:
     path_fields = set(PATH_PARAM.findall(route.path))
@@ -101,10 +117,7 @@ def _operation(command: Command[Any, Any], route: HttpRoute, names: dict[Any, st
         if route.form:
             content["application/x-www-form-urlencoded"] = {"schema": body}
         if route.upload is not None:
-            text_field, name_field = route.upload
-            content["multipart/form-data"] = {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary", "description": f"fills {text_field} and {name_field}"},
-                **{k: v for k, v in body["properties"].items() if k not in (text_field, name_field)}}}}
+            content["multipart/form-data"] = _multipart(body, *route.upload)
         operation["requestBody"] = {"required": bool(body.get("required")), "content": content}
     if parameters:
         operation["parameters"] = parameters

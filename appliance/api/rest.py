@@ -9,6 +9,7 @@ A streaming command answers newline-delimited JSON, one object per item.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import types
 import typing
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -85,36 +87,46 @@ async def _read_limited(request: web.Request, limit: int, route: HttpRoute) -> b
     return raw
 
 
-async def body_payload(request: web.Request, route: HttpRoute) -> dict[str, Any]:
-    """The JSON object of the body (or a form, or a multipart upload, where the route takes one)."""
+async def body_payload(request: web.Request, route: HttpRoute, model: type[BaseModel]) -> tuple[dict[str, Any], bool]:
+    """The JSON object of the body (or a form, or a multipart upload, where the route takes one), and
+    whether it was JSON (then its types are taken strictly: ``false`` is not a number)."""
     limit = route.max_body_bytes or request.app[MAX_BODY_KEY]
     kind = request.content_type
     if route.upload is not None and kind == "multipart/form-data":
-        return await _upload(request, limit, route)
+        return await _upload(request, limit, route, model), False
     raw = await _read_limited(request, limit, route)
     if route.form and kind == "application/x-www-form-urlencoded":
         try:
             form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
             raise CommandError("bad_request", "body: a form must be UTF-8") from None
-        return {key: values[-1] for key, values in form.items()}
+        return {key: values[-1] for key, values in form.items()}, False
     if not raw.strip():
-        return {}
+        return {}, True
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CommandError("bad_request", f"body: invalid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise CommandError("bad_request", f"body: expected a JSON object, got {type(data).__name__}")
-    return data
+    return data, True
 
 
-async def _upload(request: web.Request, limit: int, route: HttpRoute) -> dict[str, Any]:
+async def _upload(request: web.Request, limit: int, route: HttpRoute, model: type[BaseModel]) -> dict[str, Any]:
     """A multipart form: its file part's text and name go to the route's two fields, other parts as they are."""
     assert route.upload is not None
     text_field, name_field = route.upload
+    list_fields = {name for name, info in model.model_fields.items() if _is_list(info)}
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, route)
+    try:
+        return await _parts(request, limit, route, text_field, name_field, list_fields)
+    except (ValueError, AssertionError, LookupError, HttpProcessingError) as exc:  # a broken multipart body
+        raise CommandError("bad_request", f"body: not a well-formed multipart form ({exc})") from None
+
+
+async def _parts(request: web.Request, limit: int, route: HttpRoute, text_field: str, name_field: str,
+                 list_fields: set[str]) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     total = 0
     reader = await request.multipart()
@@ -130,11 +142,13 @@ async def _upload(request: web.Request, limit: int, route: HttpRoute) -> dict[st
         except UnicodeDecodeError as exc:
             raise CommandError("bad_request", f"{part.name or 'file'}: not UTF-8 text (invalid byte at offset "
                                               f"{exc.start})", field=text_field) from None
-        if part.filename is not None:
+        if part.name == "file" or part.filename is not None:
             payload[text_field] = text
-            payload.setdefault(name_field, part.filename)
+            # Without a file name, the text's own digest names it (re-uploading it replaces it).
+            payload.setdefault(name_field, part.filename or f"upload:{hashlib.sha256(data).hexdigest()[:16]}")
         elif part.name:
-            payload[part.name] = json.loads(text) if part.name == "tags" and text.startswith("[") else text
+            # A list field travels as one comma-separated part (tags=dock,manuals).
+            payload[part.name] = [v for v in text.split(",") if v] if part.name in list_fields else text
     return payload
 
 
@@ -149,7 +163,8 @@ def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: H
     where = "body" if reads_body else "query"
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        payload = await body_payload(request, route) if reads_body else query_payload(request, command.request)
+        payload, strict = (await body_payload(request, route, command.request) if reads_body
+                           else (query_payload(request, command.request), False))
         for name, value in request.match_info.items():
             if name in payload and payload[name] != value:
                 raise CommandError("bad_request", f"{name} is given in the path and differs in the {where}",
@@ -157,8 +172,9 @@ def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: H
             payload[name] = value
         caller = request[CALLER_KEY]
         if not command.streaming:
-            return _render(route, await dispatcher.call(command.name, payload, caller, where=where))
-        return await stream_ndjson(request, dispatcher.stream(command.name, payload, caller, where=where))
+            return _render(route, await dispatcher.call(command.name, payload, caller, where=where, strict=strict))
+        return await stream_ndjson(request, dispatcher.stream(command.name, payload, caller, where=where,
+                                                              strict=strict))
 
     return handle
 

@@ -7,6 +7,7 @@ the console, the only way to create the first admin from the network.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from aiohttp import web
@@ -19,37 +20,48 @@ from appliance.ipc.errors import IpcError
 from appliance.protocol.common import Api, ServiceState
 from appliance.runtime.service import Service
 
+FIRST_BOOT_RETRY_S = 1.0
+
 
 class ApiService(Service[Api]):
     name = "api"
 
     runner: web.AppRunner | None = None
     dispatcher: Dispatcher | None = None
+    _first_boot: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         api = self.config.api
         self.dispatcher = dispatcher = Dispatcher(default_table(), self.peers, self.config, self.log)
-        try:
-            await dispatcher.accounts.catch_up()
-            setup_token = await dispatcher.accounts.prepare_first_boot()
-        except IpcError as exc:
-            self.log.warning("accounts not loaded yet (%s); following the store until it answers", exc)
-            setup_token = None
+        self._first_boot = asyncio.create_task(self._check_first_boot(), name="first-boot")
         dispatcher.accounts.start_following()
-        if setup_token is not None:
-            self._announce_setup(setup_token)
         tls = tls_for(self.config)
         self.log.info("control plane: %s", tls.detail, extra={"TLS": "on" if tls.context else "off"})
         app = build_app(dispatcher, api, auth_required=self.config.security.auth_required,
                         tls=tls.context is not None, metrics=self.metrics)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A search of 4096 characters percent-encoded is ~48 KiB of request line; a token header ~8 KiB.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=64 << 10,
+                                    max_field_size=16 << 10)
         await self.runner.setup()
         await web.TCPSite(self.runner, api.host, api.port, ssl_context=tls.context).start()
         scheme = "https" if tls.context else "http"
         self.set_state(ServiceState.READY, f"listening on {scheme}://{api.host}:{api.port} ({tls.detail})")
 
+    async def _check_first_boot(self) -> None:
+        """Once the store answers: with no user yet, make and print the one-time setup token."""
+        assert self.dispatcher is not None
+        while True:
+            try:
+                setup_token = await self.dispatcher.accounts.prepare_first_boot()
+                break
+            except IpcError as exc:
+                self.log.info("users not known yet (%s); asking the store again", exc)
+                await asyncio.sleep(FIRST_BOOT_RETRY_S)
+        if setup_token is not None:
+            self._announce_setup(setup_token)
+
     def _announce_setup(self, token: str) -> None:
-        scheme = "http" if self.config.api.loopback_only and self.config.api.tls.mode in ("auto", "off") else "https"
+        scheme = "http" if self.config.api.tls_mode == "off" else "https"
         message = (f"no user exists yet: create the first admin on the admin page, or POST /api/v1/auth/setup, "
                    f"with this one-time setup token: {token}")
         self.log.warning(message, extra={"SETUP_TOKEN": token})
@@ -57,6 +69,8 @@ class ApiService(Service[Api]):
                          f"the one-time setup token {token} ***\n\n")
 
     async def stop(self) -> None:
+        if self._first_boot is not None:
+            self._first_boot.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.accounts.stop()
         if self.runner is not None:

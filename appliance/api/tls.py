@@ -128,9 +128,7 @@ def tls_for(config: ApplianceConfig) -> TlsSetup:
     """What the api serves: HTTPS with the configured or self-signed certificate, or plain HTTP."""
     api = config.api
     tls = api.tls
-    mode = tls.mode
-    if mode == "auto":
-        mode = "files" if tls.cert_file else ("off" if api.loopback_only else "self-signed")
+    mode = api.tls_mode
     if mode == "off":
         where = "loopback only" if api.loopback_only else "ON THE NETWORK (api.tls.mode: off)"
         return TlsSetup(None, f"plain HTTP, {where}")

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from appliance.protocol.accounts import (
     ACCOUNTS_USER_CREATE,
     ACCOUNTS_USER_GET,
     ACCOUNTS_USERS,
+    USERNAME_PATTERN,
     Family,
     LoginResult,
     RefreshIssue,
@@ -157,6 +159,8 @@ class Accounts:
         bucket.tokens -= 1
 
     async def _user(self, username: str) -> UserSecret | None:
+        if not re.fullmatch(USERNAME_PATTERN, username):
+            return None  # no such user can exist; answered like any unknown name
         try:
             return await self.peers.store.call(ACCOUNTS_USER_GET, Username(username=username))
         except NotFound:

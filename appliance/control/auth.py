@@ -15,15 +15,18 @@ from appliance.control.accounts import TokenPair
 from appliance.control.caller import Permission, Role
 from appliance.control.command import Command, Context, HttpRoute, Reply, command
 from appliance.control.errors import CommandError
-from appliance.control.passwords import MAX_PASSWORD_CHARS, hash_password_async, password_problem
+from appliance.control.passwords import (
+    MAX_PASSWORD_CHARS,
+    hash_password_async,
+    new_password_field,
+    password_problem,
+)
 from appliance.protocol.accounts import (
     ACCOUNTS_USER_UPDATE,
     USERNAME_PATTERN,
     UserUpdate,
 )
 from appliance.protocol.common import Empty, Message
-
-Password = SecretStr
 
 
 class SetupStatus(Message):
@@ -34,7 +37,7 @@ class SetupRequest(Message):
     setup_token: SecretStr = Field(min_length=1, max_length=256,
                                    description="printed to the journal when the api starts with no user")
     username: str = Field(pattern=USERNAME_PATTERN)
-    password: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    password: SecretStr = new_password_field()
 
 
 class LoginRequest(Message):
@@ -71,8 +74,8 @@ class Me(Message):
 
 
 class PasswordChange(Message):
-    current: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
-    new: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    current_password: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    new_password: SecretStr = new_password_field()
 
 
 def checked_password(secret: SecretStr, field: str = "password") -> str:
@@ -130,8 +133,9 @@ async def me(ctx: Context, _: Empty) -> Me:
 async def change_password(ctx: Context, request: PasswordChange) -> Reply:
     if ctx.caller.token_id is None or ctx.caller.subject.startswith(("token:", "local:")):
         raise CommandError("forbidden", "only a logged-in user has a password to change")
-    new = checked_password(request.new, "new")
-    await ctx.accounts.check_password(ctx.caller.subject, request.current.get_secret_value(), ctx.caller.ip)
+    new = checked_password(request.new_password, "new_password")
+    await ctx.accounts.check_password(ctx.caller.subject, request.current_password.get_secret_value(),
+                                      ctx.caller.ip)
     digest = await hash_password_async(new, ctx.config.security.scrypt_cost)
     await ctx.peers.store.call(ACCOUNTS_USER_UPDATE, UserUpdate(username=ctx.caller.subject, password_hash=digest))
     return Reply(detail="password changed; other sessions of this user have ended")

@@ -74,7 +74,7 @@ async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         messages += [ChatMessage(role=e.role, content=e.text) for e in earlier.entries if e.role != "system"]
     messages.append(ChatMessage(role="user", content=request.message))
     generate = GenerateRequest(messages=messages, max_tokens=request.max_tokens, temperature=request.temperature,
-                               priority=Priority.INTERACTIVE)
+                               priority=Priority.INTERACTIVE, fit_context=True)
     pieces: list[str] = []
     async with contextlib.aclosing(ctx.peers.engine.stream(ENGINE_GENERATE, generate, timeout_s=120)) as chunks:
         async for chunk in chunks:
@@ -86,7 +86,9 @@ async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
                 for role, text in (("user", request.message), ("assistant", "".join(pieces) or "(no reply)")):
                     await ctx.peers.store.call(STORE_RING_APPEND, RingEntryIn(
                         conversation=request.conversation, role=role, text=text[:65536]))
-            yield ChatEvent(type="done", citations=citations, finish_reason=chunk.finish_reason,
+            # Notes are the system message's last lines: those the engine left out to fit were not used.
+            used = citations[: max(0, len(citations) - chunk.system_lines_dropped)]
+            yield ChatEvent(type="done", citations=used, finish_reason=chunk.finish_reason,
                             prompt_tokens=chunk.prompt_tokens, completion_tokens=chunk.completion_tokens,
                             fallback=fallback)
 

@@ -11,6 +11,7 @@ from where, and whether it worked; the record never holds secrets.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
@@ -27,6 +28,18 @@ from appliance.protocol.common import Message
 from appliance.protocol.store import STORE_AUDIT_APPEND, AuditIn
 
 Payload = Mapping[str, Any] | Message
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    """JSON Schema counts 87.0 as an integer; pydantic's strict mode does not. Whole floats become ints
+    (a float field takes an int in strict mode too), so JSON input means what JSON Schema says."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(v) for v in value]
+    return value
 
 
 class Dispatcher:
@@ -53,11 +66,16 @@ class Dispatcher:
         raise CommandError("forbidden", f"{command.name} needs the {command.permission.value} role; "
                                         f"this token has {caller.role.value}")
 
-    def parse(self, command: Command[Any, Any], payload: Payload, *, where: str = "") -> Message:
+    def parse(self, command: Command[Any, Any], payload: Payload, *, where: str = "", strict: bool = False) -> Message:
+        """The request model. ``strict`` is for JSON input: a JSON ``false`` is not a number, nor ``0`` a
+        boolean; query strings, forms and the CLI pass text that is meant to be converted."""
         try:
             if isinstance(payload, command.request):
                 return cast(Message, payload)
             data = payload.model_dump() if isinstance(payload, Message) else payload
+            if strict:
+                strict_json = json.dumps(_whole_numbers_as_ints(data))
+                return cast(Message, command.request.model_validate_json(strict_json, strict=True))
             return cast(Message, command.request.model_validate(data))
         except Exception as exc:
             raise CommandError.of(exc, where=where) from None
@@ -65,10 +83,11 @@ class Dispatcher:
     def _context(self, caller: Caller) -> Context:
         return Context(caller, self.peers, self.config, self.log, self.memory, self.accounts)
 
-    async def call(self, name: str, payload: Payload, caller: Caller, *, where: str = "") -> Message:
+    async def call(self, name: str, payload: Payload, caller: Caller, *, where: str = "",
+                   strict: bool = False) -> Message:
         command = self.command(name, caller)
         self.authorize(command, caller)
-        request = self.parse(command, payload, where=where)
+        request = self.parse(command, payload, where=where, strict=strict)
         if command.streaming:
             raise CommandError("bad_request", f"{name} streams its reply; use a streaming surface", field="command")
         try:
@@ -79,12 +98,12 @@ class Dispatcher:
             await self._audit(command, caller, request, reply, None)
         return reply
 
-    async def stream(self, name: str, payload: Payload, caller: Caller, *,
-                     where: str = "") -> AsyncGenerator[Message, None]:
+    async def stream(self, name: str, payload: Payload, caller: Caller, *, where: str = "",
+                     strict: bool = False) -> AsyncGenerator[Message, None]:
         """The items of a streaming command; leaving the loop early closes the handler at once."""
         command = self.command(name, caller)
         self.authorize(command, caller)
-        request = self.parse(command, payload, where=where)
+        request = self.parse(command, payload, where=where, strict=strict)
         if not command.streaming:
             yield await self.call(name, request, caller)
             return

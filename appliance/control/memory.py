@@ -79,7 +79,8 @@ class IngestRequest(Message):
     """A text or markdown document: chunked here, embedded, and stored; re-ingesting a path replaces it."""
 
     path: str = Field(min_length=1, max_length=1024, description="where the document came from; the re-ingest key")
-    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS)
+    text: str = Field(min_length=1, max_length=MAX_DOCUMENT_CHARS, pattern=r"\S",
+                      description="the document's text; something besides white space")
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
 
@@ -104,6 +105,8 @@ async def remember(ctx: Context, request: RememberRequest) -> Remembered:
 
 
 async def search(ctx: Context, request: SearchRequest) -> RecallResponse:
+    if request.since is not None and request.until is not None and request.since > request.until:
+        return RecallResponse(hits=[], mode=request.mode, took_ms=0.0)  # an empty time range holds nothing
     try:
         filters = request.filters()
     except ValidationError as exc:

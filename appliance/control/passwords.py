@@ -13,11 +13,16 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 import secrets
+from typing import Any
+
+from pydantic import Field
 
 R, P, KEY_BYTES, SALT_BYTES = 8, 1, 32, 16
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
 
 
 class BadHash(ValueError):
@@ -25,14 +30,21 @@ class BadHash(ValueError):
 
 
 def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None. Length is what matters; no composition rules."""
+    """Why a new password is refused, or None. Length is what matters (no composition rules);
+    the same rules are in the request schemas (NewPassword), so clients can check first."""
     if len(password) < MIN_PASSWORD_CHARS:
         return f"a password needs at least {MIN_PASSWORD_CHARS} characters"
     if len(password) > MAX_PASSWORD_CHARS:
         return f"a password may have at most {MAX_PASSWORD_CHARS} characters"
-    if password.strip() != password or not password.isprintable():
-        return "a password may not start or end with spaces or hold control characters"
+    if not re.fullmatch(NO_CONTROL_CHARACTERS, password):
+        return "a password may not hold control characters"
     return None
+
+
+def new_password_field(description: str = "at least 10 characters, no control characters", **default: Any) -> Any:
+    """The schema of a password being set: the rules of password_problem, for clients to see."""
+    return Field(**default, min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS, description=description,
+                 json_schema_extra={"pattern": NO_CONTROL_CHARACTERS, "writeOnly": True})
 
 
 def _scrypt(password: str, salt: bytes, cost: int, r: int, p: int) -> bytes:

@@ -12,7 +12,7 @@ from appliance.control.caller import Permission, Role
 from appliance.control.command import CONSOLE_ONLY, Command, Context, HttpRoute, command
 from appliance.control.errors import CommandError
 from appliance.control.keys import SigningKeyError
-from appliance.control.passwords import MAX_PASSWORD_CHARS, hash_password_async
+from appliance.control.passwords import hash_password_async, new_password_field
 from appliance.protocol.accounts import (
     ACCOUNTS_KEY_EXPIRY,
     ACCOUNTS_TOKEN_CREATE,
@@ -39,14 +39,14 @@ from appliance.protocol.common import Empty, Message
 class NewUser(Message):
     username: str = Field(pattern=USERNAME_PATTERN)
     role: Role
-    password: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    password: SecretStr = new_password_field()
 
 
 class UserChange(Message):
     username: str = Field(pattern=USERNAME_PATTERN)
     role: Role | None = None
     disabled: bool | None = None
-    password: SecretStr | None = Field(None, min_length=1, max_length=MAX_PASSWORD_CHARS)
+    password: SecretStr | None = new_password_field("a new password (default: unchanged)", default=None)
     unlock: bool = Field(False, description="clear failed logins and any lockout")
 
 

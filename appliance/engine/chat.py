@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,14 @@ def load_with_step_down(path: Path, plan: Plan, n_seq: int) -> tuple[LlamaModel,
     raise last
 
 
+@dataclass(frozen=True)
+class Prompt:
+    tokens: list[int]
+    prefix: int  # leading tokens that are the system prompt (cached across requests)
+    messages_dropped: int = 0
+    system_lines_dropped: int = 0
+
+
 class ChatEngine:
     def __init__(self, model: LlamaModel, ctx: LlamaContext, plan: Plan, *, n_slots: int, max_queue: int,
                  counters: EngineCounters) -> None:
@@ -110,18 +119,33 @@ class ChatEngine:
         except TemplateError as exc:
             raise RequestRefused(f"messages: the model's chat template refused them: {exc}") from None
 
-    def _tokens(self, request: GenerateRequest) -> tuple[list[int], int]:
-        """The prompt's tokens and how many of them are the system prompt."""
+    def _tokens(self, request: GenerateRequest) -> Prompt:
+        """The prompt's tokens, how many of them are the system prompt, and what fitting it left out."""
         if request.prompt is not None:
-            return self.model.tokenize(request.prompt, add_special=True, parse_special=False), 0
+            return Prompt(self.model.tokenize(request.prompt, add_special=True, parse_special=False), 0)
         assert request.messages is not None
-        tokens = self._chat_tokens(self.render(request.messages, add_generation_prompt=True))
-        if request.messages[0].role != "system":
-            return tokens, 0
-        system = self._chat_tokens(self.render(request.messages[:1], add_generation_prompt=False))
+        messages = list(request.messages)
+        room = min(request.max_tokens, self.ctx.n_ctx // 4)  # what fitting keeps free for the reply
+        dropped = lines = 0
+        while True:
+            tokens = self._chat_tokens(self.render(messages, add_generation_prompt=True))
+            if not request.fit_context or len(tokens) + room <= self.ctx.n_ctx:
+                break
+            first = 1 if messages[0].role == "system" else 0
+            if len(messages) - first > 1:  # the oldest turn goes first; the last message always stays
+                del messages[first]
+                dropped += 1
+            elif first and "\n" in messages[0].content:  # then the system message's last lines (notes)
+                messages[0] = messages[0].model_copy(update={"content": messages[0].content.rsplit("\n", 1)[0]})
+                lines += 1
+            else:
+                break  # it cannot be made to fit: the batcher refuses it with the numbers
+        if messages[0].role != "system":
+            return Prompt(tokens, 0, dropped, lines)
+        system = self._chat_tokens(self.render(messages[:1], add_generation_prompt=False))
         common = next((i for i, (a, b) in enumerate(zip(system, tokens, strict=False)) if a != b),
                       min(len(system), len(tokens)))
-        return tokens, common
+        return Prompt(tokens, common, dropped, lines)
 
     def _chat_tokens(self, text: str) -> list[int]:
         # Templates write the BOS text themselves; parse it as the special token and never add a second.
@@ -132,11 +156,11 @@ class ChatEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         grammar = schema_grammar(request.json_schema) if request.json_schema is not None else None
-        tokens, prefix = await asyncio.to_thread(self._tokens, request)
-        job = GenerationJob(tokens=tokens, max_tokens=request.max_tokens, stops=request.stop, priority=request.priority,
-                  prefix_len=prefix, sampling=SamplingParams(temperature=request.temperature,
-                                                             top_p=request.top_p, seed=request.seed,
-                                                             grammar=grammar, ignore_eos=request.ignore_eos))
+        prompt = await asyncio.to_thread(self._tokens, request)
+        sampling = SamplingParams(temperature=request.temperature, top_p=request.top_p, seed=request.seed,
+                                  grammar=grammar, ignore_eos=request.ignore_eos)
+        job = GenerationJob(tokens=prompt.tokens, max_tokens=request.max_tokens, stops=request.stop,
+                            priority=request.priority, prefix_len=prompt.prefix, sampling=sampling)
         index, pieces = 0, []
         async with contextlib.aclosing(self.batcher.run(job)) as events:
             async for event in events:
@@ -151,7 +175,9 @@ class ChatEngine:
                 yield GenerateChunk(index=index, done=True, finish_reason=event.finish_reason,
                                     prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens,
                                     completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms,
-                                    elapsed_ms=event.elapsed_ms, parsed=parsed)
+                                    elapsed_ms=event.elapsed_ms, parsed=parsed,
+                                    messages_dropped=prompt.messages_dropped,
+                                    system_lines_dropped=prompt.system_lines_dropped)
 
     def close(self) -> None:
         self.batcher.close()

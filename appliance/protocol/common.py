@@ -11,7 +11,6 @@ parameter is contravariant it fits a client of any one.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Generic, Literal, TypeVar
@@ -86,20 +85,10 @@ Vector = Annotated[list[float], Field(min_length=1, max_length=4096), AfterValid
 BoundedText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 
 # Tags and conversation ids end up in SQL parameters, topics and logs: keep them plain words.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}")
-
-
-def _plain(what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if not _PLAIN_NAME.fullmatch(value):
-            raise ValueError(f"{what} {value[:80]!r} must be 1-64 characters of letters, digits and ._:/@-")
-        return value
-
-    return AfterValidator(check)
-
-
-Tag = Annotated[str, _plain("tag")]
-ConversationId = Annotated[str, _plain("conversation")]
+# A pattern in the schema (not only a check in code), so clients see the rule in the spec.
+PLAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,63}$"
+Tag = Annotated[str, Field(pattern=PLAIN_NAME, description="1-64 letters, digits and ._:/@-")]
+ConversationId = Annotated[str, Field(pattern=PLAIN_NAME, description="1-64 letters, digits and ._:/@-")]
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 

@@ -36,6 +36,8 @@ class GenerateRequest(Message):
     priority: Priority = Priority.INTERACTIVE
     json_schema: dict[str, Any] | None = Field(None, description="constrain the reply to this JSON schema")
     ignore_eos: bool = Field(False, description="generate max_tokens even past the end token (benchmarks)")
+    fit_context: bool = Field(False, description="when the messages do not fit the context, drop the oldest turns "
+                                                 "after the system message, then the system message's last lines")
 
     @field_validator("stop")
     @classmethod
@@ -67,6 +69,8 @@ class GenerateChunk(Message):
     ttft_ms: float = 0.0  # from arrival at the engine to the first token
     elapsed_ms: float = 0.0
     parsed: Any = None  # with json_schema: the parsed reply, already validated against the schema
+    messages_dropped: int = 0  # fit_context: turns left out so the prompt fits
+    system_lines_dropped: int = 0  # fit_context: last lines of the system message left out
 
 
 class EmbedRequest(Message):

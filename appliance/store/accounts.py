@@ -7,6 +7,7 @@ Invariants:
 - Every revocation (a token, a user disabled or enabled again) is an event with an increasing
   id; processes that check tokens follow the events, so a revocation made by any process takes
   effect in all of them. Token events are dropped a day after the token would have expired.
+- At least one enabled admin remains: the last one cannot be disabled or demoted.
 - Lockout: after security.login_failures_before_lockout consecutive failures a user is locked
   for lockout_s, doubling with each further failure up to lockout_max_s; a success or an
   admin's unlock clears it.
@@ -84,6 +85,10 @@ class AccountBook:
         now = time.time()
         with self.conn:
             current = self.user(change.username)
+            demoted = change.role is not None and change.role != "admin"
+            if current.role == "admin" and not current.disabled and (demoted or change.disabled) and integer(
+                    self.conn, "SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0") == 1:
+                raise Conflict(f"{current.username} is the last admin who can log in; make another admin first")
             if change.role is not None:
                 self.conn.execute("UPDATE users SET role = ? WHERE username = ?", (change.role, change.username))
             if change.password_hash is not None:

@@ -27,7 +27,7 @@ import zstandard
 from appliance.config import MemoryConfig
 from appliance.protocol.store import ArchiveProgress, ArchiveQuery, MemoryIn, MemoryRecord
 from appliance.store.crypto import Sealer
-from appliance.store.errors import StoreError
+from appliance.store.errors import Missing, StoreError
 from appliance.store.longterm import RECORD_COLUMNS, LongTerm
 from appliance.store.sealed import DICTIONARY, SEGMENT
 from appliance.store.sql import fetch_all, fetch_one, integer, time_range
@@ -215,7 +215,7 @@ class Archive:
                                  "(SELECT value FROM json_each(?))", (json.dumps(ids),))
         missing = sorted(set(ids) - {r[0] for r in rows})
         if missing:
-            raise StoreError(f"not archived: ids {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+            raise Missing(f"not archived: ids {missing[:10]}{' ...' if len(missing) > 10 else ''}")
         with self.longterm.transaction():
             for memory_id, segment_id in rows:
                 fields = dict(self._segment(segment_id)[memory_id])

@@ -28,7 +28,7 @@ STOP_GRACE_S = 10.0
 
 def admin_url(config: ApplianceConfig) -> str:
     api = config.api
-    scheme = "https" if api.tls.cert_file else "http"
+    scheme = "http" if api.tls_mode == "off" else "https"
     host = "127.0.0.1" if api.host in ("0.0.0.0", "::") else api.host
     return f"{scheme}://{host}:{api.port}/"
 

@@ -77,7 +77,7 @@ async def test_memory_routes_refuse_bad_requests(api: Api) -> None:
     assert too_big.status == 413
     for params, named in [({}, "q"), ({"q": "x", "k": "0"}, "k"), ({"q": "x", "k": "lots"}, "k"),
                           ({"q": "x", "colour": "red"}, "colour"), ({"q": "x", "kind": "gossip"}, "kind"),
-                          ({"q": "x", "since": "10", "until": "5"}, "since"), ({"q": "x", "mode": "psychic"}, "mode"),
+                          ({"q": "x", "since": "-1"}, "since"), ({"q": "x", "mode": "psychic"}, "mode"),
                           ({"q": "x", "mode": "vector"}, "engine")]:
         reply = await client.get("/api/v1/memory/search", headers=viewer, params=params)
         assert reply.status in (400, 503), params
