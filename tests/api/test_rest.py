@@ -131,3 +131,14 @@ async def test_chat_streams_ndjson_with_citations(api: Api) -> None:
     events = [json.loads(line) for line in (await reply.text()).splitlines()]
     assert events[-1]["type"] == "done" and events[-1]["citations"][0]["snippet"].startswith("pump P-3")
     assert all(e["type"] == "token" for e in events[:-1])
+
+
+@pytest.mark.parametrize("api", [("store",)], indirect=True)
+async def test_a_scraper_on_the_allow_list_needs_no_token(api: Api, config: ApplianceConfig) -> None:
+    _, _, peers, _ = api
+    async with api_client(config, peers, metrics_allow=["127.0.0.0/8"]) as (client, _):
+        reply = await client.get("/api/v1/metrics")
+        assert reply.status == 200 and 'appliance_up{service="store"} 1' in await reply.text()
+        assert (await client.get("/api/v1/memory/stats")).status == 401  # only the metrics route
+    async with api_client(config, peers, metrics_allow=["10.9.0.0/16"]) as (client, _):
+        assert (await client.get("/api/v1/metrics")).status == 401
