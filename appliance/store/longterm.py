@@ -265,16 +265,23 @@ class LongTerm:
         """How many memories hold each word (FTS5's vocabulary), cached for TERM_CACHE_S.
 
         A vocabulary lookup costs ~0.3 ms; the counts only decide which words are too common
-        to search for, so a few minutes' staleness does no harm.
+        to search for, so a few minutes' staleness does no harm. A word not stored yet is not
+        cached: it may arrive the next moment (a device event searched for as it happens), and
+        a cached 0 would hide it until the cache expired.
         """
         now = time.monotonic()
         if now - self._terms_since > TERM_CACHE_S or len(self._terms) > TERM_CACHE_SIZE:
             self._terms, self._terms_since = {}, now
+        counts = {}
         for word in words:
-            if word not in self._terms:
+            count = self._terms.get(word)
+            if count is None:
                 row = fetch_one(self.conn, "SELECT doc FROM memory_fts_terms WHERE term = ?", (word,))
-                self._terms[word] = int(row[0]) if row else 0
-        return {word: self._terms[word] for word in words}
+                count = int(row[0]) if row else 0
+                if count:
+                    self._terms[word] = count
+            counts[word] = count
+        return counts
 
     def vectors(self, ids: Iterable[int]) -> dict[int, bytes]:
         rows = fetch_all(self.conn, "SELECT id, embedding FROM vectors WHERE id IN (SELECT value FROM json_each(?))",

@@ -113,3 +113,11 @@ def test_stop_words_do_not_drown_the_rare_word(db: MemoryDB) -> None:
     hits = db.recall(RecallRequest(query="is the compressor", k=1, mode="text")).hits
     assert hits[0].record.id == target
     assert recall.STOP_WORD_MIN_DOCS <= 600
+
+
+def test_a_word_searched_before_it_is_stored_is_found_once_it_is(db: MemoryDB) -> None:
+    """Someone searches for an event as it happens: the search just before it must not hide it after."""
+    query = RecallRequest(query="probe7f3a", mode="text", k=1)
+    assert db.recall(query).hits == []
+    stored = db.longterm.remember(MemoryIn(text='{"type": "probe7f3a", "value": 1}'))
+    assert [h.record.id for h in db.recall(query).hits] == [stored]
