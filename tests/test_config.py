@@ -27,7 +27,7 @@ def test_defaults_are_complete() -> None:
     config = parse_config("")
     assert config.memory.vector_dim == 384
     assert config.api.port == 8080
-    assert config.mqtt.topics == ["devices/+/events"]
+    assert config.mqtt.topics == ["devices/+/events", "devices/+/state"]
     assert config.security.auth_required is True
 
 

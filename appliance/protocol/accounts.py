@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from appliance.protocol.common import Empty, Message, endpoint
+from appliance.protocol.common import Changed, Empty, Message, endpoint
 
 RoleName = Literal["admin", "operator", "viewer"]
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
@@ -131,10 +131,6 @@ class RevocationsSince(Message):
 class Revocations(Message):
     events: list[RevocationEvent]
     last: int
-
-
-class Changed(Message):
-    changed: int
 
 
 ACCOUNTS_USER_GET = endpoint("store", "users/get", Username, UserSecret)

@@ -56,6 +56,12 @@ class Empty(Message):
     pass
 
 
+class Changed(Message):
+    """How many things a write changed."""
+
+    changed: int
+
+
 class ServiceState(StrEnum):
     STARTING = "starting"
     READY = "ready"

@@ -20,12 +20,13 @@ from pathlib import Path
 import apsw
 import sqlite_vec
 
-from appliance.config import MemoryConfig, SecurityConfig
+from appliance.config import MemoryConfig, MqttConfig, SecurityConfig
 from appliance.protocol.store import BackupDone, KeyRotated, RecallRequest, RecallResponse, StoreStats
 from appliance.store.accounts import AccountBook
 from appliance.store.archive import Archive
 from appliance.store.audit import AuditLog
 from appliance.store.crypto import EPOCH_LIMIT, KeyRing, KeyRingError, Sealer
+from appliance.store.devices import DeviceBook
 from appliance.store.errors import StoreError
 from appliance.store.longterm import LongTerm
 from appliance.store.recall import recall_memories
@@ -70,7 +71,7 @@ def migrate(conn: apsw.Connection, path: Path, dim: int) -> None:
 
 class MemoryDB:
     def __init__(self, path: Path, config: MemoryConfig, key_path: Path,
-                 security: SecurityConfig | None = None) -> None:
+                 security: SecurityConfig | None = None, mqtt: MqttConfig | None = None) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.config = config
@@ -87,6 +88,7 @@ class MemoryDB:
         self.archive = Archive(self.conn, config, self.sealer, self.longterm)
         self.audit = AuditLog(self.conn)
         self.accounts = AccountBook(self.conn, security or SecurityConfig())
+        self.devices = DeviceBook(self.conn, self.longterm, mqtt or MqttConfig())
 
     def _new_epoch(self, key_id: str) -> int:
         """Commit ``key_id``'s next nonce epoch on its own: no rollback or crash can hand it out twice."""

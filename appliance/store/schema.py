@@ -158,7 +158,54 @@ CREATE TABLE revocations(
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
+# Version 4: devices. The registry (one row per device: first/last seen, availability, counts,
+# last payload), the keys that make a redelivered event a duplicate, the quarantine of what
+# could not be an event (with a counter per reason), and the outbox of what goes upstream.
+V4 = """
+CREATE TABLE devices(
+    id TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    online INTEGER,
+    online_at REAL,
+    event_count INTEGER NOT NULL DEFAULT 0,
+    last_topic TEXT NOT NULL DEFAULT '',
+    last_payload TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE TABLE event_keys(
+    device TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (device, key)
+) WITHOUT ROWID;
+CREATE INDEX event_keys_at ON event_keys(at);
+CREATE TABLE quarantine(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    device TEXT,
+    size INTEGER NOT NULL,
+    sample TEXT NOT NULL
+);
+CREATE INDEX quarantine_device ON quarantine(device, id);
+CREATE TABLE quarantine_counts(kind TEXT PRIMARY KEY, count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    target TEXT NOT NULL CHECK (target IN ('mqtt', 'webhook')),
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    delivered_at REAL
+);
+CREATE INDEX outbox_pending ON outbox(target, id) WHERE delivered_at IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

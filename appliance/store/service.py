@@ -37,11 +37,28 @@ from appliance.protocol.accounts import (
     ACCOUNTS_USER_UPDATE,
     ACCOUNTS_USERS,
     AppTokens,
-    Changed,
     LatestExpiry,
     Users,
 )
-from appliance.protocol.common import Empty, MetricFamily, MetricSample, ServiceState, Store
+from appliance.protocol.common import Changed, Empty, MetricFamily, MetricSample, ServiceState, Store
+from appliance.protocol.devices import (
+    STORE_AVAILABILITY,
+    STORE_DEVICE,
+    STORE_DEVICE_EVENTS,
+    STORE_DEVICES,
+    STORE_EVENTS,
+    STORE_OUTBOX_ADD,
+    STORE_OUTBOX_DONE,
+    STORE_OUTBOX_NEXT,
+    STORE_OUTBOX_STATS,
+    STORE_QUARANTINE,
+    STORE_QUARANTINE_ADD,
+    DeviceEvents,
+    EventBatch,
+    EventsStored,
+    OutboxItem,
+    OutboxNext,
+)
 from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
@@ -133,6 +150,7 @@ class StoreService(Service[Store]):
         ipc.add(STORE_SET_VECTORS, self.set_vectors)
         ipc.add(STORE_AUDIT_LIST, lambda query: self._on_db(lambda db: db.audit.page(query)))
         self._register_accounts(ipc)
+        self._register_devices(ipc)
 
     def _register_accounts(self, ipc: IpcServer[Store]) -> None:
         """Accounts (appliance/store/accounts.py): each endpoint one call on the SQLite thread."""
@@ -190,7 +208,7 @@ class StoreService(Service[Store]):
             async with extending_start_timeout():
                 self.db = await loop.run_in_executor(
                     self._sqlite, MemoryDB, path, self.config.memory, self.config.memory_key_path,
-                    self.config.security)
+                    self.config.security, self.config.mqtt)
         except (StoreError, apsw.Error, OSError) as exc:
             # Stay up and say why: a restart loop would not fix a wrong file, a bad key or a full disk.
             self.set_state(ServiceState.DEGRADED, f"cannot open {path}: {exc}")
@@ -198,6 +216,38 @@ class StoreService(Service[Store]):
         stats = await self._on_db(MemoryDB.stats)
         self._purger = asyncio.create_task(self._purge_forgotten(), name="purge-forgotten")
         self.set_state(ServiceState.READY, f"{stats.memories} memories, {stats.archived} archived; {stats.index}")
+
+    def _register_devices(self, ipc: IpcServer[Store]) -> None:
+        """Devices (appliance/store/devices.py): events, registry, quarantine, outbox."""
+        max_items = self.config.mqtt.uplink.max_items
+
+        async def ingest(batch: EventBatch) -> EventsStored:
+            stored, duplicates = await self._on_db(lambda db: db.devices.ingest(batch.events))
+            help_text = "device events by outcome (a duplicate is a redelivery already stored)"
+            self.metrics.inc("appliance_store_device_events_total", help_text, stored, outcome="stored")
+            self.metrics.inc("appliance_store_device_events_total", help_text, duplicates, outcome="duplicate")
+            return EventsStored(stored=stored, duplicates=duplicates)
+
+        async def next_item(request: OutboxNext) -> OutboxItem:
+            item = await self._on_db(lambda db: db.devices.outbox_next(request.target))
+            if item is None:
+                raise NotFound(f"nothing due in the {request.target} outbox")
+            return item
+
+        ipc.add(STORE_EVENTS, ingest)
+        ipc.add(STORE_AVAILABILITY, lambda r: self._on_db(
+            lambda db: Changed(changed=db.devices.availability(r.device, r.online, r.at))))
+        ipc.add(STORE_DEVICES, lambda r: self._on_db(lambda db: db.devices.devices(r)))
+        ipc.add(STORE_DEVICE, lambda r: self._on_db(lambda db: db.devices.device(r.device_id)))
+        ipc.add(STORE_DEVICE_EVENTS, lambda r: self._on_db(
+            lambda db: DeviceEvents(records=db.devices.recent_events(r.device_id, r.limit))))
+        ipc.add(STORE_QUARANTINE_ADD, lambda r: self._on_db(
+            lambda db: Changed(changed=db.devices.quarantine(r))))
+        ipc.add(STORE_QUARANTINE, lambda r: self._on_db(lambda db: db.devices.quarantined(r)))
+        ipc.add(STORE_OUTBOX_ADD, lambda r: self._on_db(lambda db: db.devices.outbox_add(r, max_items)))
+        ipc.add(STORE_OUTBOX_NEXT, next_item)
+        ipc.add(STORE_OUTBOX_DONE, lambda r: self._on_db(lambda db: Changed(changed=db.devices.outbox_done(r))))
+        ipc.add(STORE_OUTBOX_STATS, lambda _: self._on_db(lambda db: db.devices.outbox_stats()))
 
     async def collect_metrics(self) -> list[MetricFamily]:
         if self.db is None:
@@ -217,6 +267,8 @@ class StoreService(Service[Store]):
             if self.db is not None and self.db.longterm.purge_due:
                 await self._on_db(lambda db: db.longterm.purge())
                 await self._on_db(MemoryDB.checkpoint)
+            if self.db is not None:
+                await self._on_db(lambda db: db.devices.prune())
 
     async def stop(self) -> None:
         if self._purger is not None:

@@ -59,7 +59,7 @@ async def burst(client: IpcClient, round_no: int, acked: dict[str, set[str]]) ->
 
 
 async def test_sigkill_during_writes_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    from tests.conftest import write_config
+    from tests.helpers import write_config
 
     config_file = write_config(tmp_path / "agent.yaml", {
         "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
