@@ -13,7 +13,7 @@ from appliance.config import ApplianceConfig, load_config
 from appliance.ipc.peers import Peers
 from appliance.modelfiles.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
 from appliance.protocol.common import ServiceName
-from tests.helpers import free_port, serve, wait_for_port, wait_ready, write_config
+from tests.helpers import free_port, serve, start_mosquitto, wait_ready, write_config
 
 StartServices = Callable[..., Awaitable[Peers]]
 
@@ -30,16 +30,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A real mosquitto broker on a free loopback port; yields the port."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.fail("mosquitto is not installed (.ci/run installs it)")
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A real mosquitto broker on a free loopback port, shared by the session; yields the port."""
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.fail("mosquitto is not installed (make test installs it)")
+    process, port = start_mosquitto(tmp_path_factory.mktemp("mosquitto"))
     try:
-        wait_for_port(port)
         yield port
     finally:
         process.terminate()
@@ -54,7 +49,9 @@ def config_file(tmp_path: Path, models: dict[str, Path]) -> Path:
         "engine": {"chat_model": str(models["chat"]), "embedding_model": str(models["embedding"]),
                    "n_ctx": 512, "n_threads": 1},
         "api": {"host": "127.0.0.1", "port": free_port()},
-        "mqtt": {"host": "127.0.0.1", "port": free_port()},
+        # Each test its own client id: the shared broker keeps a persistent session per id.
+        "mqtt": {"host": "127.0.0.1", "port": free_port(), "client_id": f"appliance-{tmp_path.name}"[:64],
+                 "home_assistant": {"enabled": False}},
         "agent": {"heartbeat_interval_s": 0.5},
         # Tests log in often: a cheaper hash keeps them quick (bench/api.py measures the shipped cost 15).
         "security": {"scrypt_cost": 12},

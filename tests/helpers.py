@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -52,11 +53,13 @@ def write_config(path: Path, data: dict[str, object]) -> Path:
     return path
 
 
-def serve(config_file: Path, service: str, *, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """`appliance serve SERVICE` in its own process, as systemd runs it (its log is discarded)."""
+def serve(config_file: Path, service: str, *, log: Path | None = None,
+          netns: str | None = None) -> subprocess.Popen[bytes]:
+    """`appliance serve SERVICE` in its own process, as systemd runs it (its log appended to ``log``,
+    else discarded), in network namespace ``netns`` if given."""
     output = log.open("ab") if log is not None else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", service],
-                            stdout=output, stderr=output)
+    return subprocess.Popen([*in_netns(netns), sys.executable, "-m", "appliance", "--config", str(config_file),
+                             "serve", service], stdout=output, stderr=output)
 
 
 async def wait_ready(client: IpcClient[Any], timeout_s: float = 30.0) -> None:
@@ -121,3 +124,136 @@ def bearer(dispatcher: Dispatcher, role: Role, subject: str = "alice", ttl_s: in
     """An Authorization header with an access token signed by the box's key."""
     token = dispatcher.accounts.authority.issue("access", subject, role, ttl_s).token
     return {"Authorization": f"Bearer {token}"}
+
+
+def start_mosquitto(folder: Path, *settings: str, port: int | None = None, host: str = "127.0.0.1",
+                    netns: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """A real mosquitto on ``host`` (in network namespace ``netns`` if given) with these extra lines
+    of configuration; returns once it listens.
+
+    Sessions and queues as a site broker should be set up for the appliance: no cap on queued
+    QoS 1 messages, so nothing is dropped while the bridge is away (docs/mqtt.md).
+    """
+    import shutil
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = port or free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = folder / "mosquitto.conf"
+    lines = [f"listener {port} {host}", "persistence false", "max_queued_messages 0", "max_inflight_messages 0",
+             # As root it would switch to the mosquitto user, who cannot read files in a private tmp_path.
+             *(["user root"] if os.geteuid() == 0 else []), *settings]
+    if not any(line.startswith(("allow_anonymous", "password_file")) for line in settings):
+        lines.append("allow_anonymous true")
+    conf.write_text("\n".join(lines) + "\n")
+    log_path = folder / "mosquitto.log"
+    log = log_path.open("ab")
+    process = subprocess.Popen([*in_netns(netns), binary, "-c", str(conf)], stdout=log, stderr=log)
+    if netns is None:
+        wait_for_port(port)
+    else:  # another namespace's port cannot be tried from here: its log says when it listens
+        eventually(lambda: b" running" in log_path.read_bytes() or process.poll() is not None, 10,
+                   "mosquitto to start")
+        if process.poll() is not None:
+            raise RuntimeError(f"mosquitto did not start: {log_path.read_text()[-500:]}")
+    return process, port
+
+
+def in_netns(name: str | None) -> list[str]:
+    """The command prefix that runs a program in network namespace ``name`` (none: here)."""
+    return ["nsenter", f"--net=/run/netns/{name}"] if name else []
+
+
+class Publisher:
+    """A device (or several) talking to a real broker with paho-mqtt, QoS 1, acknowledged publishes.
+
+    ``options``: username, password, ca_file (TLS to the broker) with cert_file and key_file (a client
+    certificate), mqtt311=True for an MQTT 3.1.1 device.
+    """
+
+    def __init__(self, port: int, client_id: str = "test-devices", **options: Any) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        protocol = paho.MQTTv311 if options.get("mqtt311") else paho.MQTTv5
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        if "username" in options:
+            self.client.username_pw_set(options["username"], options.get("password"))
+        if "ca_file" in options:
+            self.client.tls_set(ca_certs=str(options["ca_file"]), certfile=options.get("cert_file"),
+                                keyfile=options.get("key_file"))
+        self.received: list[Any] = []
+        self._subscribed = threading.Event()
+        self.client.on_message = lambda _c, _u, message: self.received.append(message)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False,
+                properties: Any = None) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        info.wait_for_publish(timeout=10)
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe at QoS 1 and wait for the broker's SUBACK."""
+        self._subscribed.clear()
+        self.client.subscribe(topic, qos=1)
+        if not self._subscribed.wait(10):
+            raise AssertionError(f"no SUBACK for {topic}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def issue_certificates(folder: Path, *names: str, address: str = "127.0.0.1") -> dict[str, Path]:
+    """A test CA and, for each name, a key and a certificate signed by it (SAN ``address`` and localhost).
+
+    Returns paths as ``{"ca": ..., "<name>.crt": ..., "<name>.key": ...}``.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
+              signer: ec.EllipticCurvePrivateKey | None, ca: bool) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                decipher_only=False), critical=True)
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(address))]), critical=False)
+        return builder.sign(signer or key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("test CA", ca_key, None, None, ca=True)
+    paths = {"ca": folder / "ca.crt"}
+    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    for name in names:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = build(name, key, ca_cert.subject, ca_key, ca=False)
+        paths[f"{name}.crt"] = folder / f"{name}.crt"
+        paths[f"{name}.key"] = folder / f"{name}.key"
+        paths[f"{name}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths[f"{name}.key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+        paths[f"{name}.key"].chmod(0o600)
+    return paths

@@ -1,32 +1,59 @@
-"""The mqtt service: subscribes to the site's device topics and hands each event to the store.
+"""The mqtt service: devices in and out, Home Assistant, the network watch and the outbox courier.
 
-Each event is embedded by the engine on the way; while the engine is down events are stored
-without a vector (found by full-text search) and the agent's backfill job embeds them later.
-
-The broker or the store being down never stops the service: it reports `degraded` with the
-reason, reconnects with backoff, and keeps events for the store in a bounded queue until the
-store answers again (a durable outbox is the mqtt issue's work).
+One connection to the site's broker at a time (mqtt/link.py), remade with exponential backoff
+and jitter when it drops; a broker that is down leaves the service `degraded` and retrying,
+never crashed. Incoming messages are routed by topic: device events and states to the ingest
+(mqtt/ingest.py: acknowledged only once stored), availability to the registry, answers to the
+command waiting for them (mqtt/commands.py), and Home Assistant's birth message and controls to
+their handlers (mqtt/discovery.py). The network watch (mqtt/network.py) tells the courier
+(mqtt/uplink.py) when the outbox can be flushed upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-
-import aiomqtt
+import json
+import random
+import time
+from typing import Any
 
 from appliance.config import ApplianceConfig
-from appliance.control.memory_client import MemoryClient
-from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, Unavailable
-from appliance.mqtt.events import EventRejected, parse_event
-from appliance.protocol.common import Mqtt, ServiceState
-from appliance.protocol.store import MemoryIn
+from appliance.control.caller import Caller, Role
+from appliance.control.chat import ChatEvent
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.errors import CommandError
+from appliance.control.system import HealthReport
+from appliance.control.table import default_table
+from appliance.ipc.errors import IpcError
+from appliance.ipc.server import IpcServer
+from appliance.mqtt.commands import Commander
+from appliance.mqtt.discovery import Topics, discovery_payload
+from appliance.mqtt.events import topic_filter
+from appliance.mqtt.ingest import Ingest
+from appliance.mqtt.link import READ_SLICE, Incoming, LinkDown, MqttLink, Settings
+from appliance.mqtt.network import NetworkWatch
+from appliance.mqtt.uplink import Courier
+from appliance.protocol.common import MetricFamily, MetricSample, Mqtt, ServiceHealth, ServiceState
+from appliance.protocol.devices import (
+    MQTT_COMMAND,
+    MQTT_PUBLISH,
+    STORE_AVAILABILITY,
+    STORE_OUTBOX_STATS,
+    Availability,
+    CommandResult,
+    DeviceCommand,
+    OutboxStats,
+    Publish,
+    Published,
+)
+from appliance.protocol.engine import ENGINE_METRICS
 from appliance.runtime.service import Service
 
-MAX_PENDING = 10_000
-RETRY_S = 2.0
 FIRST_CONNECT_WAIT_S = 10.0
+MAX_BACKOFF_S = 30.0
+HOME_ASSISTANT = Caller("homeassistant", Role.VIEWER, "mqtt")
+DISCOVERY_DELAY_S = (0.5, 5.0)  # Home Assistant asks for a random delay before re-announcing
 
 
 class MqttService(Service[Mqtt]):
@@ -34,108 +61,237 @@ class MqttService(Service[Mqtt]):
 
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
-        self.pending: deque[MemoryIn] = deque(maxlen=MAX_PENDING)
-        self.memory = MemoryClient(self.peer("store"), self.peer("engine"), self.log)
-        self.metrics.gauge("appliance_mqtt_pending", "events waiting for the store", lambda: len(self.pending))
-        self.stored = self.rejected = 0
+        cfg = config.mqtt
+        self.client_id = cfg.pinned_client_id
+        self.ingest = Ingest(self.peer("store"), cfg, self.metrics, self.log)
+        self.commander = Commander(self.client_id, cfg.command_topic, self.log)
+        self.network = NetworkWatch(self.log)
+        self.courier = Courier(cfg.uplink, self.peer("store"), self.network, self.client_id, self.log)
+        self.topics = Topics.for_config(cfg.home_assistant)
+        self._availability_topics = topic_filter(tuple(cfg.availability_topics))
+        self.commands = Dispatcher(default_table(), self.peers, config, self.log)
+        self.link: MqttLink | None = None
+        self.outbox = OutboxStats(pending=0, delivered=0)
         self._broker_problem: str | None = "not connected yet"
-        self._store_problem: str | None = None
         self._attempted = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._state_wanted = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stored_at_last_state = (0, time.monotonic())
+        self.metrics.gauge("appliance_mqtt_outbox_pending", "items waiting to go upstream", lambda: self.outbox.pending)
+        self.metrics.gauge("appliance_mqtt_outbox_oldest_age_seconds", "age of the oldest item waiting to go upstream",
+                           lambda: time.time() - self.outbox.oldest_at if self.outbox.oldest_at else 0.0)
+        self.metrics.gauge("appliance_mqtt_network_online", "1 while a default route is up",
+                           lambda: self.network.online)
 
-    def _client(self) -> aiomqtt.Client:
-        cfg = self.config.mqtt
-        tls = None
-        if cfg.tls.enabled:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None)
-        return aiomqtt.Client(
-            cfg.host, cfg.port, username=cfg.username,
-            password=cfg.password.get_secret_value() if cfg.password else None,
-            identifier=cfg.client_id, keepalive=cfg.keepalive_s, tls_params=tls,
-            tls_insecure=cfg.tls.insecure if cfg.tls.enabled else None)
+    def register(self, ipc: IpcServer[Mqtt]) -> None:
+        ipc.add(MQTT_PUBLISH, self.publish)
+        ipc.add(MQTT_COMMAND, self.send_command)
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._subscribe_forever()),
-                       asyncio.create_task(self._retry_forever())]
+        self._tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in (
+            ("broker", self._connect_forever()), ("ingest", self.ingest.run()), ("network", self.network.run()),
+            ("courier", self.courier.run()), ("states", self._states_forever()))]
         # Ready means "bridge running": after the first attempt, connected or not.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._attempted.wait(), FIRST_CONNECT_WAIT_S)
+        self._refresh_state()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.pending:
-            self.log.warning("stopping with %d events the store never took", len(self.pending))
+        if self.link is not None:
+            await self.link.close()
+        await self.courier.close()
+
+    # --- state ------------------------------------------------------------------------------
 
     def _refresh_state(self) -> None:
-        problems = [p for p in (self._broker_problem, self._store_problem) if p]
-        counts = f"{self.stored} stored, {self.rejected} rejected, {len(self.pending)} queued"
+        problems = [p for p in (self._broker_problem, self.ingest.problem, self.courier.problem) if p]
         if problems:
-            self.set_state(ServiceState.DEGRADED, f"{'; '.join(problems)} ({counts})")
+            self.set_state(ServiceState.DEGRADED, "; ".join(problems))
         else:
             cfg = self.config.mqtt
-            self.set_state(ServiceState.READY, f"{cfg.host}:{cfg.port} {','.join(cfg.topics)} ({counts})")
+            self.set_state(ServiceState.READY, f"{cfg.host}:{cfg.port} as {self.client_id}")
 
-    async def _subscribe_forever(self) -> None:
+    def health(self) -> ServiceHealth:
+        """The state as set (logged on change) plus live counters (read on each call, never logged)."""
+        health, i = super().health(), self.ingest
+        oldest = f", oldest {time.time() - self.outbox.oldest_at:.0f} s" if self.outbox.oldest_at else ""
+        counts = (f"{i.stored} stored, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} throttled; "
+                  f"network {'up' if self.network.online else 'down'} ({self.network.why}); "
+                  f"outbox {self.outbox.pending} waiting{oldest}")
+        return health.model_copy(update={"detail": f"{health.detail} ({counts})"})
+
+    async def collect_metrics(self) -> list[MetricFamily]:
+        connected = self.link is not None and not self.link.lost.is_set()
+        return [MetricFamily(name="appliance_mqtt_connected", kind="gauge", help="1 while connected to the broker",
+                             samples=[MetricSample(value=float(connected))])]
+
+    # --- the broker connection --------------------------------------------------------------
+
+    def _settings(self) -> Settings:
+        cfg = self.config.mqtt
+        return Settings(host=cfg.host, port=cfg.port, client_id=self.client_id, keepalive_s=cfg.keepalive_s,
+                        username=cfg.username, password=cfg.password.get_secret_value() if cfg.password else None,
+                        tls=cfg.tls, session_expiry_s=cfg.session_expiry_s,
+                        receive_maximum=min(65_535, max(100, 20 * cfg.batch_max)),
+                        will=(self.topics.availability, b"offline", True))
+
+    async def _connect_forever(self) -> None:
         cfg = self.config.mqtt
         backoff = 1.0
         while True:
+            link = MqttLink(self._settings())
             try:
-                async with self._client() as client:
-                    for topic in cfg.topics:
-                        await client.subscribe(topic, qos=cfg.qos)
-                    backoff = 1.0
-                    self._broker_problem = None
-                    self._refresh_state()
-                    self._attempted.set()
-                    async for message in client.messages:
-                        await self._on_message(message.topic.value, message.payload)
-            except aiomqtt.MqttError as exc:
-                self._broker_problem = f"broker {cfg.host}:{cfg.port} unreachable: {exc}"
-                self._refresh_state()
+                resumed = await link.connect()
+                await link.subscribe([*cfg.topics, *cfg.availability_topics, self.commander.response_topic,
+                                      *(self.topics.commands if cfg.home_assistant.enabled else [])])
+                self.link = link
+                await link.publish(self.topics.availability, b"online", retain=True)
+                if cfg.home_assistant.enabled:
+                    await self._announce()
+                    self._state_wanted.set()
+                self.log.info("connected to %s:%d as %s (%s)", cfg.host, cfg.port, self.client_id,
+                              "session resumed" if resumed else "new session")
+                self._broker_problem = None
+                backoff = 1.0
+            except (LinkDown, TimeoutError) as exc:
+                await link.close()
+                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {exc}"
+            else:
                 self._attempted.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self._refresh_state()
+                await self._read(link)
+                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {link.reason or 'connection lost'}"
+                await link.close()
+            self._attempted.set()
+            self._refresh_state()
+            delay = backoff * random.uniform(0.5, 1.5)  # noqa: S311 - jitter: devices must not reconnect in step
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _on_message(self, topic: str, payload: object) -> None:
-        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
+    async def _read(self, link: MqttLink) -> None:
+        while batch := await link.take():
+            for n, message in enumerate(batch, 1):
+                await self._route(message)
+                if n % READ_SLICE == 0:
+                    await asyncio.sleep(0)  # let the store's answers and the acks through
+
+    async def _route(self, message: Incoming) -> None:
+        cfg, topic = self.config.mqtt, message.topic
+        if topic == self.commander.response_topic:
+            self.commander.on_response(message)
+            message.ack()
+        elif cfg.home_assistant.enabled and topic in self.topics.commands:
+            message.ack()
+            self._background(self._home_assistant(topic, message.payload))
+        elif self._availability_topics.fullmatch(topic):
+            await self._availability(message)
+        else:
+            self.ingest.offer(message)
+
+    async def _availability(self, message: Incoming) -> None:
+        """``online``/``offline`` on a device's availability topic (or its last will) into the registry."""
+        word = message.payload.decode("utf-8", "replace").strip().strip('"').lower()
+        levels = message.topic.split("/")
+        if word in ("online", "offline") and len(levels) >= 3:
+            with contextlib.suppress(IpcError, ValueError):
+                await self.peer("store").call(STORE_AVAILABILITY, Availability(
+                    device=levels[1], online=word == "online", at=time.time()))
+                message.ack()
+                return
+        self.ingest.offer(message)  # not an availability message: the contract decides (quarantine)
+
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    # --- Home Assistant ---------------------------------------------------------------------
+
+    async def _announce(self) -> None:
+        if self.link is not None:
+            body = json.dumps(discovery_payload(self.topics)).encode()
+            await self.link.publish(self.topics.discovery, body, retain=True)
+
+    async def _home_assistant(self, topic: str, payload: bytes) -> None:
         try:
-            event = parse_event(topic, raw, self.config.mqtt.max_payload_bytes)
-        except EventRejected as exc:
-            self.rejected += 1
-            self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="rejected")
-            self.log.warning("rejected message on %.200r: %s", topic, exc, extra={"MQTT_TOPIC": topic[:200]})
-            self._refresh_state()
-            return
-        self.pending.append(event)
-        await self.flush()
+            if topic == self.topics.status and payload.strip().lower() == b"online":
+                await asyncio.sleep(random.uniform(*DISCOVERY_DELAY_S))  # noqa: S311 - spreading, not secrecy
+                await self._announce()
+            elif topic == self.topics.ask and payload.strip():
+                await self._answer(payload.decode("utf-8", "replace")[:2000])
+            elif topic == self.topics.heartbeat:
+                self._state_wanted.set()
+        except (LinkDown, CommandError, IpcError) as exc:
+            self.log.warning("Home Assistant request on %s failed: %s", topic, exc)
 
-    async def _retry_forever(self) -> None:
+    async def _answer(self, question: str) -> None:
+        pieces: list[str] = []
+        cited: list[dict[str, Any]] = []
+        async with contextlib.aclosing(self.commands.stream("chat", {"message": question, "max_tokens": 200},
+                                                            HOME_ASSISTANT)) as events:
+            async for event in events:
+                assert isinstance(event, ChatEvent)
+                pieces.append(event.text)
+                cited = [c.model_dump() for c in event.citations] or cited
+        if self.link is not None:
+            answer = {"question": question, "text": "".join(pieces).strip(), "citations": cited, "at": time.time()}
+            await self.link.publish(self.topics.answer, json.dumps(answer).encode(), retain=True)
+
+    async def _states_forever(self) -> None:
+        """Every state_interval_s, or at once when asked (a new connection, the heartbeat button)."""
         while True:
-            await asyncio.sleep(RETRY_S)
-            if self.pending:
-                await self.flush()
-
-    async def flush(self) -> None:
-        """Hand queued events to the store, oldest first, until it is empty or the store fails."""
-        async with self._flush_lock:
-            while self.pending:
-                try:
-                    await self.memory.remember(self.pending[0])
-                except (ServiceDown, IpcTimeout, Unavailable) as exc:
-                    self._store_problem = f"store unavailable: {exc}"
-                    break
-                except IpcError as exc:  # the store refused this one event; keep the rest
-                    self.log.warning("store refused event from %s: %s", self.pending[0].source, exc)
-                    self.rejected += 1
-                else:
-                    self.stored += 1
-                    self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="stored")
-                    self._store_problem = None
-                self.pending.popleft()
+            with contextlib.suppress(IpcError):
+                self.outbox = await self.peer("store").call(STORE_OUTBOX_STATS, timeout_s=3.0)
             self._refresh_state()
+            if self.config.mqtt.home_assistant.enabled:
+                try:
+                    await self._publish_state()
+                except (LinkDown, CommandError, IpcError) as exc:
+                    self.log.info("the state for Home Assistant was not published: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_wanted.wait(), self.config.mqtt.home_assistant.state_interval_s)
+            self._state_wanted.clear()
+
+    async def _publish_state(self) -> None:
+        if self.link is None or self.link.lost.is_set():
+            return
+        report = await self.commands.call("system.health", {}, HOME_ASSISTANT)
+        assert isinstance(report, HealthReport)
+        stored, at = self._stored_at_last_state
+        now = time.monotonic()
+        rate = (self.ingest.stored - stored) / max(now - at, 1e-3)
+        self._stored_at_last_state = (self.ingest.stored, now)
+        tokens = 0.0
+        with contextlib.suppress(IpcError):
+            tokens = (await self.peer("engine").call(ENGINE_METRICS, timeout_s=2.0)).generation_tokens_per_s
+        state = {"status": report.status, "services": {s.name: s.state.value for s in report.services},
+                 "events_per_s": round(rate, 2), "tokens_per_s": tokens, "outbox_pending": self.outbox.pending,
+                 "network": "up" if self.network.online else "down"}
+        await self.link.publish(self.topics.state, json.dumps(state).encode(), retain=True)
+
+    # --- IPC --------------------------------------------------------------------------------
+
+    async def publish(self, request: Publish) -> Published:
+        if self.link is None or self.link.lost.is_set():
+            raise LinkDownIpc(f"not connected to the broker: {self._broker_problem}")
+        try:
+            mid = await self.link.publish(request.topic, json.dumps(request.payload).encode(), retain=request.retain)
+        except LinkDown as exc:
+            raise LinkDownIpc(str(exc)) from None
+        return Published(topic=request.topic, mid=mid)
+
+    async def send_command(self, command: DeviceCommand) -> CommandResult:
+        try:
+            return await self.commander.send(self.link, command)
+        except LinkDown as exc:
+            raise LinkDownIpc(f"not connected to the broker: {exc}") from None
+
+
+class LinkDownIpc(IpcError):
+    """The broker cannot be reached now: the command was not sent."""
+
+    code = "unavailable"
+    status = 503

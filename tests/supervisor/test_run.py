@@ -69,7 +69,7 @@ def test_all_five_ready_events_flow_and_crashes_heal(appliance: tuple[subprocess
     get = ["curl", "-s", "--unix-socket", str(store), "-X", "POST", "http://store/v1/get", "-d", '{"id": 1}']
     eventually(lambda: '"source":"door-7"' in subprocess.run(get, capture_output=True, text=True).stdout,
                10, "the event in the store")
-    eventually(lambda: "1 rejected" in json.dumps(post_health(config.api.port, token)), 10, "the rejection counted")
+    eventually(lambda: "1 quarantined" in json.dumps(post_health(config.api.port, token)), 10, "the rejection counted")
 
     # A crashed child is restarted and the whole appliance is ready again.
     before = child_pids(process.pid)
@@ -96,7 +96,7 @@ def test_broker_down_is_degraded_not_dead(config_file: Path) -> None:
                                 capture_output=True, text=True)
         assert status.returncode == 1
         mqtt_line = next(line for line in status.stdout.splitlines() if line.startswith("mqtt"))
-        assert "degraded" in mqtt_line and f"127.0.0.1:{config.mqtt.port} unreachable" in mqtt_line
+        assert "degraded" in mqtt_line and f"cannot reach 127.0.0.1:{config.mqtt.port}" in mqtt_line
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

@@ -1,0 +1,186 @@
+"""From broker to store: check each message, batch events into store transactions, then acknowledge.
+
+The order of things is the durability argument: a message is acknowledged to the broker only
+after the store has committed what it carried (the event, or its quarantine entry). If the
+bridge dies in between, the broker still holds the message and redelivers it; the store's
+dedupe keys make the second delivery a no-op. While the store is down nothing is acknowledged,
+so the broker keeps everything (up to our Receive Maximum in flight, the rest queued) until it
+is back: no event lives only in this process's memory.
+
+A batch goes to the store when it holds mqtt.batch_max events or its first event has waited
+mqtt.batch_wait_s. Each device has a token bucket (mqtt.device_rate_per_s, mqtt.device_burst):
+a flooding device's excess is acknowledged and counted as rate_limited (one sample and one
+warning a minute), so it can neither fill the store nor slow the other devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from appliance.config import MqttConfig
+from appliance.ipc.client import IpcClient
+from appliance.ipc.errors import IpcError
+from appliance.mqtt.events import Refused, parse_event, quarantine_entry
+from appliance.mqtt.link import Incoming
+from appliance.protocol.common import Store
+from appliance.protocol.devices import (
+    STORE_EVENTS,
+    STORE_QUARANTINE_ADD,
+    EventBatch,
+    EventIn,
+    QuarantineBatch,
+    QuarantineIn,
+    QuarantineKind,
+)
+from appliance.runtime.metrics import Metrics
+
+RETRY_S = 1.0
+MAX_STORE_BATCH = 10_000  # EventBatch's limit
+WARN_EVERY_S = 60.0
+IN_FLIGHT = 2
+
+
+@dataclass
+class Bucket:
+    tokens: float
+    at: float
+    warned_at: float = 0.0
+    dropped: int = 0
+
+
+@dataclass
+class Pending:
+    events: list[EventIn] = field(default_factory=list)
+    quarantined: list[QuarantineIn] = field(default_factory=list)
+    throttled: int = 0
+    messages: list[Incoming] = field(default_factory=list)  # to acknowledge once committed
+    since: float = 0.0
+
+
+class Ingest:
+    def __init__(self, store: IpcClient[Store], config: MqttConfig, metrics: Metrics, log: logging.Logger) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.log = log
+        self.pending = Pending()
+        self._buckets: dict[str, Bucket] = {}
+        self._ready = asyncio.Event()
+        self.problem: str | None = None  # why the store is not taking batches, while it is not
+        self.stored = self.duplicates = self.rejected = self.throttled = 0
+
+    def offer(self, message: Incoming) -> None:
+        """Check one message and add it to the current batch (as an event, a quarantine entry or a count)."""
+        now = time.time()
+        try:
+            event = parse_event(message.topic_bytes, message.payload, self.config, now)
+        except Refused as refused:
+            self.pending.quarantined.append(quarantine_entry(refused, message.topic_bytes, message.payload, now))
+            self.rejected += 1
+            self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="quarantined")
+        else:
+            if self._allowed(event.device, now):
+                self.pending.events.append(event)
+            else:
+                self._throttle(event, message, now)
+        if not self.pending.messages:
+            self.pending.since = time.monotonic()
+        self.pending.messages.append(message)
+        self._ready.set()
+
+    def _allowed(self, device: str, now: float) -> bool:
+        rate, burst = self.config.device_rate_per_s, self.config.device_burst
+        bucket = self._buckets.get(device)
+        if bucket is None:
+            if len(self._buckets) > 100_000:  # forget devices whose buckets have refilled
+                self._buckets = {k: b for k, b in self._buckets.items() if b.tokens < burst}
+            bucket = self._buckets[device] = Bucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True
+        return False
+
+    def _throttle(self, event: EventIn, message: Incoming, now: float) -> None:
+        bucket = self._buckets[event.device]
+        bucket.dropped += 1
+        self.throttled += 1
+        self.pending.throttled += 1
+        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="rate_limited")
+        if now - bucket.warned_at >= WARN_EVERY_S:
+            self.log.warning("device %s sends faster than %g events/s: throttled (%d dropped so far)",
+                             event.device, self.config.device_rate_per_s, bucket.dropped,
+                             extra={"DEVICE_ID": event.device})
+            bucket.warned_at = now
+            self.pending.quarantined.append(QuarantineIn(
+                kind="rate_limited", reason=f"over {self.config.device_rate_per_s:g} events/s; dropped, counted",
+                topic=event.topic[:300], device=event.device, size=len(message.payload),
+                sample=event.text[:600], at=now))
+            self.pending.throttled -= 1  # this one is kept as the sample, not only counted
+
+    async def run(self) -> None:
+        """Commit batches forever: when full, or when the oldest has waited batch_wait_s.
+
+        Up to IN_FLIGHT batches are at the store at once: it reads the next while it writes one,
+        which is most of the difference between half and all of the store's speed. Acks still go
+        out in the order the messages came (MQTT asks it of a client): each batch waits for the
+        one before it."""
+        in_flight: deque[asyncio.Task[None]] = deque()
+        try:
+            while True:
+                await self._ready.wait()
+                wait = self.config.batch_wait_s - (time.monotonic() - self.pending.since)
+                if len(self.pending.messages) < self.config.batch_max and wait > 0:
+                    await asyncio.sleep(wait)
+                if len(in_flight) >= IN_FLIGHT:
+                    await in_flight.popleft()
+                    continue  # meanwhile the batch grew: look again
+                batch, self.pending = self.pending, Pending()
+                self._ready.clear()
+                in_flight.append(asyncio.create_task(self._commit(batch, after=in_flight[-1] if in_flight else None)))
+                while in_flight and in_flight[0].done():
+                    in_flight.popleft().result()
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _commit(self, batch: Pending, after: asyncio.Task[None] | None = None) -> None:
+        """Store the batch (retrying while the store is away), then, once the batch before it is
+        acknowledged, acknowledge its messages."""
+        await self._store(batch)
+        if after is not None:
+            await asyncio.shield(after)
+        for message in batch.messages:
+            message.ack()
+
+    async def _store(self, batch: Pending) -> None:
+        while True:
+            try:
+                if batch.events:
+                    for start in range(0, len(batch.events), MAX_STORE_BATCH):
+                        chunk = batch.events[start : start + MAX_STORE_BATCH]
+                        done = await self.store.call(STORE_EVENTS, EventBatch(events=chunk))
+                        self.stored += done.stored
+                        self.duplicates += done.duplicates
+                        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", done.stored,
+                                         outcome="stored")
+                        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome",
+                                         done.duplicates, outcome="duplicate")
+                    batch.events = []  # committed: a retry below must not send them again
+                if batch.quarantined or batch.throttled:
+                    counted: dict[QuarantineKind, int] = {"rate_limited": batch.throttled} if batch.throttled else {}
+                    await self.store.call(STORE_QUARANTINE_ADD, QuarantineBatch(items=batch.quarantined,
+                                                                               counted_only=counted))
+                self.problem = None
+                break
+            except IpcError as exc:
+                if self.problem is None:
+                    self.log.warning("the store does not take events (%s); holding %d messages unacknowledged",
+                                     exc, len(batch.messages))
+                self.problem = f"store unavailable: {exc}"
+                await asyncio.sleep(RETRY_S)

@@ -1,0 +1,260 @@
+"""The bridge with a real mosquitto, a real store and the real mqtt service process.
+
+Each test has its own broker, so the bridge's persistent session is the test's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from appliance.config import ApplianceConfig, load_config
+from appliance.ipc.peers import Peers
+from appliance.protocol.common import HEALTH, SAMPLES
+from appliance.protocol.devices import STORE_DEVICES, STORE_QUARANTINE, DeviceQuery, QuarantineQuery
+from appliance.protocol.store import STORE_STATS
+from tests.helpers import Publisher, eventually_async, serve, start_mosquitto, wait_ready, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[int]:
+    process, port = start_mosquitto(tmp_path / "broker")
+    yield port
+    process.terminate()
+    process.wait(5)
+
+
+def bridged(config_file: Path, port: int, **mqtt: Any) -> ApplianceConfig:
+    """The test config pointed at the test's broker (with these mqtt.* settings)."""
+    data = yaml.safe_load(config_file.read_text())
+    data["mqtt"] = {"host": "127.0.0.1", "port": port, "client_id": "appliance-test",
+                    "home_assistant": {"enabled": False}, **mqtt}
+    write_config(config_file, data)
+    return load_config(config_file)
+
+
+async def memories(peers: Peers) -> int:
+    return (await peers.store.call(STORE_STATS)).memories
+
+
+async def test_events_quarantine_and_availability(config_file: Path, broker: int,
+                                                  services: Callable[..., Awaitable[Peers]]) -> None:
+    bridged(config_file, broker)
+    peers = await services("store", "mqtt")
+    device = Publisher(broker)
+    try:
+        device.publish("devices/door-1/availability", "online", retain=True)
+        for i in range(3):
+            device.publish("devices/door-1/events", json.dumps({"id": f"d1-{i}", "type": "door.open", "value": i}))
+        device.publish("devices/boiler/state", "21.5")
+        device.publish("devices/boiler/events", "not json at all")
+        device.publish("devices/boiler/events", bytes(range(256)))
+        device.publish("devices/boiler/events", b"[" * 50 + b"]" * 50)
+        device.publish("devices/door-1/events", json.dumps({"id": "d1-0", "type": "door.open", "value": 0}))  # again
+        await eventually_async(lambda: _quarantined(peers, 3), 15, "three messages quarantined")
+        assert await memories(peers) == 4  # three door events (one redelivered id stored once) and one state
+        page = await peers.store.call(STORE_DEVICES, DeviceQuery())
+        rows = {d.device_id: d for d in page.items}
+        assert rows["door-1"].online is True and rows["door-1"].event_count == 3
+        assert rows["boiler"].online is None and rows["boiler"].last_payload == "21.5"
+        quarantine = await peers.store.call(STORE_QUARANTINE, QuarantineQuery())
+        assert {q.kind for q in quarantine.items} == {"not_json", "not_utf8", "too_deep"}
+        assert "not json at all" in next(q.sample for q in quarantine.items if q.kind == "not_json")
+        device.publish("devices/door-1/availability", "offline", retain=True)
+        await eventually_async(lambda: _online(peers, "door-1", False), 10, "door-1 offline")
+        health = await peers.mqtt.call(HEALTH)
+        assert "4 stored, 1 duplicates, 3 quarantined, 0 throttled" in health.detail, health.detail
+    finally:
+        device.close()
+
+
+async def _quarantined(peers: Peers, count: int) -> bool:
+    return sum((await peers.store.call(STORE_QUARANTINE, QuarantineQuery())).counts.values()) >= count
+
+
+async def _online(peers: Peers, device: str, online: bool) -> bool:
+    page = await peers.store.call(STORE_DEVICES, DeviceQuery(prefix=device))
+    return bool(page.items) and page.items[0].online is online
+
+
+async def test_events_sent_while_the_bridge_is_away_arrive_when_it_returns(
+        config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
+    bridged(config_file, broker)
+    peers = await services("store")
+    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    await wait_ready(peers.mqtt)
+    bridge.send_signal(signal.SIGTERM)  # a clean stop: the broker keeps the session and queues for it
+    bridge.wait(10)
+    device = Publisher(broker)
+    try:
+        for i in range(100):
+            device.publish("devices/meter-7/events", json.dumps({"id": i, "value": i * 1.5}))
+    finally:
+        device.close()
+    assert await memories(peers) == 0
+    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    try:
+        await eventually_async(lambda: _count_is(peers, 100), 30, "the 100 queued events")
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+
+
+async def _count_is(peers: Peers, count: int) -> bool:
+    return await memories(peers) == count
+
+
+async def test_nothing_is_acknowledged_while_the_store_is_down(config_file: Path, broker: int, tmp_path: Path,
+                                                              services: Callable[..., Awaitable[Peers]]) -> None:
+    config = bridged(config_file, broker)
+    peers = Peers(config)
+    store = serve(config_file, "store", log=tmp_path / "store.log")
+    await wait_ready(peers.store)
+    await services("mqtt")
+    store.terminate()
+    store.wait(10)
+    device = Publisher(broker)
+    try:
+        for i in range(50):
+            device.publish("devices/pump-2/events", json.dumps({"id": i}))
+    finally:
+        device.close()
+    await eventually_async(lambda: _degraded(peers, "store unavailable"), 15, "the bridge to say the store is down")
+    store = serve(config_file, "store", log=tmp_path / "store.log")
+    try:
+        await wait_ready(peers.store)
+        await eventually_async(lambda: _count_is(peers, 50), 30, "all 50 events once the store is back")
+    finally:
+        store.terminate()
+        store.wait(10)
+        await peers.close()
+
+
+async def _degraded(peers: Peers, words: str) -> bool:
+    health = await peers.mqtt.call(HEALTH)
+    return health.state.value == "degraded" and words in health.detail
+
+
+async def test_a_flooding_device_is_throttled_and_the_others_are_not(
+        config_file: Path, broker: int, services: Callable[..., Awaitable[Peers]]) -> None:
+    bridged(config_file, broker, device_rate_per_s=5, device_burst=10)
+    peers = await services("store", "mqtt")
+    flood, neighbour = Publisher(broker, "flood"), Publisher(broker, "neighbour")
+    try:
+        for i in range(300):
+            flood.client.publish("devices/noisy/events", json.dumps({"id": i}), qos=1)
+        for i in range(5):
+            neighbour.publish("devices/calm/events", json.dumps({"id": i}))
+        await eventually_async(lambda: _throttled(peers, 280), 20, "the flood counted")
+        page = await peers.store.call(STORE_DEVICES, DeviceQuery())
+        counts = {d.device_id: d.event_count for d in page.items}
+        assert counts["calm"] == 5 and 10 <= counts["noisy"] <= 20
+    finally:
+        flood.close()
+        neighbour.close()
+
+
+async def _throttled(peers: Peers, at_least: int) -> bool:
+    counts = (await peers.store.call(STORE_QUARANTINE, QuarantineQuery())).counts
+    return counts.get("rate_limited", 0) >= at_least
+
+
+async def test_fuzzed_messages_are_quarantined_and_the_bridge_stays_up(
+        config_file: Path, broker: int, services: Callable[..., Awaitable[Peers]]) -> None:
+    import random
+
+    bridged(config_file, broker, max_payload_bytes=4096, allowed_topics=["devices/+/events"],
+            topics=["devices/#"])
+    peers = await services("store", "mqtt")
+    rng = random.Random(7)
+    device = Publisher(broker)
+    hostile = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))) for _ in range(60)]
+    hostile += [b"x" * 5000, b'{"a":' * 100 + b"1" + b"}" * 100, b'{"ts": {"$gt": ""}}', b'{"id": [1]}',
+                b'"\\ud800"', b"\xed\xa0\x80", b"1e999", b'{"type": "<script>"}']
+    try:
+        for payload in hostile:
+            device.publish("devices/fuzz/events", payload)
+        for topic in ("devices/fuzz/events/extra", "devices/bad id/events", "devices/x/commands", "devices/x"):
+            device.publish(topic, b"{}")
+        device.publish("devices/fuzz/events", b'{"id": "after", "value": 1}')
+        await eventually_async(lambda: _stored_text(peers, '"after"'), 20, "a good event after the fuzz")
+        health = await peers.mqtt.call(HEALTH)
+        assert health.state.value == "ready"
+        counts = (await peers.store.call(STORE_QUARANTINE, QuarantineQuery())).counts
+        assert sum(counts.values()) >= 60 and {"topic", "too_large", "too_deep"} <= set(counts)
+    finally:
+        device.close()
+
+
+async def _stored_text(peers: Peers, words: str) -> bool:
+    page = await peers.store.call(STORE_DEVICES, DeviceQuery(prefix="fuzz"))
+    return bool(page.items) and words in page.items[0].last_payload
+
+
+async def test_ten_thousand_events_across_several_kills_are_all_stored_once(
+        config_file: Path, broker: int, tmp_path: Path, config: ApplianceConfig,
+        services: Callable[..., Awaitable[Peers]], capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL while the bridge works through a backlog: the broker redelivers what was not
+    acknowledged, and the store's dedupe keys drop what was committed but not yet acknowledged."""
+    bridged(config_file, broker, device_rate_per_s=100_000, device_burst=1_000_000)
+    peers = await services("store")
+    log = tmp_path / "mqtt.log"
+    bridge = serve(config_file, "mqtt", log=log)
+    await wait_ready(peers.mqtt)
+    device = Publisher(broker)
+    kills = 0
+    try:
+        for i in range(10_000):
+            # Half carry their own id, half are told apart by their content only.
+            body = {"id": f"m{i}", "value": i} if i % 2 else {"seq": i, "value": i}
+            device.client.publish(f"devices/sensor-{i % 20}/events", json.dumps(body), qos=1)
+        for stored_at_least in (1500, 3500, 5500, 7500, 9000):
+            await eventually_async(lambda n=stored_at_least: _count_at_least(peers, n), 120,  # type: ignore[misc]
+                                   f"{stored_at_least} events stored")
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait(10)
+            kills += 1
+            bridge = serve(config_file, "mqtt", log=log)
+            await wait_ready(peers.mqtt)
+        await eventually_async(lambda: _count_at_least(peers, 10_000), 120, "all 10,000 events", every_s=0.5)
+        await asyncio.sleep(2)  # anything still redelivered now must be recognised as a duplicate
+        stats = await peers.store.call(STORE_STATS)
+        distinct = await asyncio.to_thread(_distinct_and_total, config.memory_dir / "memory.db")
+        assert stats.memories == 10_000 and distinct == (10_000, 10_000), distinct
+        outcomes = await _event_outcomes(peers)
+        assert outcomes["stored"] == 10_000
+        with capsys.disabled():
+            print(f"\nkill test: 10,000 QoS 1 events published, bridge SIGKILLed {kills} times mid-backlog; "
+                  f"{stats.memories} stored, {distinct[0]} distinct; {outcomes['duplicate']:.0f} redeliveries "
+                  "of committed events recognised as duplicates")
+    finally:
+        device.close()
+        bridge.terminate()
+        bridge.wait(10)
+
+
+async def _event_outcomes(peers: Peers) -> dict[str, float]:
+    families = (await peers.store.call(SAMPLES)).families
+    samples = next(f.samples for f in families if f.name == "appliance_store_device_events_total")
+    return {s.labels["outcome"]: s.value for s in samples}
+
+
+async def _count_at_least(peers: Peers, count: int) -> bool:
+    return await memories(peers) >= count
+
+
+def _distinct_and_total(path: Path) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        distinct, total = db.execute("select count(distinct text), count(*) from memories").fetchone()
+    return int(distinct), int(total)
