@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bench-api bootstrap-run bootstrap-test check-fresh
+.PHONY: run test lint venv clean bench bench-memory bench-engine bench-api bench-mqtt bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -59,3 +59,8 @@ bench-engine: venv
 bench-api: venv
 	@scripts/bootstrap.sh bench
 	$(PY) bench/api.py
+
+# QoS 1 device events into the store (ack after commit) next to a raw subscriber; event-to-searchable p95.
+bench-mqtt: venv
+	@scripts/bootstrap.sh test
+	$(PY) bench/mqtt.py

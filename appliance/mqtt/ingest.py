@@ -126,8 +126,9 @@ class Ingest:
     async def run(self) -> None:
         """Commit batches forever: when full, or when the oldest has waited batch_wait_s.
 
-        Up to IN_FLIGHT batches are at the store at once: it reads the next while it writes one,
-        which is most of the difference between half and all of the store's speed. Acks still go
+        Up to IN_FLIGHT batches are at the store at once, so it never sits idle while this side
+        acknowledges one batch and gathers the next (the store still commits them one after the
+        other, in order: it is the only writer). Acks still go
         out in the order the messages came (MQTT asks it of a client): each batch waits for the
         one before it."""
         in_flight: deque[asyncio.Task[None]] = deque()
