@@ -3,8 +3,9 @@
 paho reads a packet in pieces (its first byte, its length byte by byte, then the rest) and sends
 each packet with its own call: four system calls for every message received and one for every
 acknowledgement. With this buffer one read serves hundreds of messages and one write carries a
-batch of acknowledgements. Measured once, by hand, on the 2-core box (a bare paho subscriber with
-manual acks, 200,000 QoS 1 messages; not a kept benchmark): 66 µs of CPU per message with paho's own thread, 45 µs driven
+batch of acknowledgements. Measured once, by hand, on the 2-core box (a bare paho subscriber
+with manual acks, 200,000 QoS 1 messages; not a kept benchmark): 66 µs of CPU per message with
+paho's own thread, 45 µs driven
 from the event loop, 32 µs from the event loop with this buffer.
 
 The owner (mqtt/link.py) must keep two promises that a plain socket keeps by itself:
