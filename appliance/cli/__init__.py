@@ -13,11 +13,11 @@ import argparse
 import sys
 from typing import NoReturn
 
-from appliance.cli import chat, config, engine, memory, models, services, tokens
+from appliance.cli import chat, config, devices, engine, memory, models, services, tokens
 from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
 
-GROUPS = (services, config, tokens, models, engine, memory, chat)
+GROUPS = (services, config, tokens, models, engine, memory, chat, devices)
 
 
 def parser() -> argparse.ArgumentParser:

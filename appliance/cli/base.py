@@ -101,3 +101,18 @@ def actions(commands: Any, name: str, help_text: str) -> Any:
     """A command group's parser and its sub-parsers, one per action."""
     group = commands.add_parser(name, help=help_text)
     return group.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+
+def simple_action(group: Any, action: str, help_text: str, command: str,
+                  *arguments: tuple[str, dict[str, Any]]) -> None:
+    """An action whose arguments are the command's fields (by their dest), its reply printed as JSON."""
+    parser = group.add_parser(action, help=help_text)
+    fields = [parser.add_argument(*flags.split(), **options).dest for flags, options in arguments]
+    parser.set_defaults(handler=lambda config, args: _print_reply(config, command, args, fields))
+
+
+def _print_reply(config: ApplianceConfig, command: str, args: argparse.Namespace, fields: list[str]) -> int:
+    values = vars(args)
+    print_json(run_command(config, command, {name: values[name] for name in fields if values[name] is not None}))
+    return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from appliance.cli.base import EXIT_BAD_INPUT, CliError, actions, print_json, run_command, stream_command
+from appliance.cli.base import EXIT_BAD_INPUT, CliError, actions, print_json, run_command, simple_action, stream_command
 from appliance.config import ApplianceConfig
 from appliance.protocol.store import MAX_DOCUMENT_CHARS, MEMORY_KINDS, ArchiveProgress
 
@@ -31,29 +31,21 @@ def _timestamp(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{value!r} is neither unix seconds nor an ISO 8601 time") from None
 
 
-def _simple(group: Any, action: str, help_text: str, command: str, *arguments: tuple[str, dict[str, Any]]) -> None:
-    """An action whose arguments are the command's fields, printed as JSON."""
-    parser = group.add_parser(action, help=help_text)
-    for flags, options in arguments:
-        parser.add_argument(*flags.split(), **options)
-    parser.set_defaults(handler=lambda config, args: _print_command(config, command, args))
-
-
 def register(commands: Any) -> None:
     group = actions(commands, "memory", "the memory store: remember, recall, archive, back up")
-    _simple(group, "stats", "counts, sizes and the index in use", "memory.stats")
-    _simple(group, "remember", "store one memory (embedded by the engine when it is up)", "memory.remember",
+    simple_action(group, "stats", "counts, sizes and the index in use", "memory.stats")
+    simple_action(group, "remember", "store one memory (embedded by the engine when it is up)", "memory.remember",
             ("text", {}), ("--kind", {"choices": MEMORY_KINDS, "default": "fact"}), ("--source", {"default": "cli"}),
             ("--tag", {"action": "append", "default": [], "dest": "tags"}),
             ("--sensitive", {"action": "store_true", "help": "encrypt the text at rest"}),
             ("--pinned", {"action": "store_true", "help": "never archive it"}))
-    _simple(group, "recall", "search: hybrid, vector or text", "memory.search",
+    simple_action(group, "recall", "search: hybrid, vector or text", "memory.search",
             ("q", {"metavar": "query"}), ("-k", {"type": int, "default": 5}),
             ("--mode", {"choices": ["hybrid", "vector", "text"], "default": "hybrid"}),
             ("--kind", {"action": "append", "choices": MEMORY_KINDS}), ("--source", {"action": "append"}),
             ("--tag", {"action": "append"}), ("--since", {"type": _timestamp, "help": "unix seconds or ISO 8601"}),
             ("--until", {"type": _timestamp}))
-    _simple(group, "forget", "erase one memory's content (a tombstone stays)", "memory.forget",
+    simple_action(group, "forget", "erase one memory's content (a tombstone stays)", "memory.forget",
             ("id", {"type": int}))
     ingest = group.add_parser("ingest", help="store a text or markdown file as chunks; re-ingest replaces")
     ingest.add_argument("path", type=Path)
@@ -62,10 +54,10 @@ def register(commands: Any) -> None:
     archive = group.add_parser("archive", help="move old unpinned memories into compressed archive segments")
     archive.add_argument("--older-than-days", type=float, default=None)
     archive.set_defaults(handler=_archive)
-    _simple(group, "find-archived", "archived memories by time range and source", "memory.find_archived",
+    simple_action(group, "find-archived", "archived memories by time range and source", "memory.find_archived",
             ("--since", {"type": _timestamp}), ("--until", {"type": _timestamp}), ("--source", {}),
             ("--limit", {"type": int, "default": 20}))
-    _simple(group, "unarchive", "bring archived memories back (they come back pinned)", "memory.unarchive",
+    simple_action(group, "unarchive", "bring archived memories back (they come back pinned)", "memory.unarchive",
             ("ids", {"type": int, "nargs": "+"}))
     backup = group.add_parser("backup", help="online backup of the memory file while the store serves")
     backup.add_argument("path", type=Path)
@@ -74,19 +66,13 @@ def register(commands: Any) -> None:
     restore = group.add_parser("restore", help="replace the memory file with a backup (store stopped)")
     restore.add_argument("path", type=Path)
     restore.set_defaults(handler=_restore)
-    _simple(group, "rotate-key", "re-encrypt every sealed value under a new key", "memory.rotate_key")
+    simple_action(group, "rotate-key", "re-encrypt every sealed value under a new key", "memory.rotate_key")
 
     audit = actions(commands, "audit", "the audit log")
     audit.add_parser("verify", help="check the hash chain; exit 1 naming the first bad row").set_defaults(
         handler=_verify_audit)
 
 
-_NOT_FIELDS = {"command", "action", "handler", "config", "config_path"}
-
-
-def _print_command(config: ApplianceConfig, command: str, args: argparse.Namespace) -> int:
-    payload = {k: v for k, v in vars(args).items() if k not in _NOT_FIELDS and v is not None}
-    return _print(run_command(config, command, payload))
 
 
 def _print(reply: BaseModel) -> int:

@@ -7,7 +7,10 @@ id in its answer.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +168,34 @@ async def _command_while_the_broker_is_down(config_file: Path, peers: Peers) -> 
         assert response.status == 503 and "broker" in body["error"]["message"], body
         audit = await peers.store.call(STORE_AUDIT_LIST, AuditQuery(action="devices.command"))
         assert audit.items[0].details["ok"] is False and audit.items[0].details["error"] == "unavailable"
+
+
+async def test_the_cli_sends_the_same_command(config_file: Path, broker: int,
+                                              services: Callable[..., Awaitable[Peers]]) -> None:
+    """`appliance devices command` is the same command: answered, and audited as the console's."""
+    peers = await services("store", "mqtt")
+    valve = Valve(broker, "valve-9")
+    try:
+        done = await _cli(config_file, "devices", "command", "valve-9", "set", "--args", '{"position": 7}',
+                          "--wait", "10")
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["status"] == "answered" and result["response"]["position"] == 7
+        audit = await peers.store.call(STORE_AUDIT_LIST, AuditQuery(action="devices.command"))
+        assert audit.items[0].details["via"] == "cli" and audit.items[0].details["status"] == "answered"
+        for bad, words in ((["valve-9", "set", "--args", "[1]"], "JSON object"),
+                           (["valve-9", "set", "--args", "{"], "not JSON"),
+                           (["valve/9", "set"], "device_id"), (["valve-9", "rm -rf"], "command")):
+            refused = await _cli(config_file, "devices", "command", *bad)
+            assert refused.returncode == 2 and words in refused.stderr, (bad, refused.stderr)
+    finally:
+        valve.close()
+
+
+async def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance", "--config", str(config_file),
+                                                   *args, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())

@@ -1,0 +1,48 @@
+"""`appliance devices ...` and `appliance outbox ...` against a real store (no mqtt service running)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import serve, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_devices_and_outbox_at_the_console(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "agent.yaml", {
+        "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
+        "memory": {"vector_dim": 8}})
+    store = serve(config, "store")
+    try:
+        for _ in range(100):
+            if (listed := cli(config, "devices", "list")).returncode == 0:
+                break
+        assert json.loads(listed.stdout)["items"] == []
+        queued = cli(config, "outbox", "enqueue", "webhook", "door-opened", '{"door": "D-2", "n": 1}')
+        assert queued.returncode == 0, queued.stderr
+        assert json.loads(queued.stdout)["payload"] == {"door": "D-2", "n": 1}
+        status = json.loads(cli(config, "outbox", "status").stdout)
+        assert status["pending"] == 1, status
+        assert json.loads(cli(config, "devices", "quarantine").stdout)["items"] == []
+        for args, words, code in ((["outbox", "enqueue", "mqtt", "a/#", "1"], "topic", 2),
+                                  (["outbox", "enqueue", "mqtt", "a/b", "{nope"], "not JSON", 2),
+                                  (["devices", "show", "nobody"], "nobody", 2),
+                                  (["devices", "quarantine", "--kind", "bogus"], "kind", 2),
+                                  (["devices", "list", "--limit", "100000"], "limit", 2),
+                                  (["devices", "command", "door-1", "open"], "mqtt", 1)):
+            refused = cli(config, *args)
+            assert refused.returncode == code and words in refused.stderr, (args, refused.returncode, refused.stderr)
+    finally:
+        store.terminate()
+        store.wait(10)
