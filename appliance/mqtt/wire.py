@@ -5,8 +5,7 @@ each packet with its own call: four system calls for every message received and 
 acknowledgement. With this buffer one read serves hundreds of messages and one write carries a
 batch of acknowledgements. Measured once, by hand, on the 2-core box (a bare paho subscriber
 with manual acks, 200,000 QoS 1 messages; not a kept benchmark): 66 µs of CPU per message with
-paho's own thread, 45 µs driven
-from the event loop, 32 µs from the event loop with this buffer.
+paho's own thread, 45 µs driven from the event loop, 32 µs from the event loop with this buffer.
 
 The owner (mqtt/link.py) must keep two promises that a plain socket keeps by itself:
 - after paho's read loop stops, look at `readable_now`: bytes already buffered here (or inside
