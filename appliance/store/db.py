@@ -34,6 +34,7 @@ from appliance.store.ring import Ring
 from appliance.store.schema import SCHEMA_VERSION, migration_sql
 from appliance.store.sealed import SEALED_COLUMNS, SEGMENT
 from appliance.store.sql import fetch_all, integer
+from appliance.store.tasks import TaskBook
 
 BUSY_TIMEOUT_MS = 5_000
 JOURNAL_SIZE_LIMIT = 64 << 20
@@ -89,6 +90,7 @@ class MemoryDB:
         self.audit = AuditLog(self.conn)
         self.accounts = AccountBook(self.conn, security or SecurityConfig())
         self.devices = DeviceBook(self.conn, self.longterm, mqtt or MqttConfig())
+        self.tasks = TaskBook(self.conn)
 
     def _new_epoch(self, key_id: str) -> int:
         """Commit ``key_id``'s next nonce epoch on its own: no rollback or crash can hand it out twice."""

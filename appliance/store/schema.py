@@ -205,7 +205,44 @@ CREATE TABLE outbox(
 CREATE INDEX outbox_pending ON outbox(target, id) WHERE delivered_at IS NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4)
+# Version 5: tasks. The durable queue (one row per task: its spec as JSON, its state, result and
+# attempts), each task's step log numbered from 1, and when each schedule last fired (for the
+# runs missed while the box was off).
+V5 = """
+CREATE TABLE tasks(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    role TEXT NOT NULL,
+    schedule TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    progress REAL NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 1,
+    not_before REAL NOT NULL DEFAULT 0,
+    result TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    last_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_state ON tasks(state, not_before, id);
+CREATE INDEX tasks_schedule ON tasks(schedule, id);
+CREATE TABLE task_steps(
+    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE schedule_marks(name TEXT PRIMARY KEY, last_fire REAL NOT NULL) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -109,6 +109,18 @@ from appliance.protocol.store import (
     UnembeddedItem,
     UnembeddedRequest,
 )
+from appliance.protocol.tasks import (
+    STORE_SCHEDULE_MARK,
+    STORE_SCHEDULE_MARKS,
+    STORE_TASK_CREATE,
+    STORE_TASK_GET,
+    STORE_TASK_NEXT,
+    STORE_TASK_STEP,
+    STORE_TASK_UPDATE,
+    STORE_TASKS,
+    STORE_TASKS_RECOVER,
+    ScheduleMarks,
+)
 from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 from appliance.store.db import MemoryDB
@@ -151,6 +163,7 @@ class StoreService(Service[Store]):
         ipc.add(STORE_AUDIT_LIST, lambda query: self._on_db(lambda db: db.audit.page(query)))
         self._register_accounts(ipc)
         self._register_devices(ipc)
+        self._register_tasks(ipc)
 
     def _register_accounts(self, ipc: IpcServer[Store]) -> None:
         """Accounts (appliance/store/accounts.py): each endpoint one call on the SQLite thread."""
@@ -248,6 +261,19 @@ class StoreService(Service[Store]):
         ipc.add(STORE_OUTBOX_NEXT, next_item)
         ipc.add(STORE_OUTBOX_DONE, lambda r: self._on_db(lambda db: Changed(changed=db.devices.outbox_done(r))))
         ipc.add(STORE_OUTBOX_STATS, lambda _: self._on_db(lambda db: db.devices.outbox_stats()))
+
+    def _register_tasks(self, ipc: IpcServer[Store]) -> None:
+        """Tasks (appliance/store/tasks.py): the durable queue, step logs, schedule marks."""
+        ipc.add(STORE_TASK_CREATE, lambda r: self._on_db(lambda db: db.tasks.create(r)))
+        ipc.add(STORE_TASK_GET, lambda r: self._on_db(lambda db: db.tasks.detail(r)))
+        ipc.add(STORE_TASKS, lambda r: self._on_db(lambda db: db.tasks.list(r)))
+        ipc.add(STORE_TASK_UPDATE, lambda r: self._on_db(lambda db: db.tasks.update(r)))
+        ipc.add(STORE_TASK_STEP, lambda r: self._on_db(lambda db: Changed(changed=db.tasks.step(r))))
+        ipc.add(STORE_TASK_NEXT, lambda _: self._on_db(lambda db: db.tasks.due()))
+        ipc.add(STORE_TASKS_RECOVER, lambda _: self._on_db(lambda db: db.tasks.recover()))
+        ipc.add(STORE_SCHEDULE_MARK, lambda r: self._on_db(lambda db: Changed(changed=db.tasks.mark(r.name,
+                                                                                                r.last_fire))))
+        ipc.add(STORE_SCHEDULE_MARKS, lambda _: self._on_db(lambda db: ScheduleMarks(marks=db.tasks.marks())))
 
     async def collect_metrics(self) -> list[MetricFamily]:
         if self.db is None:

@@ -1,0 +1,82 @@
+"""The task queue in a real memory file: the state machine, gap-free step numbers, priorities, recovery."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.protocol.tasks import StepIn, TaskDetailQuery, TaskNew, TaskQuery, TaskSpec, TaskState, TaskUpdate
+from appliance.store.db import MemoryDB
+from appliance.store.errors import Conflict, Missing
+
+
+def new(kind: str = "ask", priority: str = "interactive", **spec: object) -> TaskNew:
+    fields = {"action": {"action": "heartbeat"}, "ask": {"query": "q"}, "command": {"argv": ["true"]}}[kind]
+    return TaskNew.model_validate({"spec": {"kind": kind, "priority": priority, **fields, **spec},
+                                   "created_by": "ada", "role": "admin"})
+
+
+def test_the_state_machine_allows_only_its_moves(db: MemoryDB) -> None:
+    task = db.tasks.create(new())
+    assert task.state is TaskState.QUEUED and task.last_seq == 1
+    running = db.tasks.update(TaskUpdate(id=task.id, state=TaskState.RUNNING, expect=[TaskState.QUEUED]))
+    assert running.started_at is not None
+    with pytest.raises(Conflict, match="is running, not queued"):
+        db.tasks.update(TaskUpdate(id=task.id, state=TaskState.RUNNING, expect=[TaskState.QUEUED]))
+    done = db.tasks.update(TaskUpdate(id=task.id, state=TaskState.SUCCEEDED, result={"answer": 42}, progress=100))
+    assert done.finished_at is not None and done.result == {"answer": 42}
+    for state in (TaskState.RUNNING, TaskState.CANCELLED, TaskState.QUEUED):
+        with pytest.raises(Conflict, match="cannot become"):
+            db.tasks.update(TaskUpdate(id=task.id, state=state))
+    with pytest.raises(Missing):
+        db.tasks.update(TaskUpdate(id=999, state=TaskState.CANCELLED))
+
+
+def test_steps_are_numbered_without_gaps_and_replay_after_a_number(db: MemoryDB) -> None:
+    task = db.tasks.create(new())
+    for n in range(5):
+        db.tasks.step(StepIn(id=task.id, message=f"step {n}", data={"n": n}))
+    db.tasks.update(TaskUpdate(id=task.id, state=TaskState.RUNNING))
+    detail = db.tasks.detail(TaskDetailQuery(id=task.id))
+    assert [s.seq for s in detail.steps] == list(range(1, 8)) and detail.task.last_seq == 7
+    assert [s.message for s in db.tasks.detail(TaskDetailQuery(id=task.id, after_seq=5)).steps] == [
+        "step 4", "running"]
+    with pytest.raises(Missing):
+        db.tasks.step(StepIn(id=12345, message="x"))
+
+
+def test_due_tasks_come_most_urgent_first_and_not_before_their_time(db: MemoryDB) -> None:
+    background = db.tasks.create(new(priority="background"))
+    scheduled = db.tasks.create(new(priority="scheduled"))
+    interactive = db.tasks.create(new(priority="interactive"))
+    later = db.tasks.create(TaskNew.model_validate({**new().model_dump(), "not_before": 4e9}))
+    order = [t.id for t in db.tasks.due().items]
+    assert order == [interactive.id, scheduled.id, background.id] and later.id not in order
+
+
+def test_a_restart_requeues_what_can_run_again_and_fails_the_rest_with_the_reason(db: MemoryDB) -> None:
+    ask, command, queued = db.tasks.create(new("ask")), db.tasks.create(new("command")), db.tasks.create(new())
+    for task in (ask, command):
+        db.tasks.update(TaskUpdate(id=task.id, state=TaskState.RUNNING))
+    recovered = db.tasks.recover()
+    assert (recovered.requeued, recovered.failed) == ([ask.id], [command.id])
+    failed = db.tasks.get(command.id)
+    assert failed.state is TaskState.FAILED and "may have acted already" in failed.error
+    assert db.tasks.get(ask.id).state is TaskState.QUEUED and db.tasks.get(queued.id).state is TaskState.QUEUED
+    assert db.tasks.recover().requeued == []
+
+
+def test_listing_filters_and_pages(db: MemoryDB) -> None:
+    ids = [db.tasks.create(new()).id for _ in range(7)]
+    db.tasks.update(TaskUpdate(id=ids[0], state=TaskState.CANCELLED))
+    page = db.tasks.list(TaskQuery(limit=3))
+    assert [t.id for t in page.items] == ids[::-1][:3] and page.next_cursor == ids[4]
+    rest = db.tasks.list(TaskQuery(limit=10, cursor=page.next_cursor))
+    assert [t.id for t in rest.items] == ids[::-1][3:] and rest.next_cursor is None
+    assert [t.id for t in db.tasks.list(TaskQuery(state=[TaskState.CANCELLED])).items] == [ids[0]]
+
+
+def test_schedule_marks_survive_reopening(db: MemoryDB) -> None:
+    db.tasks.mark("log_monitor", 1_800_000_000.0)
+    db.tasks.mark("log_monitor", 1_800_000_300.0)
+    assert db.tasks.marks() == {"log_monitor": 1_800_000_300.0}
+    assert TaskSpec.model_validate({"kind": "ask", "query": "q"}).priority == "interactive"
