@@ -1,4 +1,5 @@
-"""The agent service: periodic jobs: a heartbeat over the others, the daily archive run, backfill.
+"""The agent service: tasks (the runner), schedules (the scheduler), and periodic jobs: a heartbeat
+over the others, the daily archive run, backfill.
 
 Jobs that change memory go through the command table like any other caller (as
 ``agent:periodic`` with the operator role), so they are checked and audited the same way.
@@ -9,16 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from appliance.agent.actions import Actions
 from appliance.agent.periodic import Periodic
+from appliance.agent.runner import TaskRunner
+from appliance.agent.scheduler import Scheduler
+from appliance.agent.schedules import Schedule, load_schedules
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.memory import Backfilled
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
-from appliance.protocol.common import HEALTH, Agent, MetricFamily, MetricSample, ServiceName, ServiceState
+from appliance.ipc.server import IpcServer
+from appliance.protocol.common import (
+    HEALTH,
+    Agent,
+    Changed,
+    Empty,
+    MetricFamily,
+    MetricSample,
+    ServiceName,
+    ServiceState,
+)
 from appliance.protocol.services import BY_NAME
 from appliance.protocol.store import ArchiveProgress
+from appliance.protocol.tasks import AGENT_CANCEL, AGENT_WAKE, TaskId
 from appliance.runtime.service import Service
 
 WATCHED = BY_NAME["agent"].depends_on
@@ -34,8 +50,30 @@ class AgentService(Service[Agent]):
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
         self.commands = Dispatcher(default_table(), self.peers, config, self.log)
+        # A broken schedules file stops the agent here, with the schedule and key named (exit 2).
+        file = config.agent.schedules_file
+        self.schedules: list[Schedule] = load_schedules(file) if file is not None else []
+        by_name = {schedule.name: schedule for schedule in self.schedules}
+        self.actions = Actions(config, self.commands)
+        self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: by_name, self.log)
+        self.scheduler = Scheduler(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
+                                   self.log)
+        self._loops: list[asyncio.Task[None]] = []
+
+    def register(self, ipc: IpcServer[Agent]) -> None:
+        async def wake(_: Empty) -> Empty:
+            self.runner.wake.set()
+            return Empty()
+
+        async def cancel(request: TaskId) -> Changed:
+            return Changed(changed=int(self.runner.cancel(request.id)))
+
+        ipc.add(AGENT_WAKE, wake)
+        ipc.add(AGENT_CANCEL, cancel)
 
     async def start(self) -> None:
+        self._loops = [asyncio.create_task(self.runner.run(), name="task-runner"),
+                       asyncio.create_task(self.scheduler.run(), name="scheduler")]
         self.periodic = Periodic(self.log)
         self.periodic.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
         self.periodic.every("archive", self.config.memory.archive_interval_s, self.archive)
@@ -44,6 +82,10 @@ class AgentService(Service[Agent]):
     async def stop(self) -> None:
         if self.periodic is not None:
             await self.periodic.stop()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.runner.stop()
 
     async def collect_metrics(self) -> list[MetricFamily]:
         jobs = list(self.periodic.jobs.values()) if self.periodic else []

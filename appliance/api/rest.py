@@ -158,6 +158,12 @@ def _render(route: HttpRoute, reply: BaseModel) -> web.Response:
     return web.Response(body=reply.model_dump_json(), status=route.status, content_type="application/json")
 
 
+def _path_value(model: type[BaseModel], name: str, value: str) -> Any:
+    """A path segment is text; an integer field takes its digits as a number, also in a strict JSON body."""
+    field = model.model_fields.get(name)
+    return int(value) if field is not None and field.annotation is int and value.isdigit() else value
+
+
 def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: HttpRoute) -> Handler:
     reads_body = route.method in BODY_METHODS
     where = "body" if reads_body else "query"
@@ -169,7 +175,7 @@ def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: H
             if name in payload and payload[name] != value:
                 raise CommandError("bad_request", f"{name} is given in the path and differs in the {where}",
                                    field=name)
-            payload[name] = value
+            payload[name] = _path_value(command.request, name, value)
         caller = request[CALLER_KEY]
         if not command.streaming:
             return _render(route, await dispatcher.call(command.name, payload, caller, where=where, strict=strict))

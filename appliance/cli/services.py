@@ -10,7 +10,8 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from appliance.config import ApplianceConfig
+from appliance.cli.base import EXIT_BAD_INPUT
+from appliance.config import ApplianceConfig, ConfigError
 from appliance.protocol.common import HEALTH, ServiceName
 from appliance.protocol.services import BY_NAME, SERVICE_NAMES
 
@@ -31,7 +32,11 @@ def _serve(config: ApplianceConfig, args: argparse.Namespace) -> NoReturn:
     name: ServiceName = args.service
     setup_logging(f"appliance-{name}", config.logging.level)
     module, _, cls = BY_NAME[name].entry.partition(":")
-    service = getattr(importlib.import_module(module), cls)(config)
+    try:
+        service = getattr(importlib.import_module(module), cls)(config)
+    except ConfigError as exc:  # a file the service reads besides the config (the agent's schedules)
+        sys.stderr.write(f"appliance {name}: config error: {exc}\n")
+        os._exit(EXIT_BAD_INPUT)
     code = asyncio.run(run_service(service))
     logging.shutdown()
     # Daemon threads may still sit in llama.cpp; everything durable is closed by now.

@@ -31,6 +31,7 @@ class ChatRequest(Message):
     k: int = Field(4, ge=1, le=20, description="memories to recall")
     max_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.2, ge=0.0, le=2.0)
+    priority: Priority = Field(Priority.INTERACTIVE, description="the engine's queue: tasks ask as scheduled work")
 
 
 class Citation(Message):
@@ -74,7 +75,7 @@ async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         messages += [ChatMessage(role=e.role, content=e.text) for e in earlier.entries if e.role != "system"]
     messages.append(ChatMessage(role="user", content=request.message))
     generate = GenerateRequest(messages=messages, max_tokens=request.max_tokens, temperature=request.temperature,
-                               priority=Priority.INTERACTIVE, fit_context=True)
+                               priority=request.priority, fit_context=True)
     pieces: list[str] = []
     async with contextlib.aclosing(ctx.peers.engine.stream(ENGINE_GENERATE, generate, timeout_s=120)) as chunks:
         async for chunk in chunks:

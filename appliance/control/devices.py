@@ -13,6 +13,7 @@ from appliance.protocol.common import Empty, Message
 from appliance.protocol.devices import (
     DEVICE_ID,
     MQTT_COMMAND,
+    MQTT_PUBLISH,
     STORE_DEVICE,
     STORE_DEVICE_EVENTS,
     STORE_DEVICES,
@@ -29,6 +30,8 @@ from appliance.protocol.devices import (
     OutboxIn,
     OutboxItem,
     OutboxStats,
+    Publish,
+    Published,
     QuarantinePage,
     QuarantineQuery,
 )
@@ -81,6 +84,10 @@ async def outbox(ctx: Context, _: Empty) -> OutboxStats:
     return await ctx.peers.store.call(STORE_OUTBOX_STATS)
 
 
+async def publish(ctx: Context, message: Publish) -> Published:
+    return await ctx.peers.mqtt.call(MQTT_PUBLISH, message)
+
+
 async def enqueue(ctx: Context, item: OutboxIn) -> OutboxItem:
     return await ctx.peers.store.call(STORE_OUTBOX_ADD, item)
 
@@ -103,6 +110,9 @@ COMMANDS: tuple[Command[Any, Any], ...] = (
             http=(HttpRoute("GET", "/api/v1/quarantine"),), tags=("devices",)),
     command("outbox.status", "What waits to go upstream, and how old the oldest item is.", Empty, OutboxStats,
             Permission.VIEWER, outbox, http=(HttpRoute("GET", "/api/v1/outbox"),), tags=("devices",)),
+    command("devices.publish", "Publish a message on the site's broker (QoS 1): alerts and notices.", Publish,
+            Published, Permission.OPERATOR, publish, mutating=True, surfaces=frozenset({"agent", "cli"}),
+            audit=lambda request, _reply: {"topic": request.topic}, tags=("devices",)),
     command("outbox.enqueue", "Queue something to go upstream when the network is up.", OutboxIn, OutboxItem,
             Permission.OPERATOR, enqueue, mutating=True, surfaces=frozenset({"agent", "cli"}),
             audit=lambda request, reply: {"target": request.target, "topic": request.topic,

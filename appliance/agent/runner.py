@@ -1,0 +1,186 @@
+"""The task runner: claims queued tasks from the store, runs each by its kind, records how it ended.
+
+Order of things, for durability: a task is claimed (queued -> running, checked by the store) before
+anything runs, every milestone is a step in the store, and the end is one state move. After a
+restart, the store's recover() settles what was running; nothing is held only here.
+
+Gates: model work (ask, search) takes one of resource.max_concurrency slots, everything else one
+of agent.max_parallel_tasks; the store hands out due tasks most urgent first. A schedule's
+concurrency policy is kept here: ``queue`` runs its tasks one at a time, ``parallel`` up to
+max_parallel, ``skip`` never queued a second one (scheduler.py). A failed attempt goes back to the
+queue with a doubling backoff while attempts remain; the final failure runs the schedule's
+fallback with the failure as its input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import JsonValue
+
+from appliance.agent.actions import ActionFailed, Actions
+from appliance.agent.schedules import Schedule
+from appliance.config import ApplianceConfig
+from appliance.ipc.client import IpcClient
+from appliance.ipc.errors import Conflict, IpcError
+from appliance.protocol.common import Store
+from appliance.protocol.tasks import (
+    STORE_TASK_CREATE,
+    STORE_TASK_NEXT,
+    STORE_TASK_STEP,
+    STORE_TASK_UPDATE,
+    STORE_TASKS_RECOVER,
+    StepIn,
+    TaskNew,
+    TaskRow,
+    TaskState,
+    TaskUpdate,
+)
+
+POLL_S = 2.0
+MODEL_KINDS = frozenset({"ask", "search"})
+
+
+class TaskRunner:
+    def __init__(self, config: ApplianceConfig, store: IpcClient[Store], actions: Actions,
+                 schedules: Callable[[], dict[str, Schedule]], log: logging.Logger) -> None:
+        self.config = config
+        self.store = store
+        self.actions = actions
+        self.schedules = schedules
+        self.log = log
+        self.wake = asyncio.Event()
+        self.running: dict[int, tuple[TaskRow, asyncio.Task[None]]] = {}
+        self.finished: Counter[str] = Counter()
+        self.cancelling: set[int] = set()
+
+    async def run(self) -> None:
+        recovered = await self._retrying(lambda: self.store.call(STORE_TASKS_RECOVER))
+        if recovered.requeued or recovered.failed:
+            self.log.warning("after a restart: tasks %s queued again, %s failed (they may have acted already)",
+                             recovered.requeued, recovered.failed)
+        while True:
+            try:
+                await self._start_due()
+            except IpcError as exc:
+                self.log.warning("cannot read the task queue: %s", exc)
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), POLL_S)
+
+    async def stop(self) -> None:
+        for _, work in list(self.running.values()):
+            work.cancel()
+        await asyncio.gather(*(work for _, work in self.running.values()), return_exceptions=True)
+
+    def cancel(self, task_id: int) -> bool:
+        entry = self.running.get(task_id)
+        if entry is None:
+            return False
+        self.cancelling.add(task_id)
+        entry[1].cancel()
+        return True
+
+    async def _retrying(self, call: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return await call()
+            except IpcError as exc:
+                self.log.warning("store unavailable (%s); retrying", exc)
+                await asyncio.sleep(POLL_S)
+
+    def _room(self, task: TaskRow) -> bool:
+        busy = [row for row, _ in self.running.values()]
+        model = sum(row.spec.kind in MODEL_KINDS for row in busy)
+        if task.spec.kind in MODEL_KINDS:
+            if model >= self.config.resource.max_concurrency:
+                return False
+        elif len(busy) - model >= self.config.agent.max_parallel_tasks:
+            return False
+        schedule = self.schedules().get(task.schedule or "")
+        if schedule is None:
+            return True
+        same = sum(row.schedule == task.schedule for row in busy)
+        return same < (schedule.max_parallel if schedule.concurrency == "parallel" else 1)
+
+    async def _start_due(self) -> None:
+        for task in (await self.store.call(STORE_TASK_NEXT)).items:
+            if task.id in self.running or not self._room(task):
+                continue
+            try:
+                claimed = await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
+                    id=task.id, state=TaskState.RUNNING, expect=[TaskState.QUEUED], attempts=task.attempts + 1))
+            except Conflict:
+                continue  # cancelled (or claimed) meanwhile
+            self.running[task.id] = (claimed, asyncio.create_task(self._run(claimed), name=f"task-{task.id}"))
+
+    async def _run(self, task: TaskRow) -> None:
+        try:
+            outcome = await self._attempt(task)
+            await self._settle(task, *outcome)
+        except Exception:
+            self.log.exception("task %d: could not record its end", task.id)
+        finally:
+            self.running.pop(task.id, None)
+            self.cancelling.discard(task.id)
+            self.wake.set()
+
+    async def _attempt(self, task: TaskRow) -> tuple[TaskState, JsonValue, str]:
+        async def step(message: str, data: JsonValue = None) -> None:
+            await self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message=message[:4000], data=data))
+
+        try:
+            async with asyncio.timeout(task.spec.timeout_s):
+                result = await self.actions.run(task, step)
+            return TaskState.SUCCEEDED, result, ""
+        except TimeoutError:
+            return TaskState.TIMED_OUT, None, f"not done after its timeout of {task.spec.timeout_s:g} s"
+        except asyncio.CancelledError:
+            if task.id not in self.cancelling:
+                raise  # the agent is stopping: the task stays running for recover() to settle
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return TaskState.CANCELLED, None, "cancelled while it ran"
+        except ActionFailed as exc:
+            return TaskState.FAILED, exc.result, str(exc)
+        except IpcError as exc:
+            return TaskState.FAILED, None, f"a service it needed failed: {exc}"
+
+    async def _settle(self, task: TaskRow, state: TaskState, result: JsonValue, error: str) -> None:
+        self.finished[state.value] += 1
+        attempts = task.attempts
+        if state in (TaskState.FAILED, TaskState.TIMED_OUT) and attempts < task.max_attempts:
+            schedule = self.schedules().get(task.schedule or "")
+            backoff = (schedule.retry_backoff_s if schedule else 30.0) * 2 ** (attempts - 1)
+            await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
+                id=task.id, state=TaskState.QUEUED, error=f"attempt {attempts} of {task.max_attempts}: {error}",
+                not_before=time.time() + backoff, expect=[TaskState.RUNNING]))
+            return
+        try:
+            await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
+                id=task.id, state=state, result=result, error=error or None,
+                progress=100.0 if state is TaskState.SUCCEEDED else None, expect=[TaskState.RUNNING]))
+        except Conflict:
+            return  # settled from outside meanwhile (cancelled): that state stands
+        if state in (TaskState.FAILED, TaskState.TIMED_OUT):
+            await self._fallback(task, state, result, error)
+
+    async def _fallback(self, task: TaskRow, state: TaskState, result: JsonValue, error: str) -> None:
+        schedule = self.schedules().get(task.schedule or "")
+        if schedule is None or schedule.fallback is None:
+            return
+        failure: JsonValue = {"task": task.id, "schedule": schedule.name, "state": state.value, "error": error,
+                              "result": result}
+        spec = schedule.task(self.actions.names(), what=schedule.fallback, given=failure)
+        fallback = await self.store.call(STORE_TASK_CREATE, TaskNew(
+            spec=spec, created_by=f"schedule:{schedule.name}:fallback", role="admin", schedule=None))
+        await self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message="fallback queued",
+                                                      data={"task": fallback.id, "action": schedule.fallback}))
+        self.log.warning("schedule %s: task %d %s (%s); fallback %r is task %d", schedule.name, task.id,
+                         state.value, error, schedule.fallback, fallback.id)
+        self.wake.set()
