@@ -148,14 +148,21 @@ async def run(argv: list[str], profile: Profile, workspace: Path) -> Outcome:
     code = process.returncode
     assert code is not None
     signo = -code if code < 0 else (code - 128 if code > 128 else None)  # bwrap reports a signal as 128+n
-    name = signal.Signals(signo).name if signo and signo in signal.Signals._value2member_map_ else None
-    if limit is None and name in ("SIGXCPU", "SIGKILL") and signo:
-        limit = "cpu_time" if name == "SIGXCPU" else None
+    name = _signal_name(signo) if signo else None
+    if limit is None and name == "SIGXCPU":
+        limit = "cpu_time"
     if limit is None and (out_cut or err_cut):
         limit = "output"
     return Outcome(exit_code=None if name else code, signal=name, limit=limit,
                    stdout=out.decode("utf-8", "replace"), stderr=err.decode("utf-8", "replace"),
                    truncated=out_cut or err_cut, wall_s=time.monotonic() - started)
+
+
+def _signal_name(signo: int) -> str | None:
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return None
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:

@@ -46,7 +46,6 @@ class Scheduler:
         self.clock = clock
         self.fired = 0
         self.skipped = 0
-        self.lateness: list[float] = []  # seconds after its time each fire was queued (the last 1,000)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -80,7 +79,6 @@ class Scheduler:
 
     async def fire(self, schedule: Schedule, at: datetime, *, catching_up: bool = False) -> int | None:
         """Queue the schedule's task for the fire at ``at``; the task's id, or None when skipped."""
-        self.lateness = [*self.lateness[-999:], max(0.0, (self._now() - at).total_seconds())]
         created = None
         if schedule.concurrency == "skip" and (await self.store.call(STORE_TASKS, TaskQuery(
                 schedule=schedule.name, state=[TaskState.QUEUED, TaskState.RUNNING], limit=1))).items:

@@ -92,7 +92,14 @@ class AgentService(Service[Agent]):
         return [MetricFamily(name=f"appliance_agent_job_{what}_total", kind="counter", help=text,
                              samples=[MetricSample(labels={"job": job.name}, value=getattr(job, what)) for job in jobs])
                 for what, text in (("runs", "periodic job runs"), ("failures", "periodic job runs that failed"),
-                                   ("skipped", "ticks skipped because the job overran"))]
+                                   ("skipped", "ticks skipped because the job overran"))] + [
+            MetricFamily(name="appliance_agent_schedule_fires_total", kind="counter",
+                         help="schedule fires by outcome (skipped: the previous run was not done)",
+                         samples=[MetricSample(labels={"outcome": "queued"}, value=self.scheduler.fired),
+                                  MetricSample(labels={"outcome": "skipped"}, value=self.scheduler.skipped)]),
+            MetricFamily(name="appliance_agent_tasks_finished_total", kind="counter", help="tasks by how they ended",
+                         samples=[MetricSample(labels={"state": state}, value=count)
+                                  for state, count in sorted(self.runner.finished.items())])]
 
     async def _state_of(self, name: ServiceName) -> str | None:
         """None when the peer is fine, else a short reason."""

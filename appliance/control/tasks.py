@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, model_validator
 
 from appliance.control.caller import Permission, Role, role_allows
 from appliance.control.command import Command, Context, HttpRoute, command
 from appliance.control.errors import CommandError
 from appliance.ipc.errors import IpcError
-from appliance.protocol.common import Empty, Message
+from appliance.protocol.common import Empty
 from appliance.protocol.tasks import (
-    ACTION_NAME,
     AGENT_CANCEL,
     AGENT_WAKE,
     STORE_TASK_CREATE,
@@ -26,6 +25,7 @@ from appliance.protocol.tasks import (
     STORE_TASKS,
     TaskDetail,
     TaskDetailQuery,
+    TaskFields,
     TaskId,
     TaskKind,
     TaskNew,
@@ -40,20 +40,12 @@ from appliance.protocol.tasks import (
 BUILTIN_NEEDS = {"send_alert": Permission.OPERATOR, "heartbeat": Permission.VIEWER, "archive": Permission.OPERATOR}
 
 
-class TaskCreate(Message):
+class TaskCreate(TaskFields):
     """A task. ``kind`` or, as the reference design writes it, ``command`` (``{"command": "search",
     "query": ..., "output_path": ...}``)."""
 
     kind: TaskKind | None = None
     command: TaskKind | None = Field(None, description="the reference form's name for kind")
-    action: str | None = Field(None, pattern=ACTION_NAME)
-    args: dict[str, JsonValue] = Field(default_factory=dict)
-    argv: list[str] | None = Field(None, min_length=1, max_length=256)
-    query: str | None = Field(None, min_length=1, max_length=4000)
-    message: str | None = Field(None, min_length=1, max_length=4000)
-    topic: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
-    output_path: str | None = Field(None, min_length=1, max_length=1024)
-    timeout_s: float = Field(300.0, gt=0, le=86_400)
     max_attempts: int = Field(1, ge=1, le=20)
 
     @model_validator(mode="after")

@@ -42,15 +42,15 @@ Priority = Literal["interactive", "scheduled", "background"]
 ACTION_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 
-class TaskSpec(Message):
-    """What to run. Which fields matter depends on the kind:
+class TaskFields(Message):
+    """What a task is given, whoever asks (the stored spec and the create request share them).
+    Which fields matter depends on the kind:
 
     action: ``action`` (a declared sandboxed action or a built-in) with ``args``;
     command: ``argv``, an inline command line run in the default sandbox (admins only);
     search: ``query``, optional ``output_path``; ask: ``query``; notify: ``message``, optional ``topic``.
     """
 
-    kind: TaskKind
     action: str | None = Field(None, pattern=ACTION_NAME)
     args: dict[str, JsonValue] = Field(default_factory=dict)
     argv: list[str] | None = Field(None, min_length=1, max_length=256)
@@ -59,6 +59,12 @@ class TaskSpec(Message):
     topic: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
     output_path: str | None = Field(None, min_length=1, max_length=1024)
     timeout_s: float = Field(300.0, gt=0, le=86_400)
+
+
+class TaskSpec(TaskFields):
+    """What to run, as stored with the task."""
+
+    kind: TaskKind
     priority: Priority = "interactive"
     input: JsonValue = Field(None, description="what a fallback is given: the failure it follows")
 
