@@ -4,13 +4,18 @@ What the action sees: /usr read-only (and the usual /bin, /lib symlinks into it)
 /etc files a program needs to start (no /etc/shadow, no appliance keys or state: they are not
 in its world at all), a private /proc, a minimal /dev, a private /tmp, the scripts folder
 read-only as its working directory, and one writable workspace per run at /work. It runs in new
-user, pid, ipc, uts, cgroup and network namespaces (the network only when the action declares
-it), with every capability dropped, in a new session, and dies with the agent (bwrap's
---die-with-parent; killing bwrap, pid 1 of the action's pid namespace, kills everything in it).
-Inside, the action is uid 65534 in its own user namespace, with no capability in the box's.
-(Under systemd the agent is the unprivileged `appliance` user. Run as root in development, the
-namespace's one mapped id is root's: what keeps it out of root's files is that they are not in
-its world, and that everything bound in is read-only but /work and /tmp.)
+pid, ipc, uts, cgroup and network namespaces (the network only when the action declares it), in
+a new session, with no capability, and dies with the agent (bwrap's --die-with-parent; killing
+bwrap, pid 1 of the action's pid namespace, kills everything in it). It is uid 65534 in one of
+two ways, picked by who the agent is:
+
+- not root (the shipped units' `appliance` user): bwrap makes a user namespace in which the
+  action is 65534 with every capability dropped;
+- root (a development shell, CI, and any chroot, where the kernel refuses user namespaces):
+  no user namespace; bwrap keeps only CAP_SETUID/CAP_SETGID for its child, which is setpriv(1)
+  becoming the real uid/gid 65534 with empty capability sets, no groups and no_new_privs
+  before it execs the action. Here the action is the box's `nobody`, so the process limit
+  (counted per real user) applies too, and the workspace is handed to 65534.
 
 Limits are rlimits set by prlimit(1) before bwrap starts: CPU seconds (SIGXCPU, then SIGKILL),
 address space, processes (the fork-bomb guard: counted per user), file size and open files.
@@ -74,23 +79,36 @@ class Outcome:
         return how + (f"; the {self.limit.replace('_', ' ')} limit fired" if self.limit else "")
 
 
-def bwrap_argv(argv: list[str], profile: Profile, workspace: Path) -> list[str]:
-    """The full command line: prlimit, then bwrap, then the action."""
+def as_root() -> bool:
+    """Whether the sandbox drops from real root with setpriv instead of using a user namespace."""
+    return os.geteuid() == 0
+
+
+def bwrap_argv(argv: list[str], profile: Profile, workspace: Path, *, root: bool) -> list[str]:
+    """The full command line: prlimit, then bwrap, then (as root) setpriv, then the action."""
     limits = profile.limits
     mib = 1 << 20
     command = ["prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--as={limits.memory_mib * mib}",
                f"--nproc={limits.processes}", f"--fsize={limits.file_mib * mib}", f"--nofile={limits.open_files}",
                "--"]
-    command += ["bwrap", "--unshare-all", "--uid", str(NOBODY), "--gid", str(NOBODY),
-                *(["--share-net"] if profile.network else []), "--die-with-parent",
-                "--new-session", "--cap-drop", "ALL", "--clearenv", "--ro-bind", "/usr", "/usr"]
+    if root:
+        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
+                      *([] if profile.network else ["--unshare-net"]), "--cap-drop", "ALL",
+                      "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        namespaces = ["--unshare-all", *(["--share-net"] if profile.network else []), "--uid", str(NOBODY),
+                      "--gid", str(NOBODY), "--cap-drop", "ALL"]
+    command += ["bwrap", *namespaces, "--die-with-parent", "--new-session", "--clearenv",
+                "--ro-bind", "/usr", "/usr"]
     for name in ("bin", "lib", "lib64", "sbin", "lib32", "libx32"):
         if Path(f"/usr/{name}").exists():
             command += ["--symlink", f"usr/{name}", f"/{name}"]
+    command += ["--perms", "0755", "--dir", "/etc"]  # else bwrap makes it 0700, closed to uid 65534
     for name in ETC_FILES + (ETC_NETWORK_FILES if profile.network else ()):
         if Path("/etc", name).exists():
             command += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-    command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(workspace), "/work"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+                "--bind", str(workspace), "/work"]
     for path in profile.readable:
         command += ["--ro-bind", str(path), str(path)]
     for path in profile.writable:
@@ -103,7 +121,9 @@ def bwrap_argv(argv: list[str], profile: Profile, workspace: Path) -> list[str]:
     env = {"PATH": PATH, "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8", **profile.env}
     for key, value in env.items():
         command += ["--setenv", key, value]
-    return [*command, "--", *_resolve(argv)]
+    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "--no-new-privs", "--"] if root else []
+    return [*command, "--", *drop, *_resolve(argv)]
 
 
 def _resolve(argv: list[str]) -> list[str]:
@@ -113,20 +133,25 @@ def _resolve(argv: list[str]) -> list[str]:
     return argv
 
 
-def make_workspace(workspace: Path) -> None:
-    """The run's writable folder (blocking: call it in a thread)."""
+def make_workspace(workspace: Path, *, root: bool | None = None) -> None:
+    """The run's writable folder, owned by whoever the action will be (blocking: call it in a thread)."""
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if as_root() if root is None else root:
+        # bwrap enters it as root without capabilities before setpriv: group root may search it.
+        os.chown(workspace, NOBODY, 0)
+        workspace.chmod(0o710)
 
 
-async def run(argv: list[str], profile: Profile, workspace: Path) -> Outcome:
+async def run(argv: list[str], profile: Profile, workspace: Path, *, root: bool | None = None) -> Outcome:
     """Run ``argv`` (never through a shell) in the sandbox, in ``workspace`` (see make_workspace);
-    cancelled, it kills the sandbox first."""
-    for tool in ("prlimit", "bwrap"):
+    cancelled, it kills the sandbox first. ``root`` picks the way to uid 65534 (default: as_root())."""
+    root = as_root() if root is None else root
+    for tool in ("prlimit", "bwrap", *(["setpriv"] if root else [])):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (Debian packages: bubblewrap, util-linux)")
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        *bwrap_argv(argv, profile, workspace), stdin=asyncio.subprocess.DEVNULL,
+        *bwrap_argv(argv, profile, workspace, root=root), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     assert process.stdout is not None and process.stderr is not None
     cap = profile.limits.output_bytes
