@@ -351,6 +351,8 @@ class AgentConfig(_Section):
     max_parallel_tasks: int = Field(4, ge=1, le=256, description="tasks running at once besides model work")
     schedules_file: Path | None = Field(None, description="the reference form's tasks: list (YAML)")
     scripts_dir: Path | None = Field(None, description="read-only working directory of inline commands")
+    command_readable: list[Path] = Field(default_factory=list, max_length=32,
+                                         description="paths inline commands may read (e.g. the logs they check)")
     output_dirs: list[Path] = Field(default_factory=list, max_length=16,
                                     description="where output_path may write; default <state_dir>/outputs")
     workspace_dir: Path | None = Field(None, description="per-run workspaces; default <state_dir>/workspaces")

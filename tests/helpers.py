@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from appliance.config import ApplianceConfig
+from appliance.config import ApplianceConfig, load_config
 from appliance.control.caller import Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
@@ -51,6 +51,15 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 def write_config(path: Path, data: dict[str, object]) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def update_config(path: Path, **sections: dict[str, Any]) -> ApplianceConfig:
+    """Merge these keys into the config file's sections (``mqtt={"port": 1883}``); the loaded result."""
+    data = yaml.safe_load(path.read_text())
+    for name, keys in sections.items():
+        data.setdefault(name, {}).update(keys)
+    write_config(path, data)
+    return load_config(path)
 
 
 def serve(config_file: Path, service: str, *, log: Path | None = None,

@@ -99,6 +99,7 @@ class Actions:
                 raise ActionFailed("only an admin may run an inline command")
             argv = list(spec.argv or [])
             limits, profile = agent.default_limits, sandbox.Profile(limits=agent.default_limits,
+                                                                    readable=agent.command_readable,
                                                                     workdir=agent.scripts_dir)
         else:
             declared = agent.actions.get(spec.action or "")

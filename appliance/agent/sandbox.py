@@ -109,10 +109,10 @@ def bwrap_argv(argv: list[str], profile: Profile, workspace: Path, *, root: bool
             command += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
                 "--bind", str(workspace), "/work"]
-    for path in profile.readable:
-        command += ["--ro-bind", str(path), str(path)]
-    for path in profile.writable:
-        command += ["--bind", str(path), str(path)]
+    made: set[Path] = set()
+    for how, paths in (("--ro-bind", profile.readable), ("--bind", profile.writable)):
+        for path in paths:
+            command += [*_parents(path, made), how, str(path), str(path)]
     if profile.workdir is not None:
         command += ["--ro-bind", str(profile.workdir), "/scripts", "--chdir", "/scripts"]
     else:
@@ -124,6 +124,16 @@ def bwrap_argv(argv: list[str], profile: Profile, workspace: Path, *, root: bool
     drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--no-new-privs", "--"] if root else []
     return [*command, "--", *drop, *_resolve(argv)]
+
+
+def _parents(path: Path, made: set[Path]) -> list[str]:
+    """Open folders above a bound path (bwrap would make them 0700, closed to uid 65534)."""
+    command: list[str] = []
+    for parent in reversed(path.parents[:-1]):
+        if parent not in made and str(parent) not in ("/usr", "/etc", "/tmp", "/proc", "/dev"):
+            made.add(parent)
+            command += ["--perms", "0755", "--dir", str(parent)]
+    return command
 
 
 def _resolve(argv: list[str]) -> list[str]:

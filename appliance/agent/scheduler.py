@@ -14,7 +14,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from appliance.agent.schedules import Schedule
@@ -37,13 +37,15 @@ MAX_SLEEP_S = 30.0
 
 class Scheduler:
     def __init__(self, schedules: list[Schedule], store: IpcClient[Store], actions: Callable[[], set[str]],
-                 wake: Callable[[], None], log: logging.Logger, clock: Callable[[], float] = time.time) -> None:
+                 wake: Callable[[], None], log: logging.Logger, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.schedules = [s for s in schedules if s.enabled and not isinstance(s.parsed_trigger(), MqttTrigger)]
         self.store = store
         self.actions = actions
         self.wake = wake
         self.log = log
-        self.clock = clock
+        self.clock = clock  # clock and sleep: a test drives both (tests/agent/test_scheduler.py)
+        self.sleep = sleep
         self.fired = 0
         self.skipped = 0
 
@@ -68,7 +70,7 @@ class Scheduler:
             at, index = heap[0]
             delay = (at - self._now()).total_seconds()
             if delay > 0:
-                await asyncio.sleep(min(delay, MAX_SLEEP_S))
+                await self.sleep(min(delay, MAX_SLEEP_S))
                 continue
             heapq.heappop(heap)
             schedule = self.schedules[index]
