@@ -110,6 +110,18 @@ async def eventually_async(predicate: Callable[[], Awaitable[Any]], timeout_s: f
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def pids_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line carries ``marker`` (a sandboxed action, say)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass  # it ended meanwhile
+    return found
+
+
 def vec(i: int, dim: int = 8) -> list[float]:
     """A distinct, deterministic vector for the ``i``-th test memory (near its neighbours)."""
     v = np.zeros(dim)

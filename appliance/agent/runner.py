@@ -44,6 +44,7 @@ from appliance.protocol.tasks import (
 )
 
 POLL_S = 2.0
+CANCEL_WAIT_S = 10.0
 MODEL_KINDS = frozenset({"ask", "search"})
 
 
@@ -79,12 +80,14 @@ class TaskRunner:
             work.cancel()
         await asyncio.gather(*(work for _, work in self.running.values()), return_exceptions=True)
 
-    def cancel(self, task_id: int) -> bool:
+    async def cancel(self, task_id: int) -> bool:
+        """Stop a running task (its sandbox is killed) and wait, a while, until its end is recorded."""
         entry = self.running.get(task_id)
         if entry is None:
             return False
         self.cancelling.add(task_id)
         entry[1].cancel()
+        await asyncio.wait({entry[1]}, timeout=CANCEL_WAIT_S)
         return True
 
     async def _retrying(self, call: Callable[[], Any]) -> Any:

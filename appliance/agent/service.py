@@ -66,7 +66,7 @@ class AgentService(Service[Agent]):
             return Empty()
 
         async def cancel(request: TaskId) -> Changed:
-            return Changed(changed=int(self.runner.cancel(request.id)))
+            return Changed(changed=int(await self.runner.cancel(request.id)))
 
         ipc.add(AGENT_WAKE, wake)
         ipc.add(AGENT_CANCEL, cancel)

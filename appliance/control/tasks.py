@@ -116,7 +116,7 @@ async def cancel(ctx: Context, request: TaskId) -> TaskRow:
     store = ctx.peers.store
     task = (await store.call(STORE_TASK_GET, TaskDetailQuery(id=request.id, steps=0))).task
     if task.state is TaskState.RUNNING:
-        stopped = await ctx.peers.agent.call(AGENT_CANCEL, request)
+        stopped = await ctx.peers.agent.call(AGENT_CANCEL, request, timeout_s=15.0)  # it waits up to 10 s for the end
         if stopped.changed:
             return (await store.call(STORE_TASK_GET, TaskDetailQuery(id=request.id, steps=0))).task
     return await store.call(STORE_TASK_UPDATE, TaskUpdate(
@@ -146,7 +146,7 @@ def _task_audit(request: Any, reply: TaskRow | None) -> dict[str, Any]:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("tasks.create", "Queue a task: an action, an inline command (admin), search, ask or notify.", TaskCreate,
-            TaskRow, Permission.VIEWER, create, mutating=True, http=(HttpRoute("POST", "/api/v1/tasks"),),
+            TaskRow, Permission.VIEWER, create, mutating=True, http=(HttpRoute("POST", "/api/v1/tasks", 201),),
             audit=_task_audit, tags=("tasks",)),
     command("tasks.get", "One task with its step log (after_seq: only newer steps, to resume).", TaskDetailQuery,
             TaskDetail, Permission.VIEWER, get, http=(HttpRoute("GET", "/api/v1/tasks/{id}"),), tags=("tasks",)),
@@ -156,6 +156,6 @@ COMMANDS: tuple[Command[Any, Any], ...] = (
             Permission.OPERATOR, cancel, mutating=True, http=(HttpRoute("POST", "/api/v1/tasks/{id}/cancel"),),
             audit=_task_audit, tags=("tasks",)),
     command("tasks.retry", "Run a failed, cancelled or timed-out task again, as a new task.", TaskId, TaskRow,
-            Permission.OPERATOR, retry, mutating=True, http=(HttpRoute("POST", "/api/v1/tasks/{id}/retry"),),
+            Permission.OPERATOR, retry, mutating=True, http=(HttpRoute("POST", "/api/v1/tasks/{id}/retry", 201),),
             audit=_task_audit, tags=("tasks",)),
 )

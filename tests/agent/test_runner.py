@@ -39,7 +39,7 @@ from appliance.protocol.tasks import (
     TaskSpec,
     TaskState,
 )
-from tests.helpers import Publisher, eventually, eventually_async, serve, update_config
+from tests.helpers import Publisher, eventually, eventually_async, pids_with, serve, update_config
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]
@@ -115,19 +115,6 @@ async def _settled(peers: Peers, task_id: int) -> Any:
     return task if task.state not in (TaskState.QUEUED, TaskState.RUNNING) else None
 
 
-def sandboxed(marker: str) -> list[int]:
-    """Pids of processes whose command line carries ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
 async def test_sigkill_mid_task_and_restart(tmp_path: Path, config_file: Path, services: StartServices) -> None:
     """One running (a sandboxed sleep) and one queued task (max_parallel_tasks 1) when the agent is
     SIGKILLed: the sandbox dies with it; after the restart the running one is failed with the
@@ -144,10 +131,10 @@ async def test_sigkill_mid_task_and_restart(tmp_path: Path, config_file: Path, s
     queued = await create(["sh", "-c", "echo second"])
     agent = serve(config_file, "agent", log=tmp_path / "agent.log")
     try:
-        eventually(lambda: sandboxed(marker), 30, "the sandboxed sleep to start")
+        eventually(lambda: pids_with(marker), 30, "the sandboxed sleep to start")
         os.kill(agent.pid, signal.SIGKILL)
         agent.wait(10)
-        eventually(lambda: not sandboxed(marker), 10, "the sandbox to die with the agent")
+        eventually(lambda: not pids_with(marker), 10, "the sandbox to die with the agent")
         assert (await detail(peers, running)).task.state is TaskState.RUNNING  # nobody settled it yet
         assert (await detail(peers, queued)).task.state is TaskState.QUEUED
         agent = serve(config_file, "agent", log=tmp_path / "agent.log")

@@ -8,7 +8,7 @@ waits up to wait_s (120 s) for a device that a fuzzer's device ids never name, a
 service it is a 503 by design (it has its own hostile-input tests in tests/mqtt/test_commands.py).
 tasks.create is left out too: which fields a task needs depends on its kind (a search needs a
 query), a rule OpenAPI 3.1 as generated here does not state, so valid-looking bodies are refused
-with 400 by design. Its hostile-input tests are still owed (issue 14's closing note says so).
+with 400 by design (its hostile-input tests are in tests/control/test_tasks.py).
 """
 
 from __future__ import annotations

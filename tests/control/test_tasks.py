@@ -1,0 +1,131 @@
+"""Task commands over REST against a real store (and, for stopping a running task, a real agent):
+the reference form, who may create what, hostile bodies, cancel and retry."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config import load_config
+from appliance.control.caller import Role
+from appliance.ipc.peers import Peers
+from tests.helpers import api_client, bearer, eventually, eventually_async, pids_with, serve, update_config
+
+pytestmark = pytest.mark.slow
+StartServices = Callable[..., Awaitable[Peers]]
+
+
+async def test_create_in_the_reference_form_and_by_role(config_file: Path, services: StartServices) -> None:
+    update_config(config_file, agent={"actions": {"rotate_logs": {"command": ["true"], "roles": ["admin"]}}})
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        viewer, operator, admin = (bearer(dispatcher, role) for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN))
+        reply = await client.post("/api/v1/tasks", headers=viewer, json={
+            "command": "search", "query": "door events this week", "output_path": "doors.md"})
+        assert reply.status == 201, await reply.text()
+        task = await reply.json()
+        assert (task["spec"]["kind"], task["state"], task["spec"]["output_path"]) == ("search", "queued", "doors.md")
+        got = await client.get(f"/api/v1/tasks/{task['id']}", headers=viewer)
+        assert [step["message"] for step in (await got.json())["steps"]] == ["queued"]
+
+        allowed = [(admin, {"kind": "command", "argv": ["python", "check_logs.py"]}),
+                   (operator, {"kind": "notify", "message": "dock door open"}),
+                   (operator, {"kind": "action", "action": "send_alert"}),
+                   (viewer, {"kind": "action", "action": "heartbeat"}),
+                   (admin, {"kind": "action", "action": "rotate_logs"})]
+        for who, body in allowed:
+            reply = await client.post("/api/v1/tasks", headers=who, json=body)
+            assert reply.status == 201, (body, await reply.text())
+        refused = [(operator, {"kind": "command", "argv": ["id"]}, "only an admin"),
+                   (viewer, {"kind": "notify", "message": "x"}, "operator"),
+                   (viewer, {"kind": "action", "action": "archive"}, "operator"),
+                   (operator, {"kind": "action", "action": "rotate_logs"}, "may not run 'rotate_logs'")]
+        for who, body, why in refused:
+            reply = await client.post("/api/v1/tasks", headers=who, json=body)
+            error = (await reply.json())["error"]
+            assert reply.status == 403 and why in error["message"], (body, error)
+        assert (await client.post("/api/v1/tasks", json={"kind": "ask", "query": "x"})).status == 401
+
+
+async def test_hostile_bodies_are_refused_by_name(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers, max_body_bytes=64 * 1024) as (client, dispatcher):
+        admin = bearer(dispatcher, Role.ADMIN)
+        cases: list[tuple[Any, str]] = [
+            ({}, "kind"),
+            ({"kind": "explode"}, "kind"),
+            ({"command": "search"}, "query"),
+            ({"kind": "command", "argv": []}, "argv"),
+            ({"kind": "command", "argv": ["sh", "-c\x00rm -rf /"]}, "argv"),
+            ({"kind": "command", "argv": ["x" * 5000]}, "argv"),
+            ({"kind": "command", "argv": ["true"] * 300}, "argv"),
+            ({"kind": "ask", "query": "x" * 4001}, "query"),
+            ({"kind": "ask", "query": "x", "priority": "urgent!!"}, "priority"),
+            ({"kind": "ask", "query": "x", "timeout_s": -1}, "timeout_s"),
+            ({"kind": "ask", "query": "x", "timeout_s": 1e308}, "timeout_s"),
+            ({"kind": "ask", "query": "x", "shell": "; rm -rf /"}, "shell"),
+            ({"kind": "notify", "message": "x", "topic": "devices/#"}, "topic"),
+            ({"kind": "action", "action": "../../bin/sh"}, "action"),
+            ({"kind": "action", "action": "no_such_action"}, "action"),
+            ({"kind": "search", "query": "x", "output_path": "x" * 2000}, "output_path"),
+            ({"kind": "ask", "query": "x", "max_attempts": 10**9}, "max_attempts"),
+            (["kind", "ask"], "body"),
+        ]
+        for body, named in cases:
+            reply = await client.post("/api/v1/tasks", headers=admin, json=body)
+            assert reply.status == 400, (body, reply.status)
+            error = (await reply.json())["error"]
+            assert named in error["message"] or named in (error.get("field") or ""), (body, error)
+        assert (await client.post("/api/v1/tasks", headers=admin, data=b"{\"kind\": ")).status == 400
+        too_big = await client.post("/api/v1/tasks", headers=admin, data=b"{\"kind\": \"ask\", \"query\": \""
+                                    + b"x" * 100_000 + b"\"}")
+        assert too_big.status == 413
+        for path in ("/api/v1/tasks/0", f"/api/v1/tasks/{2**64}", "/api/v1/tasks/-1", "/api/v1/tasks/abc"):
+            assert (await client.get(path, headers=admin)).status == 400, path
+        assert (await client.get("/api/v1/tasks/999", headers=admin)).status == 404
+        assert (await client.get("/api/v1/tasks", headers=admin, params={"state": "exploded"})).status == 400
+        assert (await client.get("/api/v1/tasks", headers=admin, params={"limit": "100000"})).status == 400
+
+
+async def test_cancel_and_retry(tmp_path: Path, config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    marker = f"marker-{uuid.uuid4().hex}"
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        admin, operator = bearer(dispatcher, Role.ADMIN), bearer(dispatcher, Role.OPERATOR)
+
+        async def post(path: str, body: Any = None, who: dict[str, str] = operator) -> tuple[int, Any]:
+            reply = await client.post(path, headers=who, json=body)
+            return reply.status, await reply.json()
+
+        _, waiting = await post("/api/v1/tasks", {"kind": "notify", "message": "later"})
+        status, cancelled = await post(f"/api/v1/tasks/{waiting['id']}/cancel")
+        assert status == 200 and cancelled["state"] == "cancelled" and "cancelled by" in cancelled["error"]
+        status, again = await post(f"/api/v1/tasks/{waiting['id']}/cancel")
+        assert status == 409, again
+        status, retried = await post(f"/api/v1/tasks/{waiting['id']}/retry")
+        assert status == 201 and retried["id"] != waiting["id"] and retried["state"] == "queued"
+        status, refused = await post(f"/api/v1/tasks/{retried['id']}/retry")
+        assert status == 409 and "only a failed, cancelled or timed-out" in refused["error"]["message"]
+        await post(f"/api/v1/tasks/{retried['id']}/cancel")
+
+        # A running task: the agent stops it and its sandbox dies.
+        _, sleeper = await post("/api/v1/tasks", {"kind": "command", "argv": ["sh", "-c", f"sleep 300; : {marker}"]},
+                                admin)
+        agent = serve(config_file, "agent", log=tmp_path / "agent.log")
+        try:
+            async def running() -> bool:
+                reply = await client.get(f"/api/v1/tasks/{sleeper['id']}", headers=operator)
+                return bool((await reply.json())["task"]["state"] == "running" and pids_with(marker))
+
+            await eventually_async(running, 30, "the sleeper to run")
+            status, stopped = await post(f"/api/v1/tasks/{sleeper['id']}/cancel")
+            assert status == 200 and stopped["state"] == "cancelled", stopped
+            eventually(lambda: not pids_with(marker), 10, "the sandbox to be killed")
+        finally:
+            agent.terminate()
+            agent.wait(15)
+
