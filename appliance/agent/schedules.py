@@ -8,7 +8,8 @@
 
 ``action`` is a declared or built-in action's name, else a command line split without a shell
 (shlex). Optional per schedule: args, retries and retry_backoff_s, timeout_s, concurrency (skip,
-queue, parallel with max_parallel), timezone, missed (skip, once, all with missed_max), priority.
+queue, parallel with max_parallel), timezone, missed (skip, once, all with missed_max), priority,
+debounce_s (mqtt: triggers).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Schedule(BaseModel):
     missed: Literal["skip", "once", "all"] = "once"
     missed_max: int = Field(10, ge=1, le=1000)
     priority: Priority = "scheduled"
+    debounce_s: float = Field(10.0, ge=0, le=86_400, description="mqtt: triggers: at most one task per window")
     enabled: bool = True
 
     @field_validator("timezone")

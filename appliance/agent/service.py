@@ -1,5 +1,5 @@
-"""The agent service: tasks (the runner), schedules (the scheduler), and periodic jobs: a heartbeat
-over the others, the daily archive run, backfill.
+"""The agent service: tasks (the runner), schedules (the scheduler for the clock, the event triggers
+for device events), and periodic jobs: a heartbeat over the others, the daily archive run, backfill.
 
 Jobs that change memory go through the command table like any other caller (as
 ``agent:periodic`` with the operator role), so they are checked and audited the same way.
@@ -15,6 +15,7 @@ from appliance.agent.periodic import Periodic
 from appliance.agent.runner import TaskRunner
 from appliance.agent.scheduler import Scheduler
 from appliance.agent.schedules import Schedule, load_schedules
+from appliance.agent.watch import EventTriggers
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
@@ -58,6 +59,8 @@ class AgentService(Service[Agent]):
         self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: by_name, self.log)
         self.scheduler = Scheduler(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
                                    self.log)
+        self.events = EventTriggers(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
+                                    self.log)
         self._loops: list[asyncio.Task[None]] = []
 
     def register(self, ipc: IpcServer[Agent]) -> None:
@@ -73,7 +76,8 @@ class AgentService(Service[Agent]):
 
     async def start(self) -> None:
         self._loops = [asyncio.create_task(self.runner.run(), name="task-runner"),
-                       asyncio.create_task(self.scheduler.run(), name="scheduler")]
+                       asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                       asyncio.create_task(self.events.run(), name="event-triggers")]
         self.periodic = Periodic(self.log)
         self.periodic.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
         self.periodic.every("archive", self.config.memory.archive_interval_s, self.archive)
@@ -94,9 +98,12 @@ class AgentService(Service[Agent]):
                 for what, text in (("runs", "periodic job runs"), ("failures", "periodic job runs that failed"),
                                    ("skipped", "ticks skipped because the job overran"))] + [
             MetricFamily(name="appliance_agent_schedule_fires_total", kind="counter",
-                         help="schedule fires by outcome (skipped: the previous run was not done)",
-                         samples=[MetricSample(labels={"outcome": "queued"}, value=self.scheduler.fired),
-                                  MetricSample(labels={"outcome": "skipped"}, value=self.scheduler.skipped)]),
+                         help="schedule fires by outcome (skipped: the previous run was not done; "
+                              "debounced: an event inside an mqtt: schedule's debounce window)",
+                         samples=[MetricSample(labels={"outcome": "queued"},
+                                               value=self.scheduler.fired + self.events.fired),
+                                  MetricSample(labels={"outcome": "skipped"}, value=self.scheduler.skipped),
+                                  MetricSample(labels={"outcome": "debounced"}, value=self.events.debounced)]),
             MetricFamily(name="appliance_agent_tasks_finished_total", kind="counter", help="tasks by how they ended",
                          samples=[MetricSample(labels={"state": state}, value=count)
                                   for state, count in sorted(self.runner.finished.items())])]

@@ -14,7 +14,6 @@ types. Whatever fails goes to the quarantine with the reason, never into memory.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -24,6 +23,7 @@ from typing import Any
 from appliance.config import MqttConfig
 from appliance.protocol.common import MAX_TEXT_CHARS
 from appliance.protocol.devices import DEVICE_ID, EventIn, QuarantineIn, QuarantineKind
+from appliance.protocol.topics import topic_filter
 
 _DEVICE = re.compile(DEVICE_ID)
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -42,28 +42,6 @@ class Refused(Exception):
         self.kind: QuarantineKind = kind
         self.reason = reason
         self.device = device
-
-
-@functools.lru_cache(maxsize=64)
-def topic_filter(filters: tuple[str, ...]) -> re.Pattern[str]:
-    """MQTT topic filters as one compiled pattern for fullmatch: ``+`` one level, ``#`` the level
-    before it and everything below (checked for every message, so compiled once)."""
-    def level(part: str) -> str:
-        return "[^/]*" if part == "+" else re.escape(part)
-
-    alternatives = []
-    for pattern in filters:
-        levels = pattern.split("/")
-        if levels[-1] == "#":
-            head = "/".join(level(part) for part in levels[:-1])
-            alternatives.append(f"{head}(?:/.*)?" if head else ".*")
-        else:
-            alternatives.append("/".join(level(part) for part in levels))
-    return re.compile("|".join(f"(?:{a})" for a in alternatives) or "(?!)", re.DOTALL)
-
-
-def topic_matches(topic: str, pattern: str) -> bool:
-    return topic_filter((pattern,)).fullmatch(topic) is not None
 
 
 def sample(data: bytes) -> str:

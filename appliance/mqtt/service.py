@@ -29,7 +29,6 @@ from appliance.ipc.errors import IpcError
 from appliance.ipc.server import IpcServer
 from appliance.mqtt.commands import Commander
 from appliance.mqtt.discovery import Topics, discovery_payload
-from appliance.mqtt.events import topic_filter
 from appliance.mqtt.ingest import Ingest
 from appliance.mqtt.link import READ_SLICE, Incoming, LinkDown, MqttLink, Settings
 from appliance.mqtt.network import NetworkWatch
@@ -48,6 +47,7 @@ from appliance.protocol.devices import (
     Published,
 )
 from appliance.protocol.engine import ENGINE_METRICS
+from appliance.protocol.topics import topic_filter
 from appliance.runtime.service import Service
 
 FIRST_CONNECT_WAIT_S = 10.0

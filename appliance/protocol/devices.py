@@ -81,6 +81,18 @@ class DeviceEvents(Message):
     records: list[MemoryRecord] = Field(description="the device's newest events first")
 
 
+class EventsAfter(Message):
+    """Stored device events after a cursor, oldest first (the agent's mqtt: triggers read these)."""
+
+    after_id: int | None = Field(None, ge=0, le=2**62, description="None: no events, only where the cursor is now")
+    limit: int = Field(500, ge=1, le=5000)
+
+
+class NewEvents(Message):
+    records: list[MemoryRecord] = Field(description="oldest first")
+    cursor: int = Field(description="pass as after_id next time")
+
+
 class QuarantineIn(Message):
     kind: QuarantineKind
     reason: str = Field(max_length=500)
@@ -180,6 +192,7 @@ STORE_AVAILABILITY = endpoint("store", "devices/availability", Availability, Cha
 STORE_DEVICES = endpoint("store", "devices/list", DeviceQuery, DevicePage)
 STORE_DEVICE = endpoint("store", "devices/get", DeviceId, DeviceRow)
 STORE_DEVICE_EVENTS = endpoint("store", "devices/events", DeviceEventsQuery, DeviceEvents)
+STORE_EVENTS_AFTER = endpoint("store", "events/after", EventsAfter, NewEvents)
 STORE_QUARANTINE_ADD = endpoint("store", "quarantine/add", QuarantineBatch, Changed)
 STORE_QUARANTINE = endpoint("store", "quarantine/list", QuarantineQuery, QuarantinePage)
 STORE_OUTBOX_ADD = endpoint("store", "outbox/add", OutboxIn, OutboxItem)

@@ -25,6 +25,8 @@ from appliance.protocol.devices import (
     DeviceQuery,
     DeviceRow,
     EventIn,
+    EventsAfter,
+    NewEvents,
     OutboxIn,
     OutboxItem,
     OutboxResult,
@@ -37,7 +39,7 @@ from appliance.protocol.devices import (
 from appliance.protocol.store import MemoryIn, MemoryRecord
 from appliance.store.errors import Missing
 from appliance.store.longterm import RECORD_COLUMNS, LongTerm
-from appliance.store.sql import fetch_all, fetch_one, integer
+from appliance.store.sql import fetch_all, fetch_one, integer, scalar
 
 QUARANTINE_KEPT = 10_000
 OUTBOX_KEPT_S = 7 * 86_400  # delivered (or dropped) outbox rows are kept a week, for the record
@@ -161,6 +163,14 @@ class DeviceBook:
                                     "AND forgotten_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?",
                          (device, limit))
         return [self.longterm.record_from_row(row) for row in rows]
+
+    def events_after(self, query: EventsAfter) -> NewEvents:
+        if query.after_id is None:
+            return NewEvents(records=[], cursor=int(scalar(self.conn, "SELECT coalesce(max(id), 0) FROM memories")))
+        rows = fetch_all(self.conn, f"SELECT {RECORD_COLUMNS} FROM memories WHERE id > ? AND kind = 'event' "  # noqa: S608
+                                    "AND forgotten_at IS NULL ORDER BY id LIMIT ?", (query.after_id, query.limit))
+        records = [self.longterm.record_from_row(row) for row in rows]
+        return NewEvents(records=records, cursor=records[-1].id if records else query.after_id)
 
     # --- the quarantine ---------------------------------------------------------------------
 

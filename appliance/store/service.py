@@ -47,6 +47,7 @@ from appliance.protocol.devices import (
     STORE_DEVICE_EVENTS,
     STORE_DEVICES,
     STORE_EVENTS,
+    STORE_EVENTS_AFTER,
     STORE_OUTBOX_ADD,
     STORE_OUTBOX_DONE,
     STORE_OUTBOX_NEXT,
@@ -254,6 +255,7 @@ class StoreService(Service[Store]):
         ipc.add(STORE_DEVICE, lambda r: self._on_db(lambda db: db.devices.device(r.device_id)))
         ipc.add(STORE_DEVICE_EVENTS, lambda r: self._on_db(
             lambda db: DeviceEvents(records=db.devices.recent_events(r.device_id, r.limit))))
+        ipc.add(STORE_EVENTS_AFTER, lambda r: self._on_db(lambda db: db.devices.events_after(r)))
         ipc.add(STORE_QUARANTINE_ADD, lambda r: self._on_db(
             lambda db: Changed(changed=db.devices.quarantine(r))))
         ipc.add(STORE_QUARANTINE, lambda r: self._on_db(lambda db: db.devices.quarantined(r)))
