@@ -161,6 +161,23 @@ class ScheduleMark(Message):
     last_fire: float
 
 
+class Fire(Message):
+    """One schedule fire: its task (none when ``skip_if_busy`` and the schedule's last task is
+    queued or running) and its mark, written together."""
+
+    task: TaskNew
+    at: float
+    skip_if_busy: bool = False
+
+
+class Fires(Message):
+    fires: list[Fire] = Field(min_length=1, max_length=10_000)
+
+
+class Fired(Message):
+    created: list[int | None] = Field(description="per fire, the new task's id, or None when it was skipped")
+
+
 class ScheduleMarks(Message):
     marks: dict[str, float]
 
@@ -174,6 +191,7 @@ STORE_TASK_NEXT = endpoint("store", "tasks/next", Empty, TaskPage)
 STORE_TASKS_RECOVER = endpoint("store", "tasks/recover", Empty, Recovered)
 STORE_SCHEDULE_MARK = endpoint("store", "schedules/mark", ScheduleMark, Changed)
 STORE_SCHEDULE_MARKS = endpoint("store", "schedules/marks", Empty, ScheduleMarks)
+STORE_SCHEDULE_FIRE = endpoint("store", "schedules/fire", Fires, Fired)
 
 # The agent's own endpoints: a new task is waiting; stop a running one.
 AGENT_WAKE = endpoint("agent", "tasks/wake", Empty, Empty)

@@ -111,6 +111,7 @@ from appliance.protocol.store import (
     UnembeddedRequest,
 )
 from appliance.protocol.tasks import (
+    STORE_SCHEDULE_FIRE,
     STORE_SCHEDULE_MARK,
     STORE_SCHEDULE_MARKS,
     STORE_TASK_CREATE,
@@ -120,6 +121,7 @@ from appliance.protocol.tasks import (
     STORE_TASK_UPDATE,
     STORE_TASKS,
     STORE_TASKS_RECOVER,
+    Fired,
     ScheduleMarks,
 )
 from appliance.runtime.notify import extending_start_timeout
@@ -275,6 +277,7 @@ class StoreService(Service[Store]):
         ipc.add(STORE_TASKS_RECOVER, lambda _: self._on_db(lambda db: db.tasks.recover()))
         ipc.add(STORE_SCHEDULE_MARK, lambda r: self._on_db(lambda db: Changed(changed=db.tasks.mark(r.name,
                                                                                                 r.last_fire))))
+        ipc.add(STORE_SCHEDULE_FIRE, lambda r: self._on_db(lambda db: Fired(created=db.tasks.fire(r.fires))))
         ipc.add(STORE_SCHEDULE_MARKS, lambda _: self._on_db(lambda db: ScheduleMarks(marks=db.tasks.marks())))
 
     async def collect_metrics(self) -> list[MetricFamily]:

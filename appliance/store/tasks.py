@@ -23,6 +23,7 @@ from appliance.protocol.tasks import (
     FINAL,
     RESUMABLE,
     TRANSITIONS,
+    Fire,
     Recovered,
     StepIn,
     StepRow,
@@ -62,15 +63,32 @@ class TaskBook:
         self.conn = conn
 
     def create(self, task: TaskNew) -> TaskRow:
-        now = time.time()
         with self.conn:
-            row = fetch_one(self.conn, INSERT_TASK,
-                            (task.spec.kind, task.spec.model_dump_json(), task.created_by, task.role, task.schedule,
-                             now, now, task.max_attempts, task.not_before))
-            assert row is not None
-            self._step(int(row[0]), "queued", {"by": task.created_by, "schedule": task.schedule}, now)
+            ident = self._insert(task, time.time())
+        return self.get(ident)
+
+    def _insert(self, task: TaskNew, now: float) -> int:
+        row = fetch_one(self.conn, INSERT_TASK,
+                        (task.spec.kind, task.spec.model_dump_json(), task.created_by, task.role, task.schedule,
+                         now, now, task.max_attempts, task.not_before))
         assert row is not None
-        return self.get(int(row[0]))
+        self._step(int(row[0]), "queued", {"by": task.created_by, "schedule": task.schedule}, now)
+        return int(row[0])
+
+    def fire(self, fires: list[Fire]) -> list[int | None]:
+        """Schedule fires in one transaction: 1,000 due at the same second cost one commit."""
+        now = time.time()
+        created: list[int | None] = []
+        with self.conn:
+            for fire in fires:
+                name = fire.task.schedule
+                busy = fire.skip_if_busy and fetch_one(
+                    self.conn, "SELECT 1 FROM tasks INDEXED BY tasks_state WHERE state IN ('queued', 'running') "
+                               "AND schedule = ? LIMIT 1", (name,)) is not None
+                created.append(None if busy else self._insert(fire.task, now))
+                if name is not None:
+                    self.mark(name, fire.at)
+        return created
 
     def get(self, ident: int) -> TaskRow:
         row = fetch_one(self.conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (ident,))  # noqa: S608

@@ -96,7 +96,7 @@ async def test_runs_missed_while_the_box_was_off(services: StartServices, missed
     off = NOON.replace(hour=10, minute=0, second=0)
     await peers.store.call(STORE_SCHEDULE_MARK, ScheduleMark(name="log_monitor", last_fire=off.timestamp()))
     scheduler, clock = await run(peers, [quarterly], NOON, 0)
-    assert clock.fires == [NOON] * expected  # caught up at once, at start
+    assert clock.fires == ([NOON] if expected else [])  # caught up at start, in one batch
     last = (await peers.store.call(STORE_SCHEDULE_MARKS, Empty())).marks["log_monitor"]
     assert last == (off if missed == "skip" else NOON.replace(minute=0, second=0)).timestamp()
     assert len(await tasks_of(peers, "log_monitor")) == scheduler.fired == expected

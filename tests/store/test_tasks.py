@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from appliance.protocol.tasks import StepIn, TaskDetailQuery, TaskNew, TaskQuery, TaskSpec, TaskState, TaskUpdate
+from appliance.protocol.tasks import (
+    Fire,
+    StepIn,
+    TaskDetailQuery,
+    TaskNew,
+    TaskQuery,
+    TaskSpec,
+    TaskState,
+    TaskUpdate,
+)
 from appliance.store.db import MemoryDB
 from appliance.store.errors import Conflict, Missing
 
 
 def new(kind: str = "ask", priority: str = "interactive", **spec: object) -> TaskNew:
-    fields = {"action": {"action": "heartbeat"}, "ask": {"query": "q"}, "command": {"argv": ["true"]}}[kind]
+    needs: dict[str, dict[str, Any]] = {"action": {"action": "heartbeat"}, "ask": {"query": "q"},
+                                        "command": {"argv": ["true"]}}
+    fields = needs[kind]
     return TaskNew.model_validate({"spec": {"kind": kind, "priority": priority, **fields, **spec},
                                    "created_by": "ada", "role": "admin"})
 
@@ -80,3 +93,18 @@ def test_schedule_marks_survive_reopening(db: MemoryDB) -> None:
     db.tasks.mark("log_monitor", 1_800_000_300.0)
     assert db.tasks.marks() == {"log_monitor": 1_800_000_300.0}
     assert TaskSpec.model_validate({"kind": "ask", "query": "q"}).priority == "interactive"
+
+
+def test_schedule_fires_are_one_transaction_and_skip_a_busy_schedule(db: MemoryDB) -> None:
+    def fire(name: str, at: float, skip: bool) -> Fire:
+        task = new("command").model_copy(update={"schedule": name})
+        return Fire(task=task, at=at, skip_if_busy=skip)
+
+    first = db.tasks.fire([fire(f"s{i}", 100.0, skip=True) for i in range(1000)])
+    assert None not in first and len(set(first)) == 1000
+    # s0's task is still queued: a skip schedule creates nothing; a queue schedule does.
+    again = db.tasks.fire([fire("s0", 160.0, skip=True), fire("s1", 160.0, skip=False)])
+    assert again[0] is None and again[1] is not None
+    assert db.tasks.marks()["s0"] == 160.0 and db.tasks.marks()["s999"] == 100.0
+    db.tasks.update(TaskUpdate(id=first[0], state=TaskState.CANCELLED))
+    assert db.tasks.fire([fire("s0", 220.0, skip=True)])[0] is not None
