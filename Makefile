@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bench-api bench-mqtt bootstrap-run bootstrap-test check-fresh
+.PHONY: run test lint venv clean bench bench-memory bench-engine bench-api bench-mqtt bench-tasks bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -64,3 +64,8 @@ bench-api: venv
 bench-mqtt: venv
 	@scripts/bootstrap.sh test
 	$(PY) bench/mqtt.py
+
+# Fire jitter and idle CPU with 1,000 schedules, sandbox overhead for /bin/true next to a bare run (~6 min).
+bench-tasks: venv
+	@scripts/bootstrap.sh run
+	$(PY) bench/tasks.py

@@ -71,6 +71,12 @@ def serve(config_file: Path, service: str, *, log: Path | None = None,
                              "serve", service], stdout=output, stderr=output)
 
 
+def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`appliance --config CONFIG_FILE ARGS...` as an operator types it at the box's console."""
+    return subprocess.run([sys.executable, "-m", "appliance", "--config", str(config_file), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
 async def wait_ready(client: IpcClient[Any], timeout_s: float = 30.0) -> None:
     """Until the service answers health with `ready` (a service that says `degraded` keeps waiting)."""
     deadline = time.monotonic() + timeout_s

@@ -104,6 +104,16 @@ def actions(commands: Any, name: str, help_text: str) -> Any:
 
 
 
+def json_object(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"seconds\": 5}'")
+    return parsed
+
+
 def simple_action(group: Any, action: str, help_text: str, command: str,
                   *arguments: tuple[str, dict[str, Any]]) -> None:
     """An action whose arguments are the command's fields (by their dest), its reply printed as JSON."""

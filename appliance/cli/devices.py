@@ -9,17 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from appliance.cli.base import actions, simple_action
-
-
-def _json_object(value: str) -> dict[str, Any]:
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"seconds\": 5}'")
-    return parsed
+from appliance.cli.base import actions, json_object, simple_action
 
 
 def _json_value(value: str) -> Any:
@@ -39,7 +29,7 @@ def register(commands: Any) -> None:
                   ("device_id", {"metavar": "DEVICE"}), ("--events", {"type": int, "default": 20}))
     simple_action(group, "command", "send a command (QoS 1) and wait for the device's answer", "devices.command",
                   ("device_id", {"metavar": "DEVICE"}), ("command", {"metavar": "COMMAND"}),
-                  ("--args", {"type": _json_object, "help": "a JSON object"}),
+                  ("--args", {"type": json_object, "help": "a JSON object"}),
                   ("--wait", {"type": float, "dest": "wait_s", "help": "seconds to wait for the answer (0: do not)"}))
     simple_action(group, "quarantine", "messages that could not be events, with the reason", "devices.quarantine",
                   ("--kind", {}), ("--device", {}), ("--limit", {"type": int, "default": 50}), ("--cursor", {}))

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import serve, write_config
+from tests.helpers import cli, serve, write_config
 
 pytestmark = pytest.mark.slow
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_devices_and_outbox_at_the_console(tmp_path: Path) -> None:

@@ -1,0 +1,37 @@
+"""`appliance tasks ...`: create, list, show, cancel and retry tasks (docs/tasks.md).
+
+Thin adapters over the tasks.* commands, as the box's console (admin); every reply is printed as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.cli.base import actions, json_object, simple_action
+
+KINDS = ["action", "command", "search", "ask", "notify"]
+STATES = ["queued", "running", "waiting_approval", "succeeded", "failed", "cancelled", "timed_out"]
+
+
+def register(commands: Any) -> None:
+    group = actions(commands, "tasks", "tasks: actions, inline commands, search, ask, notify")
+    simple_action(group, "create", "queue a task (an inline command line: --kind command --argv ... )", "tasks.create",
+                  ("--kind", {"choices": KINDS, "required": True}),
+                  ("--action", {"help": "a declared or built-in action"}),
+                  ("--args", {"type": json_object, "help": "the action's arguments, a JSON object"}),
+                  ("--argv", {"nargs": "+", "help": "the command line, one word per element (no shell)"}),
+                  ("--query", {"help": "search / ask"}), ("--message", {"help": "notify"}),
+                  ("--topic", {"help": "notify: the MQTT topic"}),
+                  ("--output-path", {"dest": "output_path", "help": "search: where the report is written"}),
+                  ("--timeout", {"type": float, "dest": "timeout_s"}),
+                  ("--attempts", {"type": int, "dest": "max_attempts"}))
+    simple_action(group, "list", "tasks, newest first", "tasks.list",
+                  ("--state", {"choices": STATES, "action": "append"}), ("--schedule", {}),
+                  ("--kind", {"choices": KINDS}), ("--limit", {"type": int, "default": 50}),
+                  ("--cursor", {"type": int}))
+    simple_action(group, "show", "one task with its step log", "tasks.get", ("id", {"type": int, "metavar": "ID"}),
+                  ("--after-seq", {"type": int, "dest": "after_seq", "help": "only steps after this number"}))
+    simple_action(group, "cancel", "cancel a queued task or stop a running one", "tasks.cancel",
+                  ("id", {"type": int, "metavar": "ID"}))
+    simple_action(group, "retry", "run a failed, cancelled or timed-out task again", "tasks.retry",
+                  ("id", {"type": int, "metavar": "ID"}))
