@@ -64,6 +64,9 @@ say "cloned $(git -C "$repo" rev-parse --short HEAD) into /root/appliance"
 inner=$(cat <<'INNER'
 set -euo pipefail
 root=$1 pip_cache=$2 log=$3
+# The root a mount point of its own, as / is on a real machine (bubblewrap remounts / and fails
+# with EINVAL on a plain directory).
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
