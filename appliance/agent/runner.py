@@ -153,6 +153,9 @@ class TaskRunner:
             return TaskState.FAILED, exc.result, str(exc)
         except IpcError as exc:
             return TaskState.FAILED, None, f"a service it needed failed: {exc}"
+        except Exception as exc:  # a fault of ours (or a missing tool): the task must still end, saying why
+            self.log.exception("task %d: the %s task failed unexpectedly", task.id, task.spec.kind)
+            return TaskState.FAILED, None, f"{type(exc).__name__}: {exc}"[:4000]
 
     async def _settle(self, task: TaskRow, state: TaskState, result: JsonValue, error: str) -> None:
         self.finished[state.value] += 1
