@@ -358,6 +358,9 @@ class AgentConfig(_Section):
     workspace_dir: Path | None = Field(None, description="per-run workspaces; default <state_dir>/workspaces")
     default_limits: SandboxLimits = Field(SandboxLimits(), description="limits of inline commands")
     alert_topic: str = Field("appliance/alerts", min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
+    sandbox_helper: Path | None = Field(Path("/run/appliance-sandbox.sock"),
+                                        description="when this socket exists (the systemd units), sandboxed runs go "
+                                                    "through the root helper behind it; else the agent runs bwrap")
     actions: dict[str, ActionConfig] = Field(default_factory=dict, max_length=256)
 
     @field_validator("actions")

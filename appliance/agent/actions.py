@@ -2,7 +2,8 @@
 
 Everything that reaches another service goes through the command table as the task's creator
 (``task:<id>`` with the creator's role), so a task can do no more than its creator could by hand,
-and it is audited the same way. Sandboxed runs go through sandbox.py.
+and it is audited the same way. Sandboxed runs go through sandbox.py, or through the root helper
+(helper.py) where the agent's unit does not let it start bwrap itself.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jsonschema
 from pydantic import JsonValue
 
 from appliance.agent import sandbox
+from appliance.agent.helper import run_via_helper
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.chat import ChatEvent
@@ -116,14 +118,20 @@ class Actions:
             limits = declared.limits
             profile = sandbox.Profile(limits=limits, network=declared.network, env=declared.env,
                                       readable=declared.readable, writable=declared.writable, workdir=agent.scripts_dir)
-        workspace = self.workspaces / f"task-{task.id}-{task.attempts}"
-        await asyncio.to_thread(sandbox.make_workspace, workspace)
+        helper = agent.sandbox_helper
+        through_helper = helper is not None and await asyncio.to_thread(helper.exists)
         await step("sandbox start", {"argv": list[JsonValue](argv), "limits": limits.model_dump(),
-                                     "network": profile.network})
-        try:
-            outcome = await sandbox.run(argv, profile, workspace)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workspace, True)
+                                     "network": profile.network, "helper": through_helper})
+        if through_helper:
+            assert helper is not None
+            outcome = await run_via_helper(helper, argv, profile)
+        else:
+            workspace = self.workspaces / f"task-{task.id}-{task.attempts}"
+            await asyncio.to_thread(sandbox.make_workspace, workspace)
+            try:
+                outcome = await sandbox.run(argv, profile, workspace)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, workspace, True)
         result: JsonValue = {"exit_code": outcome.exit_code, "signal": outcome.signal, "limit": outcome.limit,
                              "stdout": outcome.stdout[-SANDBOX_TAIL:], "stderr": outcome.stderr[-SANDBOX_TAIL:],
                              "truncated": outcome.truncated, "wall_s": round(outcome.wall_s, 3)}

@@ -4,18 +4,19 @@ What the action sees: /usr read-only (and the usual /bin, /lib symlinks into it)
 /etc files a program needs to start (no /etc/shadow, no appliance keys or state: they are not
 in its world at all), a private /proc, a minimal /dev, a private /tmp, the scripts folder
 read-only as its working directory, and one writable workspace per run at /work. It runs in new
-pid, ipc, uts, cgroup and network namespaces (the network only when the action declares it), in
-a new session, with no capability, and dies with the agent (bwrap's --die-with-parent; killing
-bwrap, pid 1 of the action's pid namespace, kills everything in it). It is uid 65534 in one of
-two ways, picked by who the agent is:
+pid, ipc and network namespaces (the network only when the action declares it; with a user
+namespace also uts and cgroup ones), in a new session, with no capability, and dies with the
+agent (bwrap's --die-with-parent; killing bwrap, pid 1 of the action's pid namespace, kills
+everything in it). It is uid 65534 in one of two ways, picked by who runs bwrap:
 
-- not root (the shipped units' `appliance` user): bwrap makes a user namespace in which the
+- not root (an agent run by an ordinary user): bwrap makes a user namespace in which the
   action is 65534 with every capability dropped;
-- root (a development shell, CI, and any chroot, where the kernel refuses user namespaces):
+- root (the sandbox helper under the shipped units, helper.py; a development shell, CI, and any
+  chroot, where the kernel refuses user namespaces):
   no user namespace; bwrap keeps only CAP_SETUID/CAP_SETGID for its child, which is setpriv(1)
   becoming the real uid/gid 65534 with empty capability sets, no groups and no_new_privs
   before it execs the action. Here the action is the box's `nobody`, so the process limit
-  (counted per real user) applies too, and the workspace is handed to 65534.
+  (counted per real user) applies too, and the workspace is open to it (mode 0777).
 
 Limits are rlimits set by prlimit(1) before bwrap starts: CPU seconds (SIGXCPU, then SIGKILL),
 address space, processes (the fork-bomb guard: counted per user), file size and open files.
@@ -84,17 +85,20 @@ def as_root() -> bool:
     return os.geteuid() == 0
 
 
-def bwrap_argv(argv: list[str], profile: Profile, workspace: Path, *, root: bool) -> list[str]:
-    """The full command line: prlimit, then bwrap, then (as root) setpriv, then the action."""
+def bwrap_argv(argv: list[str], profile: Profile, workspace: Path, *, root: bool, new_net: bool = True) -> list[str]:
+    """The full command line: prlimit, then bwrap, then (as root) setpriv, then the action.
+    ``new_net=False``: the caller is already in a network namespace of its own (the helper's unit,
+    PrivateNetwork=yes), so bwrap makes none (as root it could not bring up its loopback without
+    CAP_NET_ADMIN)."""
     limits = profile.limits
     mib = 1 << 20
     command = ["prlimit", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}", f"--as={limits.memory_mib * mib}",
                f"--nproc={limits.processes}", f"--fsize={limits.file_mib * mib}", f"--nofile={limits.open_files}",
                "--"]
-    if root:
-        namespaces = ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-                      *([] if profile.network else ["--unshare-net"]), "--cap-drop", "ALL",
-                      "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    if root:  # no uts or cgroup namespace: without capabilities it cannot rename the host anyway, and
+        # the helper's unit (systemd/appliance-sandbox@.service) need not allow them
+        namespaces = ["--unshare-ipc", "--unshare-pid", *([] if profile.network or not new_net else ["--unshare-net"]),
+                      "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         namespaces = ["--unshare-all", *(["--share-net"] if profile.network else []), "--uid", str(NOBODY),
                       "--gid", str(NOBODY), "--cap-drop", "ALL"]
@@ -147,21 +151,23 @@ def make_workspace(workspace: Path, *, root: bool | None = None) -> None:
     """The run's writable folder, owned by whoever the action will be (blocking: call it in a thread)."""
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     if as_root() if root is None else root:
-        # bwrap enters it as root without capabilities before setpriv: group root may search it.
-        os.chown(workspace, NOBODY, 0)
-        workspace.chmod(0o710)
+        # Root's and open to all, so uid 65534 may write in it with no chown (the helper has no
+        # CAP_CHOWN); what encloses it is closed to others (the state folder, the helper's 0711).
+        workspace.chmod(0o777)
 
 
-async def run(argv: list[str], profile: Profile, workspace: Path, *, root: bool | None = None) -> Outcome:
+async def run(argv: list[str], profile: Profile, workspace: Path, *, root: bool | None = None,
+              new_net: bool = True) -> Outcome:
     """Run ``argv`` (never through a shell) in the sandbox, in ``workspace`` (see make_workspace);
-    cancelled, it kills the sandbox first. ``root`` picks the way to uid 65534 (default: as_root())."""
+    cancelled, it kills the sandbox first. ``root`` picks the way to uid 65534 (default: as_root());
+    ``new_net``: see bwrap_argv."""
     root = as_root() if root is None else root
     for tool in ("prlimit", "bwrap", *(["setpriv"] if root else [])):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (Debian packages: bubblewrap, util-linux)")
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        *bwrap_argv(argv, profile, workspace, root=root), stdin=asyncio.subprocess.DEVNULL,
+        *bwrap_argv(argv, profile, workspace, root=root, new_net=new_net), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
     assert process.stdout is not None and process.stderr is not None
     cap = profile.limits.output_bytes

@@ -124,5 +124,6 @@ def simple_action(group: Any, action: str, help_text: str, command: str,
 
 def _print_reply(config: ApplianceConfig, command: str, args: argparse.Namespace, fields: list[str]) -> int:
     values = vars(args)
-    print_json(run_command(config, command, {name: values[name] for name in fields if values[name] is not None}))
+    given = {name: values[name] for name in fields if values.get(name) is not None}  # absent: argparse.SUPPRESS
+    print_json(run_command(config, command, given))
     return 0

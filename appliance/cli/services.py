@@ -1,4 +1,5 @@
-"""`appliance serve|run|status`: one service as systemd runs it, all five supervised, their health."""
+"""`appliance serve|run|status|sandbox-helper`: one service as systemd runs it, all five supervised, their
+health, and the agent's privileged sandbox helper (appliance/agent/helper.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ def register(commands: Any) -> None:
     commands.add_parser("run", help="run all five services under the development supervisor").set_defaults(
         handler=_run)
     commands.add_parser("status", help="ask each service for its health over IPC").set_defaults(handler=_status)
+    helper = commands.add_parser("sandbox-helper", help="run one sandboxed action for the agent, on the connection "
+                                 "systemd passes as stdin (appliance-sandbox@.service)")
+    helper.add_argument("--private-network", action="store_true",
+                        help="the unit already has a network namespace of its own (PrivateNetwork=yes)")
+    helper.set_defaults(handler=_sandbox_helper)
 
 
 def _serve(config: ApplianceConfig, args: argparse.Namespace) -> NoReturn:
@@ -49,6 +55,19 @@ def _run(config: ApplianceConfig, args: argparse.Namespace) -> int:
 
     setup_logging("appliance-supervisor", config.logging.level)
     return run_supervisor(args.config_path, config)
+
+
+def _sandbox_helper(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    import socket
+
+    from appliance.agent.helper import serve_connection, workspaces_folder
+    from appliance.runtime.logs import setup_logging
+
+    setup_logging("appliance-sandbox", config.logging.level)
+    connection = socket.socket(fileno=sys.stdin.fileno())  # Accept=yes: the agent's connection
+    asyncio.run(serve_connection(connection, workspaces_folder(config.paths.state_dir),
+                                 private_network=args.private_network))
+    return 0
 
 
 def _status(config: ApplianceConfig, _: argparse.Namespace) -> int:

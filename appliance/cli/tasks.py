@@ -5,6 +5,7 @@ Thin adapters over the tasks.* commands, as the box's console (admin); every rep
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from appliance.cli.base import actions, json_object, simple_action
@@ -15,11 +16,13 @@ STATES = ["queued", "running", "waiting_approval", "succeeded", "failed", "cance
 
 def register(commands: Any) -> None:
     group = actions(commands, "tasks", "tasks: actions, inline commands, search, ask, notify")
-    simple_action(group, "create", "queue a task (an inline command line: --kind command --argv ... )", "tasks.create",
+    simple_action(group, "create", "queue a task (an inline command line: --kind command -- PROGRAM ARGS...)",
+                  "tasks.create",
                   ("--kind", {"choices": KINDS, "required": True}),
                   ("--action", {"help": "a declared or built-in action"}),
                   ("--args", {"type": json_object, "help": "the action's arguments, a JSON object"}),
-                  ("--argv", {"nargs": "+", "help": "the command line, one word per element (no shell)"}),
+                  ("argv", {"nargs": "*", "default": argparse.SUPPRESS, "metavar": "ARGV",
+                            "help": "a command task's program and arguments, after --; no shell sees them"}),
                   ("--query", {"help": "search / ask"}), ("--message", {"help": "notify"}),
                   ("--topic", {"help": "notify: the MQTT topic"}),
                   ("--output-path", {"dest": "output_path", "help": "search: where the report is written"}),

@@ -21,8 +21,7 @@ def test_tasks_at_the_console(tmp_path: Path) -> None:
         listed = eventually(lambda: (done := cli(config, "tasks", "list")).returncode == 0 and done, 60,
                             "the store to answer")
         assert json.loads(listed.stdout)["items"] == []
-        made = cli(config, "tasks", "create", "--kind", "command", "--argv", "python", "check_logs.py",
-                   "--attempts", "2")
+        made = cli(config, "tasks", "create", "--kind", "command", "--attempts", "2", "--", "python", "check_logs.py")
         assert made.returncode == 0, made.stderr
         task = json.loads(made.stdout)
         assert (task["spec"]["argv"], task["max_attempts"], task["created_by"]) == (

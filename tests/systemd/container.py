@@ -51,7 +51,7 @@ cp {stage}/*.gguf "$R/opt/appliance/models/"
 chmod 644 "$R"/opt/appliance/models/*
 mkdir -p "$R/etc/appliance" "$R/etc/sysusers.d"
 cp {stage}/agent.yaml "$R/etc/appliance/agent.yaml"
-cp {units}/*.service {units}/*.target {stage}/appliance-test-boot.target "$R/etc/systemd/system/"
+cp {units}/*.service {units}/*.socket {units}/*.target {stage}/appliance-test-boot.target "$R/etc/systemd/system/"
 cp {units}/sysusers.d/appliance.conf "$R/etc/sysusers.d/"
 chroot "$R" systemd-sysusers
 exec chroot "$R" /usr/bin/env -i container=other /lib/systemd/systemd --system --unit=appliance-test-boot.target

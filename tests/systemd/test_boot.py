@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ def wait_until(predicate, timeout_s: float, what: str, container: Container) -> 
         if predicate():
             return
         time.sleep(0.5)
-    logs = "\n".join(container.journal(f"appliance-{s}")[-3000:] for s in SERVICES)
+    logs = "\n".join(container.journal(f"appliance-{s}")[-3000:] for s in [*SERVICES, "sandbox@*"])
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{logs}")
 
 
@@ -98,12 +99,35 @@ def test_appliance_target_under_systemd(container: tuple[Container, int]) -> Non
 
     wait_until(all_ready, 30, "GET /api/v1/health to say ready", box)
 
-    # A crash (SIGKILL) is restarted by systemd.
+    # A sandboxed command under the shipped units: the agent hands it to the root helper
+    # (appliance-sandbox.socket -> appliance-sandbox@.service), which drops to uid 65534.
+    console = ("/opt/appliance/bin/appliance", "--config", "/etc/appliance/agent.yaml", "tasks")
+    script = "id -u; cat /etc/appliance/agent.yaml || echo no-config; echo ok > /work/x && echo wrote"
+    made = json.loads(box.run(*console, "create", "--kind", "command", "--", "sh", "-c", script).stdout)
+    detail: dict[str, Any] = {}
+
+    def settled(task_id: int) -> bool:
+        detail.clear()
+        detail.update(json.loads(box.run(*console, "show", str(task_id), check=False).stdout or "{}"))
+        return detail.get("task", {}).get("state") not in (None, "queued", "running")
+
+    wait_until(lambda: settled(made["id"]), 60, "the sandboxed task to finish", box)
+    assert detail["task"]["state"] == "succeeded", f"{detail}\n{box.journal('appliance-sandbox@*')}"
+    assert detail["task"]["result"]["stdout"].split() == ["65534", "no-config", "wrote"], detail["task"]["result"]
+    start = next(step for step in detail["steps"] if step["message"] == "sandbox start")
+    assert start["data"]["helper"] is True
+
+    # A crash (SIGKILL) is restarted by systemd; the sandboxed run it had going dies with it.
+    sleeper = json.loads(box.run(*console, "create", "--kind", "command", "--", "sleep", "7777").stdout)["id"]
+    wait_until(lambda: box.run("pgrep", "-x", "sleep", check=False).returncode == 0, 30, "the sandboxed sleep", box)
     unit = "appliance-agent.service"
     old_pid = box.show(unit, "MainPID")
     box.run("systemctl", "kill", "--signal=SIGKILL", unit)
     wait_until(lambda: box.show(unit, "NRestarts") == "1" and active_running(box, "agent")
                and box.show(unit, "MainPID") not in ("0", old_pid), 30, "agent restarted after SIGKILL", box)
+    wait_until(lambda: box.run("pgrep", "-x", "sleep", check=False).returncode == 1, 30, "the sandbox to die", box)
+    wait_until(lambda: settled(sleeper), 30, "the interrupted task to be settled", box)
+    assert detail["task"]["state"] == "failed" and "agent stopped while this ran" in detail["task"]["error"]
 
     # A process whose event loop stops pinging the watchdog is killed and restarted.
     unit = "appliance-mqtt.service"
