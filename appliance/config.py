@@ -173,6 +173,16 @@ class HomeAssistantConfig(_Section):
                                 description="default: appliance_<host name>")
     state_interval_s: float = Field(10.0, ge=1, le=3600, description="how often the entities' states are published")
 
+    @property
+    def node(self) -> str:
+        """What Home Assistant knows this box by: node_id, else one made from the host name."""
+        return self.node_id or "appliance_" + re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:48]
+
+    @property
+    def task_result_topic(self) -> str:
+        """Where the agent announces each task's end (the discovery's task_result event entity)."""
+        return f"appliance/{self.node}/task_result"
+
 
 class UplinkMqttConfig(_Section):
     host: str = Field(min_length=1, max_length=253)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import JsonValue
@@ -50,8 +50,10 @@ MODEL_KINDS = frozenset({"ask", "search"})
 
 class TaskRunner:
     def __init__(self, config: ApplianceConfig, store: IpcClient[Store], actions: Actions,
-                 schedules: Callable[[], dict[str, Schedule]], log: logging.Logger) -> None:
+                 schedules: Callable[[], dict[str, Schedule]], log: logging.Logger,
+                 ended: Callable[[TaskRow, TaskState, str], Awaitable[None]] | None = None) -> None:
         self.config = config
+        self.ended = ended  # told of each final end (after it is recorded): the Home Assistant event
         self.store = store
         self.actions = actions
         self.schedules = schedules
@@ -173,6 +175,8 @@ class TaskRunner:
                 progress=100.0 if state is TaskState.SUCCEEDED else None, expect=[TaskState.RUNNING]))
         except Conflict:
             return  # settled from outside meanwhile (cancelled): that state stands
+        if self.ended is not None:
+            await self.ended(task, state, error)
         if state in (TaskState.FAILED, TaskState.TIMED_OUT):
             await self._fallback(task, state, result, error)
 

@@ -19,6 +19,7 @@ from appliance.agent.watch import EventTriggers
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
+from appliance.control.errors import CommandError
 from appliance.control.memory import Backfilled
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
@@ -35,7 +36,7 @@ from appliance.protocol.common import (
 )
 from appliance.protocol.services import BY_NAME
 from appliance.protocol.store import ArchiveProgress
-from appliance.protocol.tasks import AGENT_CANCEL, AGENT_WAKE, TaskId
+from appliance.protocol.tasks import AGENT_CANCEL, AGENT_WAKE, TaskId, TaskRow, TaskState
 from appliance.runtime.service import Service
 
 WATCHED = BY_NAME["agent"].depends_on
@@ -56,7 +57,7 @@ class AgentService(Service[Agent]):
         self.schedules: list[Schedule] = load_schedules(file) if file is not None else []
         by_name = {schedule.name: schedule for schedule in self.schedules}
         self.actions = Actions(config, self.commands)
-        self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: by_name, self.log)
+        self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: by_name, self.log, self.announce)
         self.scheduler = Scheduler(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
                                    self.log)
         self.events = EventTriggers(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
@@ -124,6 +125,19 @@ class AgentService(Service[Agent]):
             self.set_state(ServiceState.DEGRADED, "; ".join(problems))
         else:
             self.set_state(ServiceState.READY, f"heartbeat every {self.config.agent.heartbeat_interval_s:g} s")
+
+    async def announce(self, task: TaskRow, state: TaskState, error: str) -> None:
+        """A task's end as Home Assistant's task_result event (best effort: the store has the record)."""
+        home_assistant = self.config.mqtt.home_assistant
+        if not home_assistant.enabled:
+            return
+        event = {"event_type": state.value, "task": task.id, "kind": task.spec.kind, "schedule": task.schedule,
+                 "error": error or None}
+        try:
+            await self.commands.call("devices.publish", {"topic": home_assistant.task_result_topic,
+                                                         "payload": event}, JOBS)
+        except (CommandError, IpcError) as exc:
+            self.log.debug("task %d: its end was not announced to Home Assistant (%s)", task.id, exc)
 
     async def archive(self) -> None:
         """Move memories older than memory.archive_after_days into the archive tier."""

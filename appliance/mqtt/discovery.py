@@ -17,8 +17,6 @@ discovery message is published again after a short random delay, as Home Assista
 
 from __future__ import annotations
 
-import re
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +32,13 @@ class Topics:
     node: str
     discovery: str
     status: str  # HA's birth/last-will topic, e.g. homeassistant/status
+    task_result: str  # the agent publishes there (config: home_assistant.task_result_topic)
 
     @classmethod
     def for_config(cls, config: HomeAssistantConfig) -> Topics:
-        node = config.node_id or "appliance_" + re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:48]
+        node = config.node
         return cls(node=node, discovery=f"{config.discovery_prefix}/device/{node}/config",
-                   status=f"{config.discovery_prefix}/status")
+                   status=f"{config.discovery_prefix}/status", task_result=config.task_result_topic)
 
     @property
     def base(self) -> str:
@@ -64,10 +63,6 @@ class Topics:
     @property
     def heartbeat(self) -> str:
         return f"{self.base}/heartbeat/press"
-
-    @property
-    def task_result(self) -> str:
-        return f"{self.base}/task_result"
 
     @property
     def commands(self) -> list[str]:

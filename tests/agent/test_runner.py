@@ -80,19 +80,27 @@ async def detail(peers: Peers, task_id: int) -> TaskDetail:
 async def test_the_reference_log_monitor_fails_and_its_fallback_alerts(
         tmp_path: Path, config_file: Path, mosquitto: int, services: StartServices) -> None:
     agent = site(tmp_path)
-    update_config(config_file, mqtt={"port": mosquitto}, agent=agent)
+    node = f"box_{tmp_path.name}"[:60]
+    config = update_config(config_file, agent=agent, mqtt={"port": mosquitto, "home_assistant": {
+        "enabled": True, "node_id": node, "discovery_prefix": f"ha_{node}", "state_interval_s": 3600}})
     peers = await services("store", "mqtt")
     # The box was off over the last */5 boundary: the agent's first act is that missed run.
     await peers.store.call(STORE_SCHEDULE_MARK, ScheduleMark(name="log_monitor", last_fire=time.time() - 360))
-    listener = Publisher(mosquitto, f"listener-{tmp_path.name}")
+    listener, home_assistant = Publisher(mosquitto, f"listener-{node}"), Publisher(mosquitto, f"ha-{node}")
     listener.subscribe(agent["alert_topic"])
+    home_assistant.subscribe(config.mqtt.home_assistant.task_result_topic)
     agent_process = serve(config_file, "agent", log=tmp_path / "agent.log")  # degraded (no engine): fine here
     try:
         eventually(lambda: listener.received, 60, "the fallback's alert on the broker")
+        eventually(lambda: len(home_assistant.received) == 2, 30, "both ends as Home Assistant events")
     finally:
         listener.close()
+        home_assistant.close()
         agent_process.terminate()
         agent_process.wait(15)
+    events = [json.loads(message.payload) for message in home_assistant.received]
+    assert [(e["event_type"], e["kind"], e["schedule"]) for e in events] == [
+        ("failed", "command", "log_monitor"), ("succeeded", "action", None)]
     alert = json.loads(listener.received[0].payload)
     assert alert["input"]["schedule"] == "log_monitor" and alert["input"]["state"] == "failed"
     assert "2 errors in app.log: 12:02 ERROR disk full again" in alert["input"]["result"]["stdout"]
