@@ -3,6 +3,8 @@
 Every section rejects unknown keys, so a typo is an error rather than a silently ignored
 setting. `load_config` turns every problem into a `ConfigError` whose message is one line
 naming the key path (``mqtt.port``) and what is wrong with it; the CLI exits with code 2.
+The larger sections live beside this file (mqtt.py, agent.py; base.py holds what they share);
+everything is imported from here.
 """
 
 from __future__ import annotations
@@ -10,14 +12,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -25,43 +24,57 @@ from pydantic import (
     model_validator,
 )
 
+from appliance.config.agent import BUILTIN_ACTIONS, ActionConfig, AgentConfig, RoleName, SandboxLimits
+from appliance.config.base import ConfigError, Section, default_runtime_dir, default_state_dir
+from appliance.config.mqtt import (
+    HomeAssistantConfig,
+    MqttConfig,
+    TlsClientConfig,
+    UplinkConfig,
+    UplinkMqttConfig,
+    UplinkWebhookConfig,
+)
 from appliance.validation import describe_validation_error
+
+__all__ = [
+    "BUILTIN_ACTIONS",
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "LOOPBACK_HOSTS",
+    "MAX_CONFIG_BYTES",
+    "ActionConfig",
+    "AgentConfig",
+    "ApiConfig",
+    "ApiTlsConfig",
+    "ApplianceConfig",
+    "ConfigError",
+    "EngineConfig",
+    "HomeAssistantConfig",
+    "IpcConfig",
+    "LoggingConfig",
+    "MemoryConfig",
+    "MqttConfig",
+    "PathsConfig",
+    "ResourceConfig",
+    "RoleName",
+    "SandboxLimits",
+    "Section",
+    "SecurityConfig",
+    "TlsClientConfig",
+    "UplinkConfig",
+    "UplinkMqttConfig",
+    "UplinkWebhookConfig",
+    "load_config",
+    "parse_config",
+    "resolve_config_path",
+]
 
 DEFAULT_CONFIG_PATH = Path("config/agent.yaml")
 CONFIG_ENV = "APPLIANCE_CONFIG"
 MAX_CONFIG_BYTES = 1 << 20
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message is one line naming the key path."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-def _default_state_dir() -> Path:
-    # systemd's StateDirectory= exports STATE_DIRECTORY; a root developer gets the FHS path,
-    # anyone else a per-user directory, so `make run` never needs sudo.
-    if env := os.environ.get("STATE_DIRECTORY"):
-        return Path(env.split(":")[0])
-    if os.geteuid() == 0:
-        return Path("/var/lib/appliance")
-    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local/state")
-    return Path(xdg) / "appliance"
-
-
-def _default_runtime_dir() -> Path:
-    if env := os.environ.get("RUNTIME_DIRECTORY"):
-        return Path(env.split(":")[0])
-    if os.geteuid() == 0:
-        return Path("/run/appliance")
-    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(xdg) / "appliance"
-    return Path(f"/tmp/appliance-{os.geteuid()}")
-
-
-class MemoryConfig(_Section):
+class MemoryConfig(Section):
     """Long-term memory (reference design keys)."""
 
     vector_dim: int = Field(384, ge=8, le=4096, description="embedding dimension of every memory")
@@ -98,7 +111,7 @@ class MemoryConfig(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
-class ResourceConfig(_Section):
+class ResourceConfig(Section):
     max_concurrency: int = Field(4, ge=1, le=64, description="generation streams served at once")
     gpu_enabled: bool = Field(True, description="offload to a GPU when llama.cpp was built with one")
     gpu_fraction: float = Field(0.7, gt=0.0, le=1.0, description="share of free GPU memory to use")
@@ -107,7 +120,7 @@ class ResourceConfig(_Section):
     max_queue: int = Field(16, ge=0, le=1024, description="requests waiting beyond max_concurrency")
 
 
-class SecurityConfig(_Section):
+class SecurityConfig(Section):
     auth_required: bool = Field(True, description="false is refused unless the api listens on loopback only")
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 secret; unset: Ed25519 keys made on first start (`appliance keys rotate`)"
@@ -133,7 +146,7 @@ class SecurityConfig(_Section):
         return value
 
 
-class EngineConfig(_Section):
+class EngineConfig(Section):
     chat_model: Path | None = Field(None, description="GGUF chat model; default <state_dir>/models/chat.gguf")
     embedding_model: Path | None = Field(
         None, description="GGUF embedding model; default <state_dir>/models/embedding.gguf"
@@ -145,118 +158,10 @@ class EngineConfig(_Section):
     load_timeout_s: float = Field(600.0, gt=0, le=3600)
 
 
-class TlsClientConfig(_Section):
-    enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure: bool = Field(False, description="skip broker certificate verification (testing only)")
-
-
-def _check_topic_filter(topic: str) -> str:
-    """MQTT 3.1.1 section 4.7 rules for a subscription filter."""
-    if not topic or len(topic.encode()) > 65_535 or "\0" in topic:
-        raise ValueError(f"invalid MQTT topic filter {topic!r}: empty, too long or contains NUL")
-    levels = topic.split("/")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError(f"invalid MQTT topic filter {topic!r}: '#' must be the whole last level")
-        if "+" in level and level != "+":
-            raise ValueError(f"invalid MQTT topic filter {topic!r}: '+' must be a whole level")
-    return topic
-
-
-class HomeAssistantConfig(_Section):
-    enabled: bool = Field(True, description="announce the appliance to Home Assistant by MQTT discovery")
-    discovery_prefix: str = Field("homeassistant", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    node_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                                description="default: appliance_<host name>")
-    state_interval_s: float = Field(10.0, ge=1, le=3600, description="how often the entities' states are published")
-
-    @property
-    def node(self) -> str:
-        """What Home Assistant knows this box by: node_id, else one made from the host name."""
-        return self.node_id or "appliance_" + re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:48]
-
-    @property
-    def task_result_topic(self) -> str:
-        """Where the agent announces each task's end (the discovery's task_result event entity)."""
-        return f"appliance/{self.node}/task_result"
-
-
-class UplinkMqttConfig(_Section):
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(8883, ge=1, le=65_535)
-    tls: TlsClientConfig = TlsClientConfig(enabled=True)
-    username: str | None = None
-    password: SecretStr | None = None
-    client_id: str | None = Field(None, max_length=128)
-    topic_prefix: str = Field("appliance", min_length=1, max_length=128)
-
-
-class UplinkWebhookConfig(_Section):
-    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://")
-    ca_file: Path | None = Field(None, description="trust this CA for the webhook's certificate")
-    headers: dict[str, SecretStr] = Field(default_factory=dict, description="e.g. an Authorization header")
-    timeout_s: float = Field(10.0, gt=0, le=120)
-
-
-class UplinkConfig(_Section):
-    """What leaves the box, when configured: the outbox is flushed here whenever the network is up."""
-
-    mqtt: UplinkMqttConfig | None = None
-    webhook: UplinkWebhookConfig | None = None
-    retry_min_s: float = Field(2.0, gt=0, le=3600)
-    retry_max_s: float = Field(300.0, gt=0, le=86_400)
-    max_items: int = Field(100_000, ge=10, le=10_000_000, description="oldest undelivered items go past this")
-
-
-class MqttConfig(_Section):
-    host: str = Field("127.0.0.1", min_length=1, max_length=253)
-    port: int = Field(1883, ge=1, le=65_535)
-    tls: TlsClientConfig = TlsClientConfig()
-    username: str | None = None
-    password: SecretStr | None = None
-    client_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                                  description="pinned, so the broker keeps our session; default appliance-<host>")
-    topics: list[str] = Field(default_factory=lambda: ["devices/+/events", "devices/+/state"],
-                              min_length=1, max_length=64)
-    availability_topics: list[str] = Field(default_factory=lambda: ["devices/+/availability"], max_length=16,
-                                           description="online/offline (retained, or a device's last will)")
-    allowed_topics: list[str] | None = Field(None, max_length=64,
-                                             description="topics a device may publish on; default: the filters")
-    qos: Literal[1] = Field(1, description="QoS 1: every event is acknowledged only once it is stored")
-    keepalive_s: int = Field(60, ge=5, le=3600)
-    session_expiry_s: int = Field(86_400, ge=0, le=2**32 - 1,
-                                  description="how long the broker keeps our session (and events) while we are away")
-    max_payload_bytes: int = Field(64 * 1024, ge=64, le=16 << 20)
-    max_json_depth: int = Field(8, ge=1, le=64)
-    dedupe_window_s: float = Field(600.0, ge=1, le=7 * 86_400,
-                                   description="a payload without an id is a duplicate if seen again this soon")
-    device_rate_per_s: float = Field(50.0, gt=0, le=100_000, description="sustained events per device")
-    device_burst: int = Field(200, ge=1, le=1_000_000, description="events a device may send at once")
-    batch_max: int = Field(500, ge=1, le=10_000, description="events committed to the store together")
-    batch_wait_s: float = Field(0.01, ge=0, le=5, description="longest an event waits for its batch")
-    command_topic: str = Field("devices/{device}/commands", min_length=1, max_length=256)
-    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
-    uplink: UplinkConfig = UplinkConfig()
-
-    @field_validator("topics", "availability_topics", "allowed_topics")
-    @classmethod
-    def _valid_filters(cls, value: list[str] | None) -> list[str] | None:
-        return [_check_topic_filter(t) for t in value] if value is not None else None
-
-    @property
-    def pinned_client_id(self) -> str:
-        """The client id the broker knows us by, the same at every start (a persistent session)."""
-        host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
-        return self.client_id or f"appliance-{host}"[:64]
-
-
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
-class ApiTlsConfig(_Section):
+class ApiTlsConfig(Section):
     # auto: the configured files if set; else plain HTTP on a loopback host; else a self-signed
     # certificate made on first start. off: plain HTTP even on the network (say so explicitly).
     mode: Literal["auto", "self-signed", "files", "off"] = "auto"
@@ -272,7 +177,7 @@ class ApiTlsConfig(_Section):
         return self
 
 
-class ApiConfig(_Section):
+class ApiConfig(Section):
     host: str = Field("0.0.0.0", min_length=1, description="all interfaces: staff reach the admin page")
     port: int = Field(8080, ge=1, le=65_535)
     tls: ApiTlsConfig = ApiTlsConfig()
@@ -312,90 +217,21 @@ class ApiConfig(_Section):
         return value
 
 
-class IpcConfig(_Section):
+class IpcConfig(Section):
     timeout_s: float = Field(10.0, gt=0, le=600, description="default deadline of one IPC call")
     max_frame_bytes: int = Field(4 << 20, ge=4096, le=256 << 20)
 
 
-class SandboxLimits(_Section):
-    cpu_s: int = Field(60, ge=1, le=86_400, description="CPU seconds")
-    memory_mib: int = Field(512, ge=16, le=1 << 20, description="address space")
-    processes: int = Field(64, ge=1, le=10_000, description="processes and threads (the fork-bomb guard)")
-    wall_s: float = Field(300.0, gt=0, le=86_400, description="killed at this deadline")
-    output_bytes: int = Field(65_536, ge=1024, le=16 << 20, description="kept of stdout and of stderr, each")
-    file_mib: int = Field(64, ge=1, le=1 << 20, description="largest file it may write")
-    open_files: int = Field(256, ge=16, le=65_536)
-
-
-RoleName = Literal["admin", "operator", "viewer"]
-
-
-class ActionConfig(_Section):
-    """A sandboxed action: an argv (never a shell string) whose ``{name}`` elements are arguments."""
-
-    command: list[str] = Field(min_length=1, max_length=256)
-    description: str = Field("", max_length=500)
-    args_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "additionalProperties": False},
-                                        description="JSON schema of the arguments")
-    env: dict[str, str] = Field(default_factory=dict, description="the only environment it gets, besides PATH/HOME")
-    network: bool = Field(False, description="share the box's network (none by default)")
-    readable: list[Path] = Field(default_factory=list, max_length=32, description="extra paths, read-only")
-    writable: list[Path] = Field(default_factory=list, max_length=32, description="paths it may write besides /work")
-    limits: SandboxLimits = SandboxLimits()
-    roles: list[RoleName] = Field(default_factory=lambda: list[RoleName](["admin", "operator"]),
-                                  description="who may run it")
-
-    @field_validator("command")
-    @classmethod
-    def _placeholders_whole(cls, value: list[str]) -> list[str]:
-        for part in value:
-            if "{" in part and not re.fullmatch(r"\{[a-z_][a-z0-9_]{0,63}\}", part):
-                raise ValueError(f"{part!r}: an argument placeholder must be a whole element, like '{{path}}'")
-        return value
-
-
-class AgentConfig(_Section):
-    heartbeat_interval_s: float = Field(30.0, ge=0.1, le=86_400)
-    backfill_interval_s: float = Field(60.0, ge=0.1, le=86_400,
-                                       description="how often memories stored without a vector are embedded")
-    max_parallel_tasks: int = Field(4, ge=1, le=256, description="tasks running at once besides model work")
-    schedules_file: Path | None = Field(None, description="the reference form's tasks: list (YAML)")
-    scripts_dir: Path | None = Field(None, description="read-only working directory of inline commands")
-    command_readable: list[Path] = Field(default_factory=list, max_length=32,
-                                         description="paths inline commands may read (e.g. the logs they check)")
-    output_dirs: list[Path] = Field(default_factory=list, max_length=16,
-                                    description="where output_path may write; default <state_dir>/outputs")
-    workspace_dir: Path | None = Field(None, description="per-run workspaces; default <state_dir>/workspaces")
-    default_limits: SandboxLimits = Field(SandboxLimits(), description="limits of inline commands")
-    alert_topic: str = Field("appliance/alerts", min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
-    sandbox_helper: Path | None = Field(Path("/run/appliance-sandbox.sock"),
-                                        description="when this socket exists (the systemd units), sandboxed runs go "
-                                                    "through the root helper behind it; else the agent runs bwrap")
-    actions: dict[str, ActionConfig] = Field(default_factory=dict, max_length=256)
-
-    @field_validator("actions")
-    @classmethod
-    def _action_names(cls, value: dict[str, ActionConfig]) -> dict[str, ActionConfig]:
-        for name in value:
-            if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name) or name in BUILTIN_ACTIONS:
-                raise ValueError(f"{name!r}: action names are lower_snake_case and not a built-in's "
-                                 f"({', '.join(BUILTIN_ACTIONS)})")
-        return value
-
-
-BUILTIN_ACTIONS = ("send_alert", "heartbeat", "archive")
-
-
-class LoggingConfig(_Section):
+class LoggingConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class PathsConfig(_Section):
-    state_dir: Path = Field(default_factory=_default_state_dir)
-    runtime_dir: Path = Field(default_factory=_default_runtime_dir)
+class PathsConfig(Section):
+    state_dir: Path = Field(default_factory=default_state_dir)
+    runtime_dir: Path = Field(default_factory=default_runtime_dir)
 
 
-class ApplianceConfig(_Section):
+class ApplianceConfig(Section):
     memory: MemoryConfig = MemoryConfig()
     resource: ResourceConfig = ResourceConfig()
     security: SecurityConfig = SecurityConfig()
