@@ -88,7 +88,7 @@ class EventTriggers:
                 continue
             self.last_fire[schedule.name] = now
             given: JsonValue = {"event": event.id, "device": event.source, "topic": topic, "text": event.text,
-                     "at": event.created_at}
+                                "at": event.created_at}
             task = await self.store.call(STORE_TASK_CREATE, TaskNew(
                 spec=schedule.task(self.actions(), given=given), created_by=f"schedule:{schedule.name}", role="admin",
                 schedule=schedule.name, max_attempts=schedule.retries + 1))
