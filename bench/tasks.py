@@ -36,12 +36,12 @@ import yaml
 
 from appliance.agent import sandbox
 from appliance.agent.scheduler import Scheduler
-from appliance.agent.schedules import Schedule
 from appliance.config import load_config
 from appliance.ipc.errors import IpcError
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH, ServiceState
 from appliance.protocol.tasks import STORE_SCHEDULE_MARK, ScheduleMark
+from appliance.schedules.model import Schedule
 
 HERE = Path(__file__).parent
 SCHEDULES = 1000

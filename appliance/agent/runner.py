@@ -25,7 +25,6 @@ from typing import Any
 from pydantic import JsonValue
 
 from appliance.agent.actions import ActionFailed, Actions
-from appliance.agent.schedules import Schedule
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import Conflict, IpcError
@@ -42,6 +41,7 @@ from appliance.protocol.tasks import (
     TaskState,
     TaskUpdate,
 )
+from appliance.schedules.model import Schedule
 
 POLL_S = 2.0
 CANCEL_WAIT_S = 10.0
@@ -188,7 +188,7 @@ class TaskRunner:
                               "result": result}
         spec = schedule.task(self.actions.names(), what=schedule.fallback, given=failure)
         fallback = await self.store.call(STORE_TASK_CREATE, TaskNew(
-            spec=spec, created_by=f"schedule:{schedule.name}:fallback", role="admin", schedule=None))
+            spec=spec, created_by=f"schedule:{schedule.name}:fallback", role=schedule.run_as, schedule=None))
         await self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message="fallback queued",
                                                       data={"task": fallback.id, "action": schedule.fallback}))
         self.log.warning("schedule %s: task %d %s (%s); fallback %r is task %d", schedule.name, task.id,

@@ -19,11 +19,11 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from appliance.agent.schedules import Schedule
-from appliance.agent.triggers import MqttTrigger, missed_fires, next_fire
 from appliance.ipc.client import IpcClient
 from appliance.protocol.common import Empty, Store
 from appliance.protocol.tasks import STORE_SCHEDULE_FIRE, STORE_SCHEDULE_MARKS, Fire, Fires, TaskNew
+from appliance.schedules.model import Schedule
+from appliance.schedules.triggers import MqttTrigger, missed_fires, next_fire
 
 MAX_SLEEP_S = 30.0
 
@@ -80,7 +80,7 @@ class Scheduler:
         """Queue each schedule's task for its fire at ``at`` (a ``skip`` schedule's only when its last
         one is done), marks included, in one store transaction; the tasks' ids, None where skipped."""
         fires = [Fire(task=TaskNew(spec=schedule.task(self.actions()), created_by=f"schedule:{schedule.name}",
-                                   role="admin", schedule=schedule.name, max_attempts=schedule.retries + 1),
+                                   role=schedule.run_as, schedule=schedule.name, max_attempts=schedule.retries + 1),
                       at=at.timestamp(), skip_if_busy=schedule.concurrency == "skip") for schedule, at in due]
         created = (await self.store.call(STORE_SCHEDULE_FIRE, Fires(fires=fires))).created
         for (schedule, at), task in zip(due, created, strict=True):

@@ -1,6 +1,11 @@
 """The agent service: tasks (the runner), schedules (the scheduler for the clock, the event triggers
 for device events), and periodic jobs: a heartbeat over the others, the daily archive run, backfill.
 
+Schedules come from the schedules file (read once: a broken file stops the agent, naming the
+schedule and key) and from the store (saved through the commands; read at start and whenever
+the command layer says one changed). A reload restarts the clock and event loops with the new
+set; counts and debounce windows carry over.
+
 Jobs that change memory go through the command table like any other caller (as
 ``agent:periodic`` with the operator role), so they are checked and audited the same way.
 """
@@ -10,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from pydantic import ValidationError
+
 from appliance.agent.actions import Actions
 from appliance.agent.periodic import Periodic
 from appliance.agent.runner import TaskRunner
 from appliance.agent.scheduler import Scheduler
-from appliance.agent.schedules import Schedule, load_schedules
 from appliance.agent.watch import EventTriggers
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Caller, Role
@@ -34,10 +40,12 @@ from appliance.protocol.common import (
     ServiceName,
     ServiceState,
 )
+from appliance.protocol.schedules import AGENT_SCHEDULES_RELOAD, STORE_SCHEDULES
 from appliance.protocol.services import BY_NAME
 from appliance.protocol.store import ArchiveProgress
 from appliance.protocol.tasks import AGENT_CANCEL, AGENT_WAKE, TaskId, TaskRow, TaskState
 from appliance.runtime.service import Service
+from appliance.schedules.model import Schedule, load_schedules
 
 WATCHED = BY_NAME["agent"].depends_on
 JOBS = Caller("agent:periodic", Role.OPERATOR, "agent")
@@ -54,15 +62,16 @@ class AgentService(Service[Agent]):
         self.commands = Dispatcher(default_table(), self.peers, config, self.log)
         # A broken schedules file stops the agent here, with the schedule and key named (exit 2).
         file = config.agent.schedules_file
-        self.schedules: list[Schedule] = load_schedules(file) if file is not None else []
-        by_name = {schedule.name: schedule for schedule in self.schedules}
+        self.file_schedules = load_schedules(file) if file is not None else []
+        self.schedules: dict[str, Schedule] = {schedule.name: schedule for schedule in self.file_schedules}
         self.actions = Actions(config, self.commands)
-        self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: by_name, self.log, self.announce)
-        self.scheduler = Scheduler(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
-                                   self.log)
-        self.events = EventTriggers(self.schedules, self.peers.store, self.actions.names, self.runner.wake.set,
-                                    self.log)
+        self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: self.schedules, self.log,
+                                 self.announce)
+        self.scheduler = self._scheduler([])
+        self.events = self._event_triggers([])
         self._loops: list[asyncio.Task[None]] = []
+        self._schedule_loops: list[asyncio.Task[None]] = []
+        self._reloading = asyncio.Lock()
 
     def register(self, ipc: IpcServer[Agent]) -> None:
         async def wake(_: Empty) -> Empty:
@@ -72,13 +81,16 @@ class AgentService(Service[Agent]):
         async def cancel(request: TaskId) -> Changed:
             return Changed(changed=int(await self.runner.cancel(request.id)))
 
+        async def reload(_: Empty) -> Changed:
+            return Changed(changed=await self.reload_schedules())
+
         ipc.add(AGENT_WAKE, wake)
         ipc.add(AGENT_CANCEL, cancel)
+        ipc.add(AGENT_SCHEDULES_RELOAD, reload)
 
     async def start(self) -> None:
         self._loops = [asyncio.create_task(self.runner.run(), name="task-runner"),
-                       asyncio.create_task(self.scheduler.run(), name="scheduler"),
-                       asyncio.create_task(self.events.run(), name="event-triggers")]
+                       asyncio.create_task(self._first_load(), name="schedules-load")]
         self.periodic = Periodic(self.log)
         self.periodic.every("heartbeat", self.config.agent.heartbeat_interval_s, self.heartbeat)
         self.periodic.every("archive", self.config.memory.archive_interval_s, self.archive)
@@ -87,10 +99,53 @@ class AgentService(Service[Agent]):
     async def stop(self) -> None:
         if self.periodic is not None:
             await self.periodic.stop()
-        for loop in self._loops:
+        for loop in self._loops + self._schedule_loops:
             loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._schedule_loops, return_exceptions=True)
         await self.runner.stop()
+
+    def _scheduler(self, schedules: list[Schedule]) -> Scheduler:
+        return Scheduler(schedules, self.peers.store, self.actions.names, self.runner.wake.set, self.log)
+
+    def _event_triggers(self, schedules: list[Schedule]) -> EventTriggers:
+        return EventTriggers(schedules, self.peers.store, self.actions.names, self.runner.wake.set, self.log)
+
+    async def _first_load(self) -> None:
+        while True:
+            try:
+                await self.reload_schedules()
+                return
+            except IpcError as exc:
+                self.log.warning("cannot read the saved schedules yet (%s); trying again", exc)
+                await asyncio.sleep(2.0)
+
+    async def reload_schedules(self) -> int:
+        """Run the file's schedules and the saved ones (a saved one the file also names is ignored:
+        the file wins); how many there are."""
+        async with self._reloading:
+            schedules = dict((schedule.name, schedule) for schedule in self.file_schedules)
+            for item in (await self.peers.store.call(STORE_SCHEDULES, Empty())).items:
+                try:
+                    saved = Schedule.model_validate({**item.body, "name": item.name, "run_as": item.run_as})
+                except ValidationError as exc:
+                    self.log.warning("saved schedule %s is not valid and does not run: %s", item.name, exc)
+                    continue
+                if schedules.setdefault(item.name, saved) is not saved:
+                    self.log.warning("saved schedule %s does not run: the schedules file names one the same",
+                                     item.name)
+            for loop in self._schedule_loops:
+                loop.cancel()
+            await asyncio.gather(*self._schedule_loops, return_exceptions=True)
+            running = list(schedules.values())
+            scheduler, events = self._scheduler(running), self._event_triggers(running)
+            scheduler.fired, scheduler.skipped = self.scheduler.fired, self.scheduler.skipped
+            events.fired, events.debounced, events.last_fire = self.events.fired, self.events.debounced, \
+                self.events.last_fire
+            self.schedules, self.scheduler, self.events = schedules, scheduler, events
+            self._schedule_loops = [asyncio.create_task(scheduler.run(), name="scheduler"),
+                                    asyncio.create_task(events.run(), name="event-triggers")]
+            self.log.info("running %d schedules (%d from the file)", len(schedules), len(self.file_schedules))
+            return len(schedules)
 
     async def collect_metrics(self) -> list[MetricFamily]:
         jobs = list(self.periodic.jobs.values()) if self.periodic else []

@@ -18,8 +18,6 @@ from collections.abc import Callable
 
 from pydantic import JsonValue
 
-from appliance.agent.schedules import Schedule
-from appliance.agent.triggers import MqttTrigger
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
 from appliance.protocol.common import Empty, Store
@@ -27,6 +25,8 @@ from appliance.protocol.devices import STORE_EVENTS_AFTER, EventsAfter
 from appliance.protocol.store import MemoryRecord
 from appliance.protocol.tasks import STORE_SCHEDULE_MARK, STORE_SCHEDULE_MARKS, STORE_TASK_CREATE, ScheduleMark, TaskNew
 from appliance.protocol.topics import topic_filter
+from appliance.schedules.model import Schedule
+from appliance.schedules.triggers import MqttTrigger
 
 POLL_S = 1.0
 CURSOR = "events:cursor"  # a mark no schedule can be named (names have no colon)
@@ -90,8 +90,8 @@ class EventTriggers:
             given: JsonValue = {"event": event.id, "device": event.source, "topic": topic, "text": event.text,
                                 "at": event.created_at}
             task = await self.store.call(STORE_TASK_CREATE, TaskNew(
-                spec=schedule.task(self.actions(), given=given), created_by=f"schedule:{schedule.name}", role="admin",
-                schedule=schedule.name, max_attempts=schedule.retries + 1))
+                spec=schedule.task(self.actions(), given=given), created_by=f"schedule:{schedule.name}",
+                role=schedule.run_as, schedule=schedule.name, max_attempts=schedule.retries + 1))
             self.fired += 1
             self.log.info("schedule %s: event %d on %s queued task %d", schedule.name, event.id, topic, task.id,
                           extra={"SCHEDULE": schedule.name, "TASK": task.id})

@@ -13,11 +13,11 @@ import argparse
 import sys
 from typing import NoReturn
 
-from appliance.cli import chat, config, devices, engine, memory, models, services, tasks, tokens
+from appliance.cli import chat, config, devices, engine, memory, models, schedules, services, tasks, tokens
 from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
 
-GROUPS = (services, config, tokens, models, engine, memory, chat, devices, tasks)
+GROUPS = (services, config, tokens, models, engine, memory, chat, devices, tasks, schedules)
 
 
 def parser() -> argparse.ArgumentParser:

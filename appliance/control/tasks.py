@@ -65,7 +65,7 @@ async def create(ctx: Context, request: TaskCreate) -> TaskRow:
     kind = request.kind or request.command
     assert kind is not None and ctx.caller.role is not None
     role = ctx.caller.role
-    _authorize(ctx, kind, request.action, role)
+    authorize(ctx, kind, request.action, role)
     spec = TaskSpec(kind=kind, **request.model_dump(exclude={"kind", "command", "max_attempts"}))
     task = await ctx.peers.store.call(STORE_TASK_CREATE, TaskNew(
         spec=spec, created_by=ctx.caller.subject[:128], role=role.value, max_attempts=request.max_attempts))
@@ -73,7 +73,8 @@ async def create(ctx: Context, request: TaskCreate) -> TaskRow:
     return task
 
 
-def _authorize(ctx: Context, kind: str, action: str | None, role: Role) -> None:
+def authorize(ctx: Context, kind: str, action: str | None, role: Role) -> None:
+    """Refused (forbidden) unless ``role`` may create a task of this kind and action."""
     def refuse(why: str) -> CommandError:
         return CommandError("forbidden", why, field="action" if action else "kind")
 
@@ -131,7 +132,7 @@ async def retry(ctx: Context, request: TaskId) -> TaskRow:
         raise CommandError("conflict", f"task {old.id} is {old.state.value}; only a failed, cancelled or timed-out "
                                        "task can be retried")
     assert ctx.caller.role is not None
-    _authorize(ctx, old.spec.kind, old.spec.action, ctx.caller.role)
+    authorize(ctx, old.spec.kind, old.spec.action, ctx.caller.role)
     task = await ctx.peers.store.call(STORE_TASK_CREATE, TaskNew(
         spec=old.spec, created_by=ctx.caller.subject[:128], role=ctx.caller.role.value, schedule=old.schedule,
         max_attempts=old.max_attempts))

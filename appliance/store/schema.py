@@ -242,7 +242,20 @@ CREATE TABLE task_steps(
 CREATE TABLE schedule_marks(name TEXT PRIMARY KEY, last_fire REAL NOT NULL) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5)
+# Version 6: schedules saved through the commands (the file's are not stored): the body as its
+# author wrote it (JSON) and the role its tasks run with.
+V6 = """
+CREATE TABLE schedules(
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    run_as TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

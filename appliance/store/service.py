@@ -60,6 +60,7 @@ from appliance.protocol.devices import (
     OutboxItem,
     OutboxNext,
 )
+from appliance.protocol.schedules import STORE_SCHEDULE_DELETE, STORE_SCHEDULE_PUT, STORE_SCHEDULES
 from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
@@ -279,6 +280,10 @@ class StoreService(Service[Store]):
                                                                                                 r.last_fire))))
         ipc.add(STORE_SCHEDULE_FIRE, lambda r: self._on_db(lambda db: Fired(created=db.tasks.fire(r.fires))))
         ipc.add(STORE_SCHEDULE_MARKS, lambda _: self._on_db(lambda db: ScheduleMarks(marks=db.tasks.marks())))
+        ipc.add(STORE_SCHEDULES, lambda _: self._on_db(lambda db: db.tasks.schedules()))
+        ipc.add(STORE_SCHEDULE_PUT, lambda r: self._on_db(lambda db: db.tasks.put_schedule(r)))
+        ipc.add(STORE_SCHEDULE_DELETE, lambda r: self._on_db(lambda db: Changed(changed=db.tasks.delete_schedule(
+            r.name))))
 
     async def collect_metrics(self) -> list[MetricFamily]:
         if self.db is None:

@@ -1,4 +1,5 @@
-"""Tasks in the memory file: the durable queue, its state machine, step logs and schedule marks.
+"""Tasks in the memory file: the durable queue, its state machine, step logs, schedule marks and
+the schedules saved through the commands.
 
 Invariants:
 - A task moves only along protocol.tasks.TRANSITIONS, checked here inside the write's
@@ -19,6 +20,7 @@ from typing import Any
 
 import apsw
 
+from appliance.protocol.schedules import SchedulePut, StoredSchedule, StoredSchedules
 from appliance.protocol.tasks import (
     FINAL,
     RESUMABLE,
@@ -199,3 +201,32 @@ class TaskBook:
 
     def marks(self) -> dict[str, float]:
         return {name: at for name, at in fetch_all(self.conn, "SELECT name, last_fire FROM schedule_marks")}
+
+    def schedules(self) -> StoredSchedules:
+        rows = fetch_all(self.conn, "SELECT name, body, run_as, updated_by, updated_at FROM schedules ORDER BY name")
+        return StoredSchedules(items=[StoredSchedule(name=name, body=json.loads(body), run_as=run_as, updated_by=by,
+                                                     updated_at=at) for name, body, run_as, by, at in rows])
+
+    def put_schedule(self, put: SchedulePut) -> StoredSchedule:
+        item, now = put.schedule, time.time()
+        with self.conn:
+            exists = fetch_one(self.conn, "SELECT 1 FROM schedules WHERE name = ?", (item.name,)) is not None
+            if put.mode == "create" and exists:
+                raise Conflict(f"a schedule named {item.name!r} exists already")
+            if put.mode == "replace" and not exists:
+                raise Missing(f"no schedule {item.name!r}")
+            self.conn.execute("INSERT INTO schedules(name, body, run_as, updated_by, created_at, updated_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body, "
+                              "run_as = excluded.run_as, updated_by = excluded.updated_by, "
+                              "updated_at = excluded.updated_at",
+                              (item.name, json.dumps(item.body), item.run_as, item.updated_by, now, now))
+        return item.model_copy(update={"updated_at": now})
+
+    def delete_schedule(self, name: str) -> int:
+        """Its mark goes with it: a new schedule of the same name does not make up for the old one's runs."""
+        with self.conn:
+            if fetch_one(self.conn, "SELECT 1 FROM schedules WHERE name = ?", (name,)) is None:
+                raise Missing(f"no schedule {name!r}")
+            self.conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
+            self.conn.execute("DELETE FROM schedule_marks WHERE name = ?", (name,))
+        return 1

@@ -22,7 +22,6 @@ import pytest
 
 from appliance.agent.actions import Actions
 from appliance.agent.runner import TaskRunner
-from appliance.agent.schedules import Schedule
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
@@ -39,6 +38,7 @@ from appliance.protocol.tasks import (
     TaskSpec,
     TaskState,
 )
+from appliance.schedules.model import Schedule
 from tests.helpers import Publisher, eventually, eventually_async, pids_with, serve, update_config
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from appliance.agent.scheduler import Scheduler
-from appliance.agent.schedules import Schedule
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import Empty
 from appliance.protocol.tasks import STORE_SCHEDULE_MARK, STORE_SCHEDULE_MARKS, STORE_TASKS, ScheduleMark, TaskQuery
+from appliance.schedules.model import Schedule
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]

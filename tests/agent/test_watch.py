@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from appliance.agent.schedules import Schedule
 from appliance.agent.watch import CURSOR, EventTriggers
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import Empty
 from appliance.protocol.devices import STORE_EVENTS, STORE_EVENTS_AFTER, EventBatch, EventIn, EventsAfter
 from appliance.protocol.tasks import STORE_SCHEDULE_MARKS, STORE_TASKS, TaskQuery, TaskState
+from appliance.schedules.model import Schedule
 from tests.helpers import Publisher, eventually, eventually_async, serve, update_config
 
 pytestmark = pytest.mark.slow

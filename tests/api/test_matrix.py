@@ -24,7 +24,7 @@ ROLES: list[Role | None] = [None, Role.VIEWER, Role.OPERATOR, Role.ADMIN]
 # The admin page, its static files and the spec: public, and no command behind them.
 NOT_COMMANDS = {(method, path) for method in ("GET", "HEAD")
                 for path in ("/", "/static", "/api/v1/openapi.json", "/api/docs")}
-PARAMS = {"id": "1", "username": "nobody", "jti": "0" * 32, "device_id": "door-1"}
+PARAMS = {"id": "1", "username": "nobody", "jti": "0" * 32, "device_id": "door-1", "name": "nightly"}
 
 
 def concrete(path: str) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from appliance.protocol.schedules import SchedulePut, StoredSchedule
 from appliance.protocol.tasks import (
     Fire,
     StepIn,
@@ -108,3 +109,24 @@ def test_schedule_fires_are_one_transaction_and_skip_a_busy_schedule(db: MemoryD
     assert db.tasks.marks()["s0"] == 160.0 and db.tasks.marks()["s999"] == 100.0
     db.tasks.update(TaskUpdate(id=first[0], state=TaskState.CANCELLED))
     assert db.tasks.fire([fire("s0", 220.0, skip=True)])[0] is not None
+
+
+def test_saved_schedules_create_replace_and_delete_with_their_mark(db: MemoryDB) -> None:
+    item = StoredSchedule(name="ping", body={"trigger": "interval:5m", "action": "heartbeat"}, run_as="operator",
+                          updated_by="ada")
+    saved = db.tasks.put_schedule(SchedulePut(schedule=item, mode="create"))
+    assert saved.updated_at > 0
+    with pytest.raises(Conflict, match="exists already"):
+        db.tasks.put_schedule(SchedulePut(schedule=item, mode="create"))
+    with pytest.raises(Missing, match="no schedule 'other'"):
+        db.tasks.put_schedule(SchedulePut(schedule=item.model_copy(update={"name": "other"}), mode="replace"))
+    db.tasks.put_schedule(SchedulePut(schedule=item.model_copy(update={"body": {"trigger": "interval:1h",
+                                                                                "action": "heartbeat"}}),
+                                      mode="replace"))
+    [stored] = db.tasks.schedules().items
+    assert stored.body["trigger"] == "interval:1h" and stored.run_as == "operator"
+    db.tasks.mark("ping", 1000.0)
+    assert db.tasks.delete_schedule("ping") == 1
+    assert db.tasks.schedules().items == [] and "ping" not in db.tasks.marks()
+    with pytest.raises(Missing):
+        db.tasks.delete_schedule("ping")

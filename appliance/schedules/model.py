@@ -10,6 +10,10 @@
 (shlex). Optional per schedule: args, retries and retry_backoff_s, timeout_s, concurrency (skip,
 queue, parallel with max_parallel), timezone, missed (skip, once, all with missed_max), priority,
 debounce_s (mqtt: triggers).
+
+A schedule is what its author wrote (ScheduleFields: what the REST body holds) plus the role its
+tasks run with (Schedule.run_as): admin for the admin's file, the author's own role for one saved
+through the commands, so a schedule never does more than the one who saved it may.
 """
 
 from __future__ import annotations
@@ -23,17 +27,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
-from appliance.agent.triggers import Trigger, parse_trigger
 from appliance.config import BUILTIN_ACTIONS, ConfigError
+from appliance.protocol.common import Message
 from appliance.protocol.tasks import Priority, TaskSpec
+from appliance.schedules.triggers import Trigger, parse_trigger
 
 MAX_FILE_BYTES = 1 << 20
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ScheduleFields(Message):
     name: str = Field(pattern=NAME)
     trigger: str = Field(min_length=4, max_length=300)
     action: str = Field(min_length=1, max_length=4000)
@@ -65,6 +68,22 @@ class Schedule(BaseModel):
     def _trigger(cls, value: str) -> str:
         parse_trigger(value, ZoneInfo("UTC"))
         return value
+
+    @field_validator("action", "fallback")
+    @classmethod
+    def _command_line(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:  # an unclosed quote
+                raise ValueError(f"not a command line: {exc}") from None
+            if not words or "\x00" in value:
+                raise ValueError("an action's name or a command line, without NUL characters")
+        return value
+
+
+class Schedule(ScheduleFields):
+    run_as: Literal["admin", "operator", "viewer"] = "admin"
 
     @property
     def tz(self) -> ZoneInfo:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from appliance.agent.triggers import At, Cron, Interval, MqttTrigger, missed_fires, next_fire, parse_trigger
+from appliance.schedules.triggers import At, Cron, Interval, MqttTrigger, missed_fires, next_fire, parse_trigger
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

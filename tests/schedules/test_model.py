@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.agent.schedules import load_schedules
 from appliance.config import ConfigError
+from appliance.schedules.model import load_schedules
 
 REFERENCE = """
 tasks:
