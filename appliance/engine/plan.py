@@ -247,3 +247,22 @@ def embedding_reserve(model: ModelInfo | None) -> int:
     if model is None:
         return 0
     return model.weight_bytes + 2048 * 4 * (4 * model.n_embd + 2 * model.n_ff) + 64 * MiB
+
+
+def choose_model(candidates: list[ModelInfo], config: ApplianceConfig, hw: Hardware, *, other_ram_bytes: int = 0,
+                 share: float = 0.5, min_ctx: int = 4096) -> tuple[int, tuple[str, ...]]:
+    """Which of ``candidates`` (largest first) this box should run: the first whose plan fits with at
+    least ``min_ctx`` tokens of context while using at most ``share`` of the memory budget (the rest
+    is the box's other work: the memory file's page cache, sandboxed actions); else the last. The
+    index, and one line per candidate saying why."""
+    why: list[str] = []
+    for index, model in enumerate(candidates):
+        plan = plan_for_config(config, hw, model, other_ram_bytes=other_ram_bytes)
+        budget = plan.budget.ram_bytes + (0 if plan.budget.unified else plan.budget.gpu_bytes)
+        used = plan.usage.ram + plan.usage.gpu
+        line = (f"{model.name}: needs {mib(used)} with n_ctx {plan.n_ctx} of a {mib(budget)} budget "
+                f"(at most {share:.0%} = {mib(budget * share)})")
+        if plan.fits and plan.n_ctx >= min(min_ctx, config.engine.n_ctx) and used <= budget * share:
+            return index, (*why, line + ": chosen")
+        why.append(line + (": too big" if plan.fits else ": does not fit"))
+    return len(candidates) - 1, (*why, f"none fits comfortably: the smallest, {candidates[-1].name}")

@@ -67,14 +67,8 @@ class Catalog:
 
     def import_model(self, source: Path, *, name: str | None = None, make_default: bool = False,
                      progress: Progress | None = None) -> ModelEntry:
-        name = name or source.name.removesuffix(".gguf")
-        if not NAME.fullmatch(name):
-            raise ModelFileError(f"--name: {name[:40]!r} is not 1-64 of [A-Za-z0-9._-]")
-        if name + ".gguf" in DEFAULT_NAMES.values():
-            raise ModelFileError(f"--name: {name!r} is reserved for the default link")
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"{name}.gguf"
-        staging = self.directory / f".{name}.gguf.importing"
+        name = self.check_name(name or source.name.removesuffix(".gguf"))
+        staging = self.staging(name)
         reference = source if source.is_dir() else None
         try:
             if reference is not None:
@@ -82,17 +76,36 @@ class Catalog:
             else:
                 read_model_info(source)  # refuse a broken file before copying gigabytes
                 _copy(source, staging, progress)
-            info = read_model_info(staging)
-            trial = run_trial(staging, reference)
-            if not trial.get("ok"):
-                detail = trial.get("detail") or f"embeddings differ from the reference: cosines {trial.get('cosines')}"
-                raise ModelFileError(f"{source}: {detail}")
-            entry = ModelEntry(name=name, file=final.name, kind=info.kind, arch=info.arch,
-                               size_bytes=staging.stat().st_size, sha256=sha256_of(staging),
-                               source=str(source.resolve()), imported_at=time.time(), check=_describe(trial))
-            staging.replace(final)
+            return self.admit(staging, name=name, source=str(source.resolve()), reference=reference,
+                              make_default=make_default)
         finally:
             staging.unlink(missing_ok=True)
+
+    def check_name(self, name: str) -> str:
+        if not NAME.fullmatch(name):
+            raise ModelFileError(f"--name: {name[:40]!r} is not 1-64 of [A-Za-z0-9._-]")
+        if name + ".gguf" in DEFAULT_NAMES.values():
+            raise ModelFileError(f"--name: {name!r} is reserved for the default link")
+        return name
+
+    def staging(self, name: str) -> Path:
+        """Where a model is written before it is checked (a dot file: never loaded, never listed)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return self.directory / f".{name}.gguf.importing"
+
+    def admit(self, staging: Path, *, name: str, source: str, reference: Path | None = None,
+              make_default: bool = False) -> ModelEntry:
+        """Validate and trial-load the file at ``staging``, then give it its name and record it."""
+        final = self.directory / f"{name}.gguf"
+        info = read_model_info(staging)
+        trial = run_trial(staging, reference)
+        if not trial.get("ok"):
+            detail = trial.get("detail") or f"embeddings differ from the reference: cosines {trial.get('cosines')}"
+            raise ModelFileError(f"{source}: {detail}")
+        entry = ModelEntry(name=name, file=final.name, kind=info.kind, arch=info.arch,
+                           size_bytes=staging.stat().st_size, sha256=sha256_of(staging),
+                           source=source, imported_at=time.time(), check=_describe(trial))
+        staging.replace(final)
         entries = self.entries()
         entries[name] = entry
         self._save(entries)

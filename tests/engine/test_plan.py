@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.engine.plan import MIN_CTX, Plan, budget_for, plan_model, step_down
+from appliance.config import ApplianceConfig
+from appliance.engine.plan import MIN_CTX, Plan, budget_for, choose_model, plan_model, step_down
 from appliance.modelfiles.gguf_info import read_model_info
+from appliance.modelfiles.packaged import PACKAGED, QWEN_05B, QWEN_15B, PackagedModel
 from appliance.modelfiles.tinymodel import write_tiny_llama
 from tests.engine.boxes import BOXES, MODELS, GiB, MiB
 
@@ -99,3 +101,15 @@ def test_a_real_gguf_file_is_planned(tmp_path: Path) -> None:
                                            ram_reserve_fraction=0.1), n_ctx=8192, n_seq=4)
     assert plan.fits and plan.n_ctx == 4096  # capped by the model's trained context
     assert plan.usage.ram_weights == info.weight_bytes
+
+
+@pytest.mark.parametrize(("box", "chosen"), [("jetson-orin-nano-8gb", QWEN_15B), ("x86-16gb-no-gpu", QWEN_15B),
+                                             ("rtx3060-12gb-32gb", QWEN_15B), ("board-4gb", QWEN_05B)])
+def test_the_packaged_chat_model_is_chosen_by_the_memory_budget(box: str, chosen: PackagedModel) -> None:
+    candidates = list(PACKAGED.values())
+    index, why = choose_model([model.info for model in candidates], ApplianceConfig(), BOXES[box],
+                              other_ram_bytes=150 * MiB)
+    assert candidates[index] is chosen and why[-1].endswith("chosen")
+    if chosen is QWEN_05B:  # the 1.5B fits the 4 GB board, but would take more than half of its budget
+        assert why[0] == ("Qwen2.5 Coder 1.5B Instruct: needs 1,518 MiB with n_ctx 4096 of a 2,760 MiB budget "
+                          "(at most 50% = 1,380 MiB): too big")
