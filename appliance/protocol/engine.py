@@ -18,9 +18,34 @@ class Priority(StrEnum):
     BACKGROUND = "background"
 
 
+TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+
+class ToolCall(Message):
+    """A call the model asked for: a tool offered in the request, arguments valid against its schema."""
+
+    name: str = Field(pattern=TOOL_NAME)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class ChatMessage(Message):
     role: Literal["system", "user", "assistant", "tool"]
-    content: str = Field(max_length=MAX_PROMPT_CHARS)
+    content: str = Field("", max_length=MAX_PROMPT_CHARS)
+    tool_calls: list[ToolCall] | None = Field(None, max_length=16, description="an assistant turn's calls")
+
+
+class ToolFunction(Message):
+    name: str = Field(pattern=TOOL_NAME)
+    description: str = Field("", max_length=4000)
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
+                                       description="the arguments' JSON schema")
+
+
+class Tool(Message):
+    """A tool the model may call, in the OpenAI form the chat templates expect."""
+
+    type: Literal["function"] = "function"
+    function: ToolFunction
 
 
 class GenerateRequest(Message):
@@ -38,6 +63,9 @@ class GenerateRequest(Message):
     ignore_eos: bool = Field(False, description="generate max_tokens even past the end token (benchmarks)")
     fit_context: bool = Field(False, description="when the messages do not fit the context, drop the oldest turns "
                                                  "after the system message, then the system message's last lines")
+    tools: list[Tool] | None = Field(None, min_length=1, max_length=64, description="tools the model may call")
+    tool_choice: str = Field("auto", max_length=64, description="auto, none, required (some call, forced by a "
+                                                                "grammar), or a tool's name (that call, forced)")
 
     @field_validator("stop")
     @classmethod
@@ -53,7 +81,23 @@ class GenerateRequest(Message):
             raise ValueError("give exactly one of prompt or messages")
         if self.messages is not None and sum(len(m.content) for m in self.messages) > MAX_PROMPT_CHARS:
             raise ValueError(f"messages hold more than {MAX_PROMPT_CHARS} characters in all")
+        names = [tool.function.name for tool in self.tools or []]
+        if self.tools is not None and self.prompt is not None:
+            raise ValueError("tools need messages (the chat template lays them out), not a raw prompt")
+        if len(set(names)) != len(names):
+            raise ValueError("tools: two tools have the same name")
+        if self.tool_choice not in ("auto", "none", "required", *names):
+            raise ValueError(f"tool_choice: {self.tool_choice[:64]!r} is not auto, none, required or an offered tool")
+        if self.tool_choice not in ("auto", "none") and self.json_schema is not None:
+            raise ValueError("give json_schema or a forced tool_choice, not both: each constrains the whole reply")
         return self
+
+    @property
+    def forced_tools(self) -> list[Tool] | None:
+        """The tools one of which the reply must call (a grammar makes sure), or None."""
+        if self.tools is None or self.tool_choice in ("auto", "none"):
+            return None
+        return [t for t in self.tools if self.tool_choice in ("required", t.function.name)]
 
 
 class GenerateChunk(Message):
@@ -71,6 +115,7 @@ class GenerateChunk(Message):
     parsed: Any = None  # with json_schema: the parsed reply, already validated against the schema
     messages_dropped: int = 0  # fit_context: turns left out so the prompt fits
     system_lines_dropped: int = 0  # fit_context: last lines of the system message left out
+    tool_calls: list[ToolCall] | None = None  # with tools: the calls the reply asked for, checked
 
 
 class EmbedRequest(Message):
