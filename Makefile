@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bench-api bench-mqtt bench-tasks bootstrap-run bootstrap-test check-fresh
+.PHONY: run test lint venv clean bench bench-memory bench-engine bench-model bench-api bench-mqtt bench-tasks bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -54,6 +54,12 @@ bench-memory: venv
 # The first run builds llama-server from llama-cpp-python's vendored llama.cpp (minutes).
 bench-engine: venv
 	$(PY) bench/engine.py
+
+# The real default chat model (Qwen2.5-Coder Instruct; MODEL=1.5b for the larger) vs llama-server,
+# cached-prompt TTFT, RSS, and tool calls on 50 fixed requests (bench/model.py).
+MODEL ?= 0.5b
+bench-model: venv
+	$(PY) bench/model.py --model $(MODEL)
 
 # The control plane under 200 connections (wrk) next to a bare aiohttp handler, and login throughput.
 bench-api: venv

@@ -28,7 +28,10 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
 from appliance.protocol.tasks import TaskRow
 
+# A step of the task's log; data {"percent": N, ...} also moves the task's progress (runner.py).
 Step = Callable[[str, JsonValue], Awaitable[None]]
+PROGRESS_EVERY_TOKENS = 32
+ANSWER_TOKENS = 512
 SANDBOX_TAIL = 2000
 
 
@@ -147,13 +150,16 @@ class Actions:
             f"Summarise what the notes say about: {query}\nCite the notes you use as [n].")
         pieces: list[str] = []
         done: Any = None
-        request = {"message": message, "k": 8 if spec.kind == "search" else 4, "max_tokens": 512,
+        request = {"message": message, "k": 8 if spec.kind == "search" else 4, "max_tokens": ANSWER_TOKENS,
                    "priority": spec.priority}
         async with contextlib.aclosing(self.commands.stream("chat", request, caller)) as events:
             async for event in events:
                 assert isinstance(event, ChatEvent)
                 if event.type == "token":
                     pieces.append(event.text)
+                    if len(pieces) % PROGRESS_EVERY_TOKENS == 0:  # recall done (10 %), then the answer
+                        percent = 10 + int(85 * len(pieces) / ANSWER_TOKENS)
+                        await step("generating", {"percent": percent, "tokens": len(pieces)})
                 else:
                     done = event
         answer = "".join(pieces).strip()
