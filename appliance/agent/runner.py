@@ -140,9 +140,11 @@ class TaskRunner:
         async def step(message: str, data: JsonValue = None) -> None:
             await self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message=message[:4000], data=data))
             if isinstance(data, dict) and isinstance(percent := data.get("percent"), int | float):
-                # A step that says how far the task is also moves its progress (what lists show).
-                await self.store.call(STORE_TASK_UPDATE, TaskUpdate(id=task.id, progress=min(max(percent, 0), 99),
-                                                                    expect=[TaskState.RUNNING]))
+                # A step that says how far the task is also moves its progress (what lists show);
+                # a task being cancelled meanwhile keeps its state (the update is refused, not an error).
+                with contextlib.suppress(Conflict):
+                    await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
+                        id=task.id, progress=min(max(percent, 0), 99), expect=[TaskState.RUNNING]))
 
         try:
             async with asyncio.timeout(task.spec.timeout_s):

@@ -1,7 +1,8 @@
 """The control plane's HTTP application (aiohttp): callers, errors, headers, CORS, the admin page.
 
 Every /api/ route comes from the command table (rest.py); the spec and its human docs are
-generated from the same table (openapi.py). Each request gets a `Caller` here: from its
+generated from the same table (openapi.py); /control is the same table over a WebSocket
+(control_ws.py). Each request gets a `Caller` here: from its
 bearer token, or anonymous (or, for /api/v1/metrics, a scraper at an allowed address). The
 dispatcher alone decides what a caller may do. Errors are always JSON:
 ``{"error": {"code": ..., "message": ..., "field": ...}}``.
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from appliance.api.control_ws import control_socket
 from appliance.api.openapi import add_spec_routes
 from appliance.api.rest import CALLER_KEY, MAX_BODY_KEY, Handler, add_command_routes, error_response
 from appliance.config import ApiConfig
@@ -30,6 +32,7 @@ from appliance.runtime.metrics import Metrics
 STATIC_DIR = Path(__file__).parent / "static"
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 METRICS_PATH = "/api/v1/metrics"
+CONTROL_PATH = "/control"  # the WebSocket (control_ws.py)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -112,11 +115,16 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
 
+    async def control(request: web.Request) -> web.StreamResponse:
+        header_caller = request[CALLER_KEY] if bearer(request) is not None else None
+        return await control_socket(request, dispatcher, api, auth_required, header_caller)
+
     largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http])
     app = web.Application(client_max_size=largest, middlewares=[headers_and_errors, caller])
     app[MAX_BODY_KEY] = api.max_body_bytes
     add_command_routes(app, dispatcher)
     add_spec_routes(app, dispatcher.table)
     app.router.add_get("/", index)
+    app.router.add_get(CONTROL_PATH, control)
     app.router.add_static("/static/", STATIC_DIR)
     return app

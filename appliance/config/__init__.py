@@ -177,6 +177,19 @@ class ApiTlsConfig(Section):
         return self
 
 
+class WebSocketConfig(Section):
+    """WebSocket /control (docs/control-protocol.md): what one connection may cost the box."""
+
+    max_frame_bytes: int = Field(64 * 1024, ge=1024, le=16 << 20, description="larger frames close the socket (1009)")
+    frames_per_s: float = Field(20.0, gt=0, le=10_000, description="frames a client may send per second, sustained")
+    burst: int = Field(40, ge=1, le=100_000, description="frames a client may send at once above that rate")
+    send_queue: int = Field(512, ge=16, le=100_000, description="frames waiting for a slow reader before it is "
+                                                                "dropped (memory never grows with it)")
+    auth_timeout_s: float = Field(5.0, gt=0, le=60, description="a browser's first frame must authenticate by then")
+    heartbeat_s: float = Field(20.0, ge=1, le=600, description="ping interval; no pong by the next one closes")
+    max_inflight: int = Field(16, ge=1, le=1000, description="requests one connection may have running at once")
+
+
 class ApiConfig(Section):
     host: str = Field("0.0.0.0", min_length=1, description="all interfaces: staff reach the admin page")
     port: int = Field(8080, ge=1, le=65_535)
@@ -186,6 +199,7 @@ class ApiConfig(Section):
                                        description="browser origins besides the page's own (CORS, WebSocket)")
     metrics_allow: list[str] = Field(default_factory=list, max_length=32,
                                      description="addresses (CIDR) that may scrape /api/v1/metrics without a token")
+    websocket: WebSocketConfig = WebSocketConfig()
 
     @property
     def loopback_only(self) -> bool:

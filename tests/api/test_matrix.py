@@ -21,9 +21,11 @@ from tests.helpers import api_client, bearer
 
 pytestmark = pytest.mark.slow
 ROLES: list[Role | None] = [None, Role.VIEWER, Role.OPERATOR, Role.ADMIN]
-# The admin page, its static files and the spec: public, and no command behind them.
+# The admin page, its static files and the spec: public, and no command behind them; /control is the
+# WebSocket, which authenticates itself and runs each command through the dispatcher
+# (tests/api/test_control_ws.py).
 NOT_COMMANDS = {(method, path) for method in ("GET", "HEAD")
-                for path in ("/", "/static", "/api/v1/openapi.json", "/api/docs")}
+                for path in ("/", "/static", "/api/v1/openapi.json", "/api/docs", "/control")}
 PARAMS = {"id": "1", "username": "nobody", "jti": "0" * 32, "device_id": "door-1", "name": "nightly"}
 
 

@@ -1,0 +1,196 @@
+"""WebSocket /control against the real app, command table and store (and, for tasks, a real agent):
+authentication before anything, the Origin check, limits, attacks, commands, tasks followed and resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+from aiohttp.test_utils import TestClient
+
+from appliance.api.control_frames import frame_schemas
+from appliance.config import WebSocketConfig, load_config
+from appliance.control.caller import Role
+from appliance.ipc.peers import Peers
+from tests.helpers import api_client, bearer, serve
+
+pytestmark = pytest.mark.slow
+StartServices = Callable[..., Awaitable[Peers]]
+
+
+SCHEMAS = {schema["properties"]["type"]["const"]: schema for schema in frame_schemas()["server"].values()}
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The next frame, checked against the published JSON schema of its type."""
+    message = await ws.receive(timeout=timeout_s)
+    assert message.type is aiohttp.WSMsgType.TEXT, (message.type, message.data, message.extra)
+    frame: dict[str, Any] = json.loads(message.data)
+    jsonschema.validate(frame, SCHEMAS[frame["type"]])
+    return frame
+
+
+async def until(ws: aiohttp.ClientWebSocketResponse, done: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    frames = [await receive(ws)]
+    while not done(frames[-1]):
+        frames.append(await receive(ws))
+    return frames
+
+
+async def connect(client: TestClient, headers: dict[str, str]) -> aiohttp.ClientWebSocketResponse:  # type: ignore[type-arg]
+    ws = await client.ws_connect("/control", headers=headers)
+    ready = await receive(ws)
+    assert ready["type"] == "ready", ready
+    return ws
+
+
+async def test_authentication_comes_first(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    limits = WebSocketConfig(auth_timeout_s=0.5)
+    async with api_client(load_config(config_file), peers, websocket=limits) as (client, dispatcher):
+        viewer = bearer(dispatcher, Role.VIEWER)
+        silent = await client.ws_connect("/control")  # says nothing: closed once the wait is over
+        message = await silent.receive(timeout=10)
+        assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 4401 and "no auth frame" in message.extra
+        for first in ('{"command": "system.health"}', "not json", '{"type": "auth", "token": "forged.jwt.x"}'):
+            ws = await client.ws_connect("/control?token=" + viewer["Authorization"][7:])  # a URL token is ignored
+            await ws.send_str(first)
+            message = await ws.receive(timeout=10)
+            assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 4401, (first, message)
+        browser = await client.ws_connect("/control", headers={"Origin": f"http://{client.host}:{client.port}"})
+        await browser.send_json({"type": "auth", "token": viewer["Authorization"][7:]})
+        ready = await receive(browser)
+        assert (ready["type"], ready["role"], ready["user"]) == ("ready", "viewer", "alice")
+        bad = await client.get("/control", headers={"Authorization": "Bearer forged", "Upgrade": "websocket",
+                                                    "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                                                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert bad.status == 401  # a bad header token is refused before the upgrade
+
+        short = bearer(dispatcher, Role.VIEWER, ttl_s=2)
+        ws = await connect(client, short)
+        message = await ws.receive(timeout=15)
+        while message.type is aiohttp.WSMsgType.TEXT:
+            message = await ws.receive(timeout=15)
+        assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 4401 and "expired" in message.extra
+
+
+async def test_a_foreign_origin_is_refused_before_the_upgrade(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers, allowed_origins=["https://app.example"]) as (client, d):
+        admin = bearer(d, Role.ADMIN)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/control", headers={**admin, "Origin": "https://evil.example"})
+        assert refused.value.status == 403
+        for allowed in ({}, {"Origin": "https://app.example"}, {"Origin": f"http://{client.host}:{client.port}"}):
+            ws = await connect(client, {**admin, **allowed})
+            await ws.close()
+
+
+async def test_bad_frames_get_errors_and_the_socket_stays(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers, websocket=WebSocketConfig(max_frame_bytes=4096)) as (
+            client, dispatcher):
+        ws = await connect(client, bearer(dispatcher, Role.VIEWER))
+        cases: list[tuple[str | bytes, str, str]] = [
+            ("{oops", "bad_request", "not JSON"),
+            ("[1, 2]", "bad_request", "JSON object"),
+            (b"\x00\x01", "bad_request", "binary"),
+            ('{"id": 1, "command": "no.such"}', "not_found", "no command"),
+            ('{"id": 2, "command": "tasks.cancel", "args": {"id": 1}}', "forbidden", "operator"),
+            ('{"id": 3, "command": "notify", "message": "x"}', "forbidden", "operator"),
+            ('{"id": 4, "command": "memory.search", "args": {"q": "x", "k": -5}}', "bad_request", "k"),
+            ('{"id": 5, "command": "system.health", "args": [1]}', "bad_request", "args"),
+            ('{"id": {"x": 1}, "command": "system.health"}', "bad_request", "id"),
+            ('{"id": 6, "type": "explode"}', "bad_request", "type"),
+            ('{"id": 7, "type": "resume", "task": "1; DROP TABLE tasks"}', "bad_request", "task"),
+        ]
+        for frame, code, words in cases:
+            await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
+            reply = await receive(ws)
+            assert reply["type"] == "error" and reply["code"] == code and words in reply["message"] + str(
+                reply.get("field")), (frame, reply)
+        await ws.send_json({"id": "h", "command": "system.health"})
+        health = await receive(ws)
+        assert (health["id"], health["type"]) == ("h", "result") and "services" in health["content"]
+        tasks = await (await client.get("/api/v1/tasks", headers=bearer(dispatcher, Role.ADMIN))).json()
+        assert tasks["items"] == []  # the refused notify did nothing
+        await ws.send_str(json.dumps({"command": "system.health", "pad": "x" * 5000}))
+        message = await ws.receive(timeout=10)
+        assert message.type is aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_a_flooding_client_is_throttled_and_others_are_not(config_file: Path,
+                                                                 services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        flood = await connect(client, bearer(dispatcher, Role.VIEWER))
+        calm = await connect(client, bearer(dispatcher, Role.VIEWER))
+        for n in range(10_000):
+            await flood.send_str(f'{{"id": {n}, "type": "ping"}}')
+        pongs = busy = 0
+        with contextlib.suppress(TimeoutError):
+            while True:  # everything the server answers, until it has been quiet for 2 s
+                frame = await receive(flood, timeout_s=2.0)
+                pongs += frame["type"] == "pong"
+                busy += frame.get("code") == "busy"
+        assert busy >= 1 and 40 <= pongs < 1000  # the burst and the sustained rate: not the flood
+        for n in range(10):
+            await calm.send_json({"id": n, "type": "ping"})
+            assert (await receive(calm)) == {"id": n, "type": "pong"}
+
+
+async def test_tasks_are_followed_and_resumed_exactly(tmp_path: Path, config_file: Path,
+                                                      services: StartServices) -> None:
+    peers = await services("store")
+    agent = serve(config_file, "agent", log=tmp_path / "agent.log")
+    try:
+        async with api_client(load_config(config_file), peers) as (client, dispatcher):
+            admin, other = bearer(dispatcher, Role.ADMIN, "ada"), bearer(dispatcher, Role.OPERATOR, "bob")
+            ws = await connect(client, admin)
+            await ws.send_json({"id": "t1", "command": "command", "argv": ["sh", "-c", "sleep 1; echo done"]})
+            created = await receive(ws)
+            assert created["type"] == "task" and created["id"] == "t1"
+            task = created["task"]
+            seen = [await receive(ws), await receive(ws)]  # queued, running: then the phone loses its signal
+            await ws.close()
+
+            ws = await connect(client, admin)
+            await ws.send_json({"id": "r", "type": "resume", "task": task, "after": seen[-1]["seq"]})
+            rest = await until(ws, lambda frame: frame["type"] in ("result", "error"))
+            frames = seen + rest
+            assert [frame["seq"] for frame in frames] == list(range(1, len(frames) + 1))  # no gap, no duplicate
+            assert rest[-1]["type"] == "result" and rest[-1]["content"]["exit_code"] == 0
+            steps = (await (await client.get(f"/api/v1/tasks/{task}", headers=admin)).json())["steps"]
+            assert [step["message"] for step in steps][:2] == [frame["message"] for frame in seen]
+            assert len(steps) == len(frames)
+
+            await ws.send_json({"id": "again", "type": "resume", "task": task, "after": 0})
+            replay = await until(ws, lambda frame: frame["type"] in ("result", "error"))
+            assert [frame["seq"] for frame in replay] == [frame["seq"] for frame in frames]
+
+            thief = await connect(client, other)
+            await thief.send_json({"id": "x", "type": "resume", "task": task, "after": 0})
+            refused = await receive(thief)
+            assert (refused["type"], refused["code"]) == ("error", "forbidden") and "not yours" in refused["message"]
+    finally:
+        agent.terminate()
+        agent.wait(15)
+
+
+async def test_streaming_commands_stream(config_file: Path, services: StartServices) -> None:
+    peers = await services("store", "engine")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        ws = await connect(client, bearer(dispatcher, Role.VIEWER))
+        await ws.send_json({"id": 1, "command": "chat", "args": {"message": "hello", "max_tokens": 8,
+                                                                 "use_memory": False}})
+        frames = await until(ws, lambda frame: frame["type"] in ("result", "error"))
+        assert [f["type"] for f in frames].count("token") >= 1 and frames[-1]["type"] == "result", frames
+        assert all(frame["id"] == 1 for frame in frames)
+        await asyncio.sleep(0)
