@@ -2,10 +2,11 @@
 
 Every /api/ route comes from the command table (rest.py); the spec and its human docs are
 generated from the same table (openapi.py); /control is the same table over a WebSocket
-(control_ws.py). Each request gets a `Caller` here: from its
-bearer token, or anonymous (or, for /api/v1/metrics, a scraper at an allowed address). The
-dispatcher alone decides what a caller may do. Errors are always JSON:
-``{"error": {"code": ..., "message": ..., "field": ...}}``.
+(control_ws.py), and /v1/ the OpenAI-compatible API over llm.* commands (openai.py). Each
+request gets a `Caller` here: from its bearer token, or anonymous (or, for /api/v1/metrics, a
+scraper at an allowed address). The dispatcher alone decides what a caller may do. Errors are
+always JSON: ``{"error": {"code": ..., "message": ..., "field": ...}}`` (under /v1/, OpenAI's
+``{"error": {"message", "type", "param", "code"}}``).
 
 Headers on every response: a strict Content-Security-Policy, no sniffing, no framing, no
 referrer, no caching of API answers, and HSTS when served over TLS. CORS is off unless
@@ -21,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from appliance.api.control_ws import control_socket
+from appliance.api.openai import add_openai_routes, openai_error
 from appliance.api.openapi import add_spec_routes
 from appliance.api.rest import CALLER_KEY, MAX_BODY_KEY, Handler, add_command_routes, error_response
 from appliance.config import ApiConfig
@@ -33,6 +35,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 METRICS_PATH = "/api/v1/metrics"
 CONTROL_PATH = "/control"  # the WebSocket (control_ws.py)
+OPENAI_PREFIX = "/v1/"  # the OpenAI-compatible API (openai.py): errors in OpenAI's shape
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -70,7 +73,7 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
         try:
             response = await handler(request)
         except CommandError as exc:
-            response = error_response(exc)
+            response = openai_error(exc) if request.path.startswith(OPENAI_PREFIX) else error_response(exc)
         except web.HTTPException as exc:
             code = HTTP_CODES.get(exc.status)
             if code is None:
@@ -124,6 +127,7 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
     app[MAX_BODY_KEY] = api.max_body_bytes
     add_command_routes(app, dispatcher)
     add_spec_routes(app, dispatcher.table)
+    add_openai_routes(app, dispatcher)
     app.router.add_get("/", index)
     app.router.add_get(CONTROL_PATH, control)
     app.router.add_static("/static/", STATIC_DIR)

@@ -75,7 +75,7 @@ def _too_large(limit: int, route: HttpRoute) -> CommandError:
     return CommandError("too_large", f"body exceeds {limit} bytes ({where})")
 
 
-async def _read_limited(request: web.Request, limit: int, route: HttpRoute) -> bytes:
+async def read_limited(request: web.Request, limit: int, route: HttpRoute) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, route)
     try:
@@ -94,7 +94,7 @@ async def body_payload(request: web.Request, route: HttpRoute, model: type[BaseM
     kind = request.content_type
     if route.upload is not None and kind == "multipart/form-data":
         return await _upload(request, limit, route, model), False
-    raw = await _read_limited(request, limit, route)
+    raw = await read_limited(request, limit, route)
     if route.form and kind == "application/x-www-form-urlencoded":
         try:
             form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True, strict_parsing=False)

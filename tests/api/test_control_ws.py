@@ -194,3 +194,26 @@ async def test_streaming_commands_stream(config_file: Path, services: StartServi
         assert [f["type"] for f in frames].count("token") >= 1 and frames[-1]["type"] == "result", frames
         assert all(frame["id"] == 1 for frame in frames)
         await asyncio.sleep(0)
+
+
+async def test_a_client_that_does_not_read_is_dropped(config_file: Path, services: StartServices) -> None:
+    """Replies of ~300 KB that the client never reads: once the socket buffers are full the send
+    queue fills, and the server closes the connection (1013) instead of holding more."""
+    peers = await services("store")
+    limits = WebSocketConfig(send_queue=16, frames_per_s=10_000, burst=10_000, max_inflight=1000)
+    async with api_client(load_config(config_file), peers, websocket=limits) as (client, dispatcher):
+        admin = bearer(dispatcher, Role.ADMIN)
+        for n in range(10):
+            reply = await client.post("/api/v1/memory", headers=admin, json={
+                "text": f"dock door report {n} " + "x" * 30_000, "kind": "fact"})
+            assert reply.status == 201, await reply.text()
+        ws = await connect(client, admin)
+        for n in range(200):  # ~60 MB of replies, far past what the socket buffers hold
+            await ws.send_json({"id": n, "command": "memory.search", "args": {"q": "dock door", "k": 10,
+                                                                                  "mode": "text"}})
+        closed = None
+        while closed is None:
+            message = await ws.receive(timeout=60)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                closed = message
+        assert closed.data == 1013 and "too slow" in closed.extra
