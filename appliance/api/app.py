@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from appliance.api.control_ws import control_socket
+from appliance.api.hub import Hub
 from appliance.api.openai import add_openai_routes, openai_error
 from appliance.api.openapi import add_spec_routes
 from appliance.api.rest import CALLER_KEY, MAX_BODY_KEY, Handler, add_command_routes, error_response
@@ -118,9 +119,11 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
 
+    hub = Hub(dispatcher, dispatcher.log)
+
     async def control(request: web.Request) -> web.StreamResponse:
         header_caller = request[CALLER_KEY] if bearer(request) is not None else None
-        return await control_socket(request, dispatcher, api, auth_required, header_caller)
+        return await control_socket(request, dispatcher, hub, api, auth_required, header_caller)
 
     largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http])
     app = web.Application(client_max_size=largest, middlewares=[headers_and_errors, caller])

@@ -55,6 +55,14 @@ class ResumeFrame(Message):
     after: int = Field(0, ge=0, description="the seq of the last event received")
 
 
+class SubscribeFrame(Message):
+    """Events of these topics from now on: services, metrics, tasks, devices, audit (admin)."""
+
+    id: ClientId = ID
+    type: Literal["subscribe", "unsubscribe"]
+    topics: list[str] = Field(min_length=1, max_length=8)
+
+
 # Server to client.
 class ReadyFrame(Message):
     type: Literal["ready"] = "ready"
@@ -115,6 +123,22 @@ class ProgressFrame(Message):
     message: str
 
 
+class SubscribedFrame(Message):
+    id: ClientId = ID
+    type: Literal["subscribed"] = "subscribed"
+    topics: list[str] = Field(description="every topic this socket is subscribed to now")
+
+
+class EventFrame(Message):
+    """A topic's news: at first its whole state (snapshot), then what changed (the changed rows of
+    a list, the new services' states, each second's metrics)."""
+
+    type: Literal["event"] = "event"
+    topic: str
+    content: Any = None
+    snapshot: bool = False
+
+
 class ErrorFrame(Message):
     """A refused request, or (with task and seq) how a task ended: code failed, cancelled or timed_out."""
 
@@ -128,9 +152,11 @@ class ErrorFrame(Message):
     seq: int | None = None
 
 
-CLIENT_FRAMES: tuple[type[Message], ...] = (AuthFrame, PingFrame, CommandFrame, TaskFrame, ResumeFrame)
+CLIENT_FRAMES: tuple[type[Message], ...] = (AuthFrame, PingFrame, CommandFrame, TaskFrame, ResumeFrame,
+                                            SubscribeFrame)
 SERVER_FRAMES: tuple[type[Message], ...] = (ReadyFrame, PongFrame, ResultFrame, ItemFrame, TokenFrame,
-                                            TaskCreatedFrame, StepFrame, ProgressFrame, ErrorFrame)
+                                            TaskCreatedFrame, StepFrame, ProgressFrame, SubscribedFrame, EventFrame,
+                                            ErrorFrame)
 
 
 def frame_schemas() -> dict[str, Any]:

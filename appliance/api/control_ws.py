@@ -33,9 +33,11 @@ from appliance.api.control_frames import (
     ReadyFrame,
     ResultFrame,
     StepFrame,
+    SubscribedFrame,
     TaskCreatedFrame,
     TokenFrame,
 )
+from appliance.api.hub import Hub
 from appliance.config import ApiConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
@@ -74,8 +76,10 @@ class Bucket:
 
 
 class Connection:
-    def __init__(self, ws: web.WebSocketResponse, dispatcher: Dispatcher, api: ApiConfig, caller: Caller) -> None:
-        self.ws, self.dispatcher, self.caller = ws, dispatcher, caller
+    def __init__(self, ws: web.WebSocketResponse, dispatcher: Dispatcher, hub: Hub, api: ApiConfig,
+                 caller: Caller) -> None:
+        self.ws, self.dispatcher, self.hub, self.caller = ws, dispatcher, hub, caller
+        self.topics: set[str] = set()
         self.limits = api.websocket
         self.outbox: asyncio.Queue[Message] = asyncio.Queue(self.limits.send_queue)
         self.bucket = Bucket(self.limits.frames_per_s, self.limits.burst)
@@ -107,6 +111,7 @@ class Connection:
             for task in [writer, *([expiry] if expiry else []), *self.running]:
                 task.cancel()
             await asyncio.gather(writer, *self.running, return_exceptions=True)
+            await self.hub.unsubscribe(id(self))
 
     async def _expire(self) -> None:
         assert self.caller.expires_at is not None
@@ -151,12 +156,15 @@ class Connection:
             kind = frame.get("type")
             if kind == "resume":
                 await self._resume(ident, frame)
+            elif kind in ("subscribe", "unsubscribe"):
+                await self._subscribe(ident, kind, frame.get("topics"))
             elif kind == "auth":
                 raise CommandError("bad_request", "this connection is authenticated already", field="type")
             elif kind is None and isinstance(frame.get("command"), str):
                 await self._command(ident, frame)
             else:
-                raise CommandError("bad_request", "a frame has a command, or a type of ping or resume", field="type")
+                raise CommandError("bad_request", "a frame has a command, or a type of ping, resume, subscribe or "
+                                                  "unsubscribe", field="type")
         except CommandError as exc:
             self._error(ident, exc)
 
@@ -186,6 +194,20 @@ class Connection:
                     last = _json(item)
                     self.send(ItemFrame(id=ident, content=last))
         self.send(ResultFrame(id=ident, content=last))
+
+    async def _subscribe(self, ident: Any, kind: str, topics: Any) -> None:
+        if not isinstance(topics, list) or not 1 <= len(topics) <= 8:
+            raise CommandError("bad_request", "topics: a list of 1 to 8 topic names", field="topics")
+        wanted = self.hub.check(topics, self.caller)
+        if kind == "subscribe":
+            fresh = [name for name in wanted if name not in self.topics]
+            self.topics.update(fresh)
+            self.send(SubscribedFrame(id=ident, topics=sorted(self.topics)))
+            self.hub.subscribe(id(self), fresh, self.send)
+        else:
+            self.topics.difference_update(wanted)
+            await self.hub.unsubscribe(id(self), wanted)
+            self.send(SubscribedFrame(id=ident, topics=sorted(self.topics)))
 
     async def _resume(self, ident: Any, frame: dict[str, Any]) -> None:
         task, after = frame.get("task"), frame.get("after", 0)
@@ -244,8 +266,8 @@ def _json(reply: Any) -> Any:
     return reply.model_dump(mode="json") if isinstance(reply, Message) else reply
 
 
-async def control_socket(request: web.Request, dispatcher: Dispatcher, api: ApiConfig, auth_required: bool,
-                         header_caller: Caller | None) -> web.StreamResponse:
+async def control_socket(request: web.Request, dispatcher: Dispatcher, hub: Hub, api: ApiConfig,
+                         auth_required: bool, header_caller: Caller | None) -> web.StreamResponse:
     if not origin_allowed(request, api):
         raise CommandError("forbidden", f"origin {request.headers.get('Origin', '')[:100]!r} may not open "
                                         "/control (api.allowed_origins)")
@@ -262,7 +284,7 @@ async def control_socket(request: web.Request, dispatcher: Dispatcher, api: ApiC
     ws_caller = Caller(caller.subject, caller.role, "websocket", caller.ip, caller.token_id, caller.expires_at)
     await ws.send_str(encode(ReadyFrame(user=ws_caller.subject, expires_at=ws_caller.expires_at,
                                         role=ws_caller.role.value if ws_caller.role else None)))
-    await Connection(ws, dispatcher, api, ws_caller).serve()
+    await Connection(ws, dispatcher, hub, api, ws_caller).serve()
     return ws
 
 

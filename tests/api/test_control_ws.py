@@ -217,3 +217,41 @@ async def test_a_client_that_does_not_read_is_dropped(config_file: Path, service
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                 closed = message
         assert closed.data == 1013 and "too slow" in closed.extra
+
+
+async def test_subscriptions_deliver_snapshots_then_changes(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        admin = bearer(dispatcher, Role.ADMIN, "ada")
+        viewer = await connect(client, bearer(dispatcher, Role.VIEWER))
+        await viewer.send_json({"id": 1, "type": "subscribe", "topics": ["audit"]})
+        refused = await receive(viewer)
+        assert (refused["type"], refused["code"]) == ("error", "forbidden")
+        await viewer.send_json({"id": 2, "type": "subscribe", "topics": ["weather"]})
+        assert (await receive(viewer))["code"] == "bad_request"
+        await viewer.send_json({"id": 3, "type": "subscribe", "topics": ["services", "tasks", "metrics"]})
+        assert (await receive(viewer)) == {"id": 3, "type": "subscribed", "topics": ["metrics", "services", "tasks"]}
+        first = {}
+        while len(first) < 3:
+            frame = await receive(viewer)
+            first.setdefault(frame["topic"], frame)
+        assert all(frame["snapshot"] for frame in first.values())
+        states = {row["name"]: row["state"] for row in first["services"]["content"]["services"]}
+        assert states["store"] == "ready" and states["engine"] == "down"  # only the store runs here
+
+        watcher = await connect(client, admin)
+        await watcher.send_json({"id": "a", "type": "subscribe", "topics": ["audit", "tasks"]})
+        assert (await receive(watcher))["type"] == "subscribed"
+        made = await client.post("/api/v1/tasks", headers=admin, json={"kind": "ask", "query": "gate?"})
+        task = (await made.json())["id"]
+
+        def task_event(frame: dict[str, Any]) -> bool:
+            return frame.get("topic") == "tasks" and any(row["id"] == task for row in frame["content"]["items"])
+
+        await until(viewer, task_event)
+        audited = await until(watcher, lambda f: f.get("topic") == "audit" and any(
+            row["action"] == "tasks.create" for row in f["content"]["items"]))
+        assert audited[-1]["type"] == "event"
+        await viewer.send_json({"id": 4, "type": "unsubscribe", "topics": ["metrics", "tasks"]})
+        reply = await until(viewer, lambda f: f["type"] == "subscribed")
+        assert reply[-1]["topics"] == ["services"]
