@@ -17,4 +17,5 @@ def test_the_published_schemas_are_the_declared_ones() -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         PUBLISHED.write_text(json.dumps(schemas, indent=1, ensure_ascii=False) + "\n")
     assert json.loads(PUBLISHED.read_text()) == schemas
-    assert set(schemas["client"]) == {"AuthFrame", "PingFrame", "CommandFrame", "TaskFrame", "ResumeFrame"}
+    assert set(schemas["client"]) == {"AuthFrame", "PingFrame", "CommandFrame", "TaskFrame", "ResumeFrame",
+                                      "SubscribeFrame"}
