@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bench-model bench-api bench-mqtt bench-tasks bootstrap-run bootstrap-test check-fresh
+.PHONY: run test lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -60,6 +60,10 @@ bench-engine: venv
 MODEL ?= 0.5b
 bench-model: venv
 	$(PY) bench/model.py --model $(MODEL)
+
+# WebSocket /control fan-out to 500 clients, and /v1/chat/completions streaming vs the engine (bench/realtime.py).
+bench-realtime: venv
+	$(PY) bench/realtime.py
 
 # The control plane under 200 connections (wrk) next to a bare aiohttp handler, and login throughput.
 bench-api: venv

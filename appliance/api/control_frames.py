@@ -137,6 +137,7 @@ class EventFrame(Message):
     topic: str
     content: Any = None
     snapshot: bool = False
+    at: float = Field(0.0, description="when the box read it (unix time): the x of a live chart")
 
 
 class ErrorFrame(Message):

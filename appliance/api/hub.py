@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,13 +55,14 @@ class Feed:
         self.name, self.topic, self.dispatcher, self.log = name, topic, dispatcher, log
         self.subscribers: dict[int, Send] = {}
         self.state: Any = None  # the last content read
+        self.read_at = 0.0
         self.versions: dict[Any, tuple[Any, ...]] = {}
         self.task: asyncio.Task[None] | None = None
 
     def add(self, ident: int, send: Send) -> None:
         self.subscribers[ident] = send
         if self.state is not None:
-            send(EventFrame(topic=self.name, content=self.state, snapshot=True))
+            send(EventFrame(topic=self.name, content=self.state, snapshot=True, at=self.read_at))
         if self.task is None:
             self.task = asyncio.create_task(self.run(), name=f"feed-{self.name}")
 
@@ -92,11 +94,11 @@ class Feed:
             fresh = [row for row in rows if self.versions.get(row[self.topic.key]) != versions[row[self.topic.key]]]
             self.versions.update(versions)
             changed = {"items": fresh} if fresh else None
-        self.state = content
+        self.state, self.read_at = content, time.time()
         if first:
             changed = content
         if changed is not None:
-            frame = EventFrame(topic=self.name, content=changed, snapshot=first)
+            frame = EventFrame(topic=self.name, content=changed, snapshot=first, at=self.read_at)
             for send in list(self.subscribers.values()):
                 send(frame)
 

@@ -1,0 +1,187 @@
+"""make bench-realtime: WebSocket /control fan-out and the OpenAI API's streaming, in one run.
+
+Real store, engine and api processes (the api on loopback, plain HTTP), the real Qwen2.5-Coder-0.5B:
+
+1. fan-out: --clients (500) WebSocket clients subscribed to the metrics topic, an event a second
+   each, for --seconds: delivery latency (receive time minus the event's `at`, the moment the
+   hub read it; one clock) p50/p99/max, and the api process's CPU over the run. The clients run
+   in this one process, so their own event-loop lag is in the latency too.
+2. streaming: decode tokens/s of /v1/chat/completions through the official openai client (SSE)
+   vs the engine over IPC, the same greedy chat request, runs alternating; median of the ratios
+   (goal >= 0.97).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import openai
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine import CACHE, free_port, machine, wait_ready
+
+from appliance.config import load_config
+from appliance.ipc import IpcClient
+from appliance.modelfiles.catalog import Catalog
+from appliance.modelfiles.fetch import fetch
+from appliance.modelfiles.packaged import QWEN_05B
+from appliance.modelfiles.tinymodel import embedding_shape, write_tiny_llama
+from appliance.protocol.engine import ENGINE_GENERATE, ChatMessage, GenerateRequest
+
+HERE = Path(__file__).parent
+STORY = "Write a long, detailed story about a warehouse robot that guards the loading dock at night."
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fan_out(port: int, token: str, clients: int, seconds: float, api_pid: int) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    # No connector limit: aiohttp's default (100) would hold the 101st socket back for ever.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        sockets = []
+        for _ in range(clients):
+            ws = await session.ws_connect(f"http://127.0.0.1:{port}/control",
+                                          headers={"Authorization": f"Bearer {token}"})
+            await ws.receive_json()  # ready
+            await ws.send_json({"type": "subscribe", "topics": ["metrics"]})
+            sockets.append(ws)
+
+        async def listen(ws: aiohttp.ClientWebSocketResponse, until: float) -> None:
+            while (left := until - time.time()) > 0:
+                try:
+                    frame = await ws.receive_json(timeout=left)
+                except (TimeoutError, TypeError):
+                    return
+                if frame.get("type") == "event" and frame["at"] >= started:  # read on arrival from the start
+                    latencies.append((time.time() - frame["at"]) * 1000)
+
+        started = time.time() + 2.0  # every client subscribed and past its snapshot by then
+        listening = asyncio.gather(*(listen(ws, started + seconds) for ws in sockets))
+        await asyncio.sleep(2.0)
+        cpu_before = cpu_s(api_pid)
+        await listening
+        cpu = cpu_s(api_pid) - cpu_before
+        for ws in sockets:
+            await ws.close()
+    return latencies, cpu
+
+
+async def streaming(port: int, token: str, engine: IpcClient, runs: int, tokens: int) -> list[tuple[float, float]]:
+    oai = openai.AsyncOpenAI(api_key=token, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=300)
+
+    async def via_ipc() -> float:
+        first = last = 0.0
+        async for chunk in engine.stream(ENGINE_GENERATE, GenerateRequest(
+                messages=[ChatMessage(role="user", content=STORY)], max_tokens=tokens, temperature=0.0)):
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            if chunk.done:
+                return (chunk.completion_tokens - 1) / (last - first)
+        raise RuntimeError("no final chunk")
+
+    async def via_openai() -> float:
+        first = last = 0.0
+        count = 0
+        stream = await oai.chat.completions.create(model="any", messages=[{"role": "user", "content": STORY}],
+                                                   max_tokens=tokens, temperature=0, stream=True,
+                                                   stream_options={"include_usage": True})
+        async for chunk in stream:
+            if chunk.usage is not None:
+                count = chunk.usage.completion_tokens
+            if chunk.choices and chunk.choices[0].delta.content:
+                now = time.perf_counter()
+                first = first or now
+                last = now
+        return (count - 1) / (last - first)
+
+    await via_ipc()
+    pairs = [(await via_ipc(), await via_openai()) for _ in range(runs)]
+    await oai.close()
+    return pairs
+
+
+async def measure(config: Path, args: argparse.Namespace, api_pid: int
+                  ) -> tuple[list[float], float, list[tuple[float, float]]]:
+    loaded = load_config(config)
+    clients = {name: IpcClient(name, loaded.socket_path(name), 300.0) for name in ("store", "engine", "api")}
+    try:
+        for client in clients.values():
+            await wait_ready(client)
+        token = (await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "appliance", "--config", str(config), "token", "create", "--role", "viewer"],
+            capture_output=True, text=True, check=True)).stdout.split()[-1]
+        latencies, cpu = await fan_out(loaded.api.port, token, args.clients, args.seconds, api_pid)
+        return latencies, cpu, await streaming(loaded.api.port, token, clients["engine"], args.runs, args.tokens)
+    finally:
+        for client in clients.values():
+            await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=96)
+    args = parser.parse_args()
+    catalog = Catalog(CACHE / "models")
+    entry = catalog.entries().get(QWEN_05B.name) or fetch(QWEN_05B, catalog)
+    work = CACHE / "realtime-run"
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = work / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"state_dir": str(work / "state"), "runtime_dir": str(work / "run")},
+        "engine": {"chat_model": str(catalog.directory / entry.file), "n_ctx": 4096,
+                   "embedding_model": str(write_tiny_llama(CACHE / "bench-embedding.gguf", embedding_shape(384)))},
+        "api": {"host": "127.0.0.1", "port": port}, "mqtt": {"port": free_port()}, "logging": {"level": "warning"}}))
+    processes = {name: subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "serve", name])
+                 for name in ("store", "engine", "api")}
+    try:
+        latencies, cpu, pairs = asyncio.run(measure(config, args, processes["api"].pid))
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(30)
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100)
+    ipc, via_api = (statistics.median(column) for column in zip(*pairs, strict=True))
+    ratio = statistics.median(o / i for i, o in pairs)
+    table = "\n".join([
+        "# Realtime benchmark: WebSocket fan-out and OpenAI streaming\n",
+        f"Machine: {machine()}",
+        f"Command: make bench-realtime ({args.clients} clients, {args.seconds:g} s; {args.runs} streaming runs of "
+        f"{args.tokens} tokens, greedy, Qwen2.5-Coder-0.5B-Instruct Q4_K_M)\n",
+        "| fan-out: metrics events to every client | value |",
+        "|---|---|",
+        f"| clients | {args.clients} |",
+        f"| events delivered | {len(latencies)} |",
+        f"| delivery latency p50 / p99 / max | {q[49]:.1f} / {q[98]:.1f} / {latencies[-1]:.1f} ms |",
+        f"| api process CPU over the run | {cpu:.2f} s in {args.seconds:g} s ({100 * cpu / args.seconds:.0f} % "
+        f"of a core; {1000 * cpu / max(1, len(latencies)):.2f} ms per delivered event) |",
+        "",
+        "| streaming decode tok/s (median) | engine over IPC | /v1/chat/completions (openai client, SSE) | ratio "
+        "| goal |",
+        "|---|---|---|---|---|",
+        f"| {args.runs} runs, alternating | {ipc:.2f} | {via_api:.2f} | {ratio:.3f} | >= 0.97 |",
+    ]) + "\n"
+    sys.stdout.write(table)
+    (HERE / "results" / "realtime-vm.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
