@@ -74,7 +74,8 @@ class Actions:
         raise ActionFailed(f"nothing runs a {spec.kind} task with action {spec.action!r}")
 
     async def _alert(self, caller: Caller, task: TaskRow, step: Step) -> JsonValue:
-        """send_alert / notify: an MQTT topic (the site's broker) and, when an uplink is configured, the outbox."""
+        """send_alert / notify: an MQTT topic (the site's broker), every WebSocket client subscribed to
+        messages (the admin page, the phone app) and, when an uplink is configured, the outbox."""
         spec = task.spec
         text = spec.message or str(spec.args.get("message") or "") or _describe(spec.input) or "alert"
         payload: JsonValue = {"task": task.id, "message": text, "input": spec.input, "by": task.created_by}
@@ -85,6 +86,12 @@ class Actions:
             sent["mqtt"] = published.model_dump(mode="json")
         except CommandError as exc:
             sent["mqtt_error"] = exc.message
+        try:
+            reached = await self.commands.call("messages.broadcast", {"kind": "alert", "text": text[:4000],
+                                                                      "data": payload}, caller)
+            sent["websocket_clients"] = reached.model_dump()["changed"]
+        except CommandError as exc:
+            sent["websocket_error"] = exc.message
         uplink = self.config.mqtt.uplink
         for target, configured in (("webhook", uplink.webhook), ("mqtt", uplink.mqtt)):
             if configured is not None:
@@ -92,8 +99,9 @@ class Actions:
                                                                    "payload": payload}, caller)
                 sent[f"outbox_{target}"] = item.model_dump(mode="json")["id"]
         await step("alert sent", sent)
-        if set(sent) == {"mqtt_error"}:
-            raise ActionFailed(f"the alert reached nobody: {sent['mqtt_error']}", sent)
+        if not ("mqtt" in sent or sent.get("websocket_clients") or any(k.startswith("outbox_") for k in sent)):
+            raise ActionFailed(f"the alert reached nobody: {sent.get('mqtt_error') or 'no broker'}; "
+                               f"WebSocket: {sent.get('websocket_error') or 'nobody subscribed'}", sent)
         return sent
 
     async def _sandboxed(self, task: TaskRow, step: Step) -> JsonValue:

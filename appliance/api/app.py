@@ -63,7 +63,7 @@ def _in(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IP
 
 
 def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = True, tls: bool = False,
-              metrics: Metrics | None = None) -> web.Application:
+              metrics: Metrics | None = None, hub: Hub | None = None) -> web.Application:
     accounts = dispatcher.accounts
     scrapers = [ipaddress.ip_network(n, strict=False) for n in api.metrics_allow]
     origins = set(api.allowed_origins)
@@ -119,7 +119,7 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
     async def index(_: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html")
 
-    hub = Hub(dispatcher, dispatcher.log)
+    hub = hub or Hub(dispatcher, dispatcher.log)
 
     async def control(request: web.Request) -> web.StreamResponse:
         header_caller = request[CALLER_KEY] if bearer(request) is not None else None

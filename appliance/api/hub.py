@@ -5,7 +5,9 @@ A topic is a command read on a period as the hub's own caller; a socket may subs
 only if its own role may run that command (so audit events are an admin's alone). A new
 subscriber gets the topic's current state at once, then only what changed: the services' states
 when one changes, metrics every second, and the task, device and audit rows that are new or
-changed since the last read. A poller runs only while its topic has subscribers.
+changed since the last read. A poller runs only while its topic has subscribers. The
+``messages`` topic is pushed, not read: messages.broadcast (through the api's IPC endpoint)
+hands each message to whoever is subscribed at that moment.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ HUB = Caller("api:subscriptions", Role.ADMIN, "websocket")
 
 @dataclass(frozen=True)
 class Topic:
-    command: str
-    every_s: float
+    command: str  # what is read (a subscriber's role must allow it); for a pushed topic, what may read it
+    every_s: float  # 0: pushed (messages.broadcast), never polled
     args: dict[str, Any] = field(default_factory=dict)
     # For list topics: the key of a row and what tells a changed row from the one seen before.
     key: str | None = None
@@ -45,6 +47,7 @@ TOPICS: dict[str, Topic] = {
     "devices": Topic("devices.list", 1.0, {"limit": 500}, key="device_id",
                      version=("last_seen", "online", "event_count")),
     "audit": Topic("audit.list", 1.0, {"limit": 100}, key="id", version=("id",)),
+    "messages": Topic("auth.me", 0.0),  # anyone signed in; sent by messages.broadcast, not read
 }
 
 
@@ -63,7 +66,7 @@ class Feed:
         self.subscribers[ident] = send
         if self.state is not None:
             send(EventFrame(topic=self.name, content=self.state, snapshot=True, at=self.read_at))
-        if self.task is None:
+        if self.task is None and self.topic.every_s > 0:
             self.task = asyncio.create_task(self.run(), name=f"feed-{self.name}")
 
     async def remove(self, ident: int) -> None:
@@ -103,6 +106,14 @@ class Feed:
                 send(frame)
 
 
+    def push(self, content: Any) -> int:
+        """A pushed topic's event to every subscriber now; how many got it."""
+        frame = EventFrame(topic=self.name, content=content, at=time.time())
+        for send in list(self.subscribers.values()):
+            send(frame)
+        return len(self.subscribers)
+
+
 class Hub:
     def __init__(self, dispatcher: Dispatcher, log: logging.Logger) -> None:
         self.dispatcher, self.log = dispatcher, log
@@ -120,6 +131,9 @@ class Hub:
     def subscribe(self, ident: int, topics: list[str], send: Send) -> None:
         for name in topics:
             self.feeds[name].add(ident, send)
+
+    def broadcast(self, message: Message) -> int:
+        return self.feeds["messages"].push(message.model_dump(mode="json"))
 
     async def unsubscribe(self, ident: int, topics: list[str] | None = None) -> None:
         for name in topics or list(self.feeds):

@@ -13,11 +13,15 @@ import sys
 from aiohttp import web
 
 from appliance.api.app import build_app
+from appliance.api.hub import Hub
 from appliance.api.tls import tls_for
+from appliance.config import ApplianceConfig
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
-from appliance.protocol.common import Api, ServiceState
+from appliance.ipc.server import IpcServer
+from appliance.protocol.common import Api, Changed, ServiceState
+from appliance.protocol.messages import API_BROADCAST, Broadcast
 from appliance.runtime.service import Service
 
 FIRST_BOOT_RETRY_S = 1.0
@@ -27,18 +31,28 @@ class ApiService(Service[Api]):
     name = "api"
 
     runner: web.AppRunner | None = None
-    dispatcher: Dispatcher | None = None
     _first_boot: asyncio.Task[None] | None = None
+
+    def __init__(self, config: ApplianceConfig) -> None:
+        super().__init__(config)
+        self.dispatcher = Dispatcher(default_table(), self.peers, config, self.log)
+        self.hub = Hub(self.dispatcher, self.log)  # /control's subscriptions, and what messages.broadcast sends
+
+    def register(self, ipc: IpcServer[Api]) -> None:
+        async def broadcast(message: Broadcast) -> Changed:
+            return Changed(changed=self.hub.broadcast(message))
+
+        ipc.add(API_BROADCAST, broadcast)
 
     async def start(self) -> None:
         api = self.config.api
-        self.dispatcher = dispatcher = Dispatcher(default_table(), self.peers, self.config, self.log)
+        dispatcher = self.dispatcher
         self._first_boot = asyncio.create_task(self._check_first_boot(), name="first-boot")
         dispatcher.accounts.start_following()
         tls = tls_for(self.config)
         self.log.info("control plane: %s", tls.detail, extra={"TLS": "on" if tls.context else "off"})
         app = build_app(dispatcher, api, auth_required=self.config.security.auth_required,
-                        tls=tls.context is not None, metrics=self.metrics)
+                        tls=tls.context is not None, metrics=self.metrics, hub=self.hub)
         # A search of 4096 characters percent-encoded is ~48 KiB of request line; a token header ~8 KiB.
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=64 << 10,
                                     max_field_size=16 << 10)
@@ -49,7 +63,6 @@ class ApiService(Service[Api]):
 
     async def _check_first_boot(self) -> None:
         """Once the store answers: with no user yet, make and print the one-time setup token."""
-        assert self.dispatcher is not None
         while True:
             try:
                 setup_token = await self.dispatcher.accounts.prepare_first_boot()
@@ -71,7 +84,6 @@ class ApiService(Service[Api]):
     async def stop(self) -> None:
         if self._first_boot is not None:
             self._first_boot.cancel()
-        if self.dispatcher is not None:
-            await self.dispatcher.accounts.stop()
+        await self.dispatcher.accounts.stop()
         if self.runner is not None:
             await self.runner.cleanup()

@@ -78,6 +78,15 @@ class UplinkConfig(Section):
     max_items: int = Field(100_000, ge=10, le=10_000_000, description="oldest undelivered items go past this")
 
 
+class ChatTopicsConfig(Section):
+    """The MQTT chat gateway (docs/gateways.md): lines on in_topic are answered on out_topic."""
+
+    enabled: bool = False
+    in_topic: str = Field("appliance/chat/in", min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
+    out_topic: str = Field("appliance/chat/out", min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
+    max_chars: int = Field(2000, ge=1, le=16_000, description="longer messages are refused on out_topic")
+
+
 class MqttConfig(Section):
     host: str = Field("127.0.0.1", min_length=1, max_length=253)
     port: int = Field(1883, ge=1, le=65_535)
@@ -106,6 +115,7 @@ class MqttConfig(Section):
     batch_wait_s: float = Field(0.01, ge=0, le=5, description="longest an event waits for its batch")
     command_topic: str = Field("devices/{device}/commands", min_length=1, max_length=256)
     home_assistant: HomeAssistantConfig = HomeAssistantConfig()
+    chat: ChatTopicsConfig = ChatTopicsConfig()
     uplink: UplinkConfig = UplinkConfig()
 
     @field_validator("topics", "availability_topics", "allowed_topics")

@@ -6,7 +6,7 @@ from typing import Any, TypeVar, cast
 
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
-from appliance.protocol.common import Agent, Engine, Mqtt, ServiceName, Store
+from appliance.protocol.common import Agent, Api, Engine, Mqtt, ServiceName, Store
 
 P = TypeVar("P", bound=ServiceName)
 
@@ -37,6 +37,10 @@ class Peers:
     @property
     def agent(self) -> IpcClient[Agent]:
         return self.client("agent")
+
+    @property
+    def api(self) -> IpcClient[Api]:
+        return self.client("api")
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -25,8 +25,10 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
 from appliance.control.system import HealthReport
 from appliance.control.table import default_table
+from appliance.gateways import agent_reply
 from appliance.ipc.errors import IpcError
 from appliance.ipc.server import IpcServer
+from appliance.mqtt.chat import MqttChat
 from appliance.mqtt.commands import Commander
 from appliance.mqtt.discovery import Topics, discovery_payload
 from appliance.mqtt.ingest import Ingest
@@ -53,6 +55,7 @@ from appliance.runtime.service import Service
 FIRST_CONNECT_WAIT_S = 10.0
 MAX_BACKOFF_S = 30.0
 HOME_ASSISTANT = Caller("homeassistant", Role.VIEWER, "mqtt")
+CHAT = Caller("mqtt:chat", Role.VIEWER, "mqtt")
 DISCOVERY_DELAY_S = (0.5, 5.0)  # Home Assistant asks for a random delay before re-announcing
 
 
@@ -70,6 +73,8 @@ class MqttService(Service[Mqtt]):
         self.topics = Topics.for_config(cfg.home_assistant)
         self._availability_topics = topic_filter(tuple(cfg.availability_topics))
         self.commands = Dispatcher(default_table(), self.peers, config, self.log)
+        self.chat = MqttChat(cfg.chat, self._publish_chat, self.log)
+        self.chat.register_handler(agent_reply(self.commands, CHAT))
         self.link: MqttLink | None = None
         self.outbox = OutboxStats(pending=0, delivered=0)
         self._broker_problem: str | None = "not connected yet"
@@ -146,7 +151,8 @@ class MqttService(Service[Mqtt]):
             try:
                 resumed = await link.connect()
                 await link.subscribe([*cfg.topics, *cfg.availability_topics, self.commander.response_topic,
-                                      *(self.topics.commands if cfg.home_assistant.enabled else [])])
+                                      *(self.topics.commands if cfg.home_assistant.enabled else []),
+                                      *([cfg.chat.in_topic] if cfg.chat.enabled else [])])
                 self.link = link
                 await link.publish(self.topics.availability, b"online", retain=True)
                 if cfg.home_assistant.enabled:
@@ -186,6 +192,9 @@ class MqttService(Service[Mqtt]):
         elif cfg.home_assistant.enabled and topic in self.topics.commands:
             message.ack()
             self._background(self._home_assistant(topic, message.payload))
+        elif cfg.chat.enabled and topic == cfg.chat.in_topic:
+            message.ack()
+            self._background(self.chat.on_message(message.payload))
         elif self._availability_topics.fullmatch(topic):
             await self._availability(message)
         else:
@@ -207,6 +216,14 @@ class MqttService(Service[Mqtt]):
         task = asyncio.create_task(coroutine)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _publish_chat(self, topic: str, payload: bytes) -> None:
+        try:
+            if self.link is None:
+                raise LinkDown("not connected")
+            await self.link.publish(topic, payload)
+        except LinkDown as exc:
+            self.log.warning("a chat reply on %s was lost: %s", topic, exc)
 
     # --- Home Assistant ---------------------------------------------------------------------
 

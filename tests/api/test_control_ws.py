@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from aiohttp.test_utils import TestClient
 from appliance.api.control_frames import frame_schemas
 from appliance.config import WebSocketConfig, load_config
 from appliance.control.caller import Role
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
 from tests.helpers import api_client, bearer, serve
 
@@ -255,3 +258,26 @@ async def test_subscriptions_deliver_snapshots_then_changes(config_file: Path, s
         await viewer.send_json({"id": 4, "type": "unsubscribe", "topics": ["metrics", "tasks"]})
         reply = await until(viewer, lambda f: f["type"] == "subscribed")
         assert reply[-1]["topics"] == ["services"]
+
+
+async def test_broadcast_messages_reach_subscribed_sockets(config_file: Path, services: StartServices) -> None:
+    """Through the real api process: messages.broadcast goes over its IPC endpoint to the hub."""
+    config = load_config(config_file)
+    peers = await services("store", "api")
+    dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"))
+    url = f"http://127.0.0.1:{config.api.port}/control"
+    async with aiohttp.ClientSession() as session:
+        listener = await session.ws_connect(url, headers=bearer(dispatcher, Role.VIEWER, "vic"))
+        sender = await session.ws_connect(url, headers=bearer(dispatcher, Role.OPERATOR, "olga"))
+        for ws in (listener, sender):
+            assert (await receive(ws))["type"] == "ready"
+        await listener.send_json({"id": 1, "type": "subscribe", "topics": ["messages"]})
+        assert (await receive(listener))["type"] == "subscribed"
+        await sender.send_json({"id": 2, "command": "messages.broadcast", "args": {
+            "kind": "alert", "text": "北门开着 / the north gate is open", "sender": "spoofed"}})
+        assert (await receive(sender))["content"] == {"changed": 1}  # one socket subscribed
+        event = await receive(listener)
+        assert event["topic"] == "messages" and event["content"]["text"] == "北门开着 / the north gate is open"
+        assert event["content"]["sender"] == "olga" and event["content"]["kind"] == "alert"  # never the body's claim
+        await listener.send_json({"id": 3, "command": "messages.broadcast", "args": {"text": "x"}})
+        assert (await receive(listener))["code"] == "forbidden"  # a viewer may listen, not broadcast

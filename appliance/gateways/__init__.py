@@ -1,0 +1,85 @@
+"""Chat gateways: one small interface for every place people talk to the agent from; in the
+reference design's words connect(platform), sendMessage(content), registerHandler(handler).
+
+A gateway brings messages in (its adapter calls ``deliver`` with an InboundMessage, which runs
+the registered handler and sends the handler's reply back the same way) and sends notices out
+(``send_message``). The handler the appliance registers is ``agent_reply``: the message goes to
+the `chat` command (memories recalled and cited) as the gateway's caller, in a conversation of
+its own per platform and sender, so the ring keeps each chat's turns apart.
+
+Adapters: MQTT (appliance/mqtt/chat.py: a topic pair); webhook (webhook.py: outbound only, a JSON
+POST to mqtt.uplink.webhook, retried through the outbox); WebSocket (the api: in is the chat
+command over /control, out the ``messages`` topic). A cloud chat platform is one more subclass:
+docs/gateways.md says how.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from appliance.control.caller import Caller
+from appliance.control.dispatcher import Dispatcher
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    platform: str
+    conversation: str  # the platform's own thread or chat id
+    sender: str
+    text: str
+
+
+Handler = Callable[[InboundMessage], Awaitable[str]]
+
+
+class ChatGateway(abc.ABC):
+    platform: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._handler: Handler | None = None
+
+    def register_handler(self, handler: Handler) -> None:
+        self._handler = handler
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Start receiving (log in, subscribe); safe to call again after the platform dropped us."""
+
+    @abc.abstractmethod
+    async def send_message(self, conversation: str, content: str) -> None:
+        """Send ``content`` into ``conversation`` on the platform."""
+
+    async def deliver(self, message: InboundMessage) -> None:
+        """What came in: the handler's answer goes back into the same conversation."""
+        if self._handler is None:
+            raise RuntimeError(f"{self.platform}: a message came in before a handler was registered")
+        if reply := await self._handler(message):
+            await self.send_message(message.conversation, reply)
+
+
+def conversation_id(message: InboundMessage) -> str:
+    """A ring conversation per platform, thread and sender (letters, digits, _ . - only; 64 at most)."""
+    raw = f"{message.platform}-{message.conversation}-{message.sender}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:64]
+
+
+def agent_reply(commands: Dispatcher, caller: Caller, *, max_tokens: int = 256) -> Handler:
+    """The agent answers: the `chat` command, as ``caller``, remembering the conversation."""
+
+    async def reply(message: InboundMessage) -> str:
+        pieces: list[str] = []
+        cited: list[Any] = []
+        request = {"message": message.text, "conversation": conversation_id(message), "max_tokens": max_tokens}
+        async with contextlib.aclosing(commands.stream("chat", request, caller)) as events:
+            async for event in events:
+                pieces.append(getattr(event, "text", ""))
+                cited = getattr(event, "citations", None) or cited
+        sources = "".join(f"\n[{c.n}] {c.source}" for c in cited)
+        return "".join(pieces).strip() + (f"\n{sources}" if sources else "")
+
+    return reply
