@@ -85,12 +85,15 @@ class Connection:
         self.bucket = Bucket(self.limits.frames_per_s, self.limits.burst)
         self.running: set[asyncio.Task[None]] = set()
         self.last_busy = 0.0
+        self.closing: asyncio.Task[bool] | None = None  # held so the close is not collected half-way
 
     def send(self, frame: Message) -> None:
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:  # the client does not read: drop it, never buffer without bound
-            asyncio.get_running_loop().create_task(self.ws.close(code=TOO_SLOW, message=b"too slow: send queue full"))
+            if self.closing is None:
+                self.closing = asyncio.get_running_loop().create_task(
+                    self.ws.close(code=TOO_SLOW, message=b"too slow: send queue full"))
 
     async def writer(self) -> None:
         while True:
@@ -167,6 +170,9 @@ class Connection:
                                                   "unsubscribe", field="type")
         except CommandError as exc:
             self._error(ident, exc)
+        except Exception:  # a fault of ours: the client hears of it, the socket lives on
+            self.dispatcher.log.exception("/control: a %s frame failed", frame.get("type") or frame.get("command"))
+            self._error(ident, CommandError("internal", "the request failed on the box; see its log"))
 
     async def _command(self, ident: Any, frame: dict[str, Any]) -> None:
         name = frame["command"]

@@ -122,7 +122,7 @@ class Hub:
     def check(self, topics: list[Any], caller: Caller) -> list[str]:
         """The topics, each one the caller may read; CommandError naming the first that is not."""
         for name in topics:
-            if name not in TOPICS:
+            if not isinstance(name, str) or name not in TOPICS:
                 raise CommandError("bad_request", f"topics: {str(name)[:40]!r} is not one of {', '.join(TOPICS)}",
                                    field="topics")
             self.dispatcher.authorize(self.dispatcher.command(TOPICS[name].command, caller), caller)

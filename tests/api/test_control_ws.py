@@ -113,6 +113,8 @@ async def test_bad_frames_get_errors_and_the_socket_stays(config_file: Path, ser
             ('{"id": {"x": 1}, "command": "system.health"}', "bad_request", "id"),
             ('{"id": 6, "type": "explode"}', "bad_request", "type"),
             ('{"id": 7, "type": "resume", "task": "1; DROP TABLE tasks"}', "bad_request", "task"),
+            ('{"id": 8, "type": "subscribe", "topics": [{"x": 1}]}', "bad_request", "topics"),
+            ('{"id": 9, "type": "subscribe", "topics": "services"}', "bad_request", "topics"),
         ]
         for frame, code, words in cases:
             await (ws.send_bytes(frame) if isinstance(frame, bytes) else ws.send_str(frame))
