@@ -55,6 +55,12 @@ async def test_a_burst_of_events_starts_one_task(tmp_path: Path, config_file: Pa
             return (await _cursor(peers) or 0) >= newest
 
         await eventually_async(read_all, 30, "the agent to read all five events")
+
+        async def settled() -> bool:  # the alert went out before the task's end is recorded
+            tasks = (await peers.store.call(STORE_TASKS, TaskQuery(schedule="door_watch"))).items
+            return bool(tasks) and all(task.state is not TaskState.RUNNING for task in tasks)
+
+        await eventually_async(settled, 30, "the task's end to be recorded")
     finally:
         device.close()
         listener.close()
