@@ -45,7 +45,7 @@ def _catalog(config: ApplianceConfig) -> Catalog:
 def _import(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    with tqdm(total=0, unit="", file=sys.stderr, desc="import", leave=False) as bar:
+    with tqdm(total=0, unit="", file=sys.stderr, desc="import", leave=False, disable=not sys.stderr.isatty()) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.n = done
