@@ -151,18 +151,24 @@ def start_server(binary: Path, model: Path, threads: int, port: int) -> subproce
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def server_ready(session: aiohttp.ClientSession, url: str, timeout_s: float = 120.0) -> None:
+    """Until llama-server's /health answers 200 (it loads the model first)."""
+    for _ in range(int(timeout_s * 10)):
+        try:
+            async with session.get(f"{url}/health") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"llama-server at {url} did not become ready")
+
+
 async def server_runs(process: subprocess.Popen[bytes], port: int, tokens: int) -> dict[int, float]:
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(600):
-                try:
-                    async with session.get(f"{url}/health") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
+            await server_ready(session, url)
 
             async def one(i: int) -> int:
                 body = {"prompt": prompt(i), "n_predict": tokens, "temperature": 0.0, "cache_prompt": False}

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine import CACHE, N_CTX, free_port, machine, prompt, start_engine, start_server, wait_ready
+from engine import CACHE, N_CTX, free_port, machine, prompt, server_ready, start_engine, start_server, wait_ready
 from toolset import REQUESTS, TOOLS
 
 from appliance.ipc import IpcClient, IpcError
@@ -72,14 +72,7 @@ async def engine_throughput(client: IpcClient, tokens: int) -> dict[int, tuple[f
 async def server_throughput(port: int, tokens: int) -> dict[int, tuple[float, float]]:
     url = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
-        for _ in range(1200):
-            try:
-                async with session.get(f"{url}/health") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
+        await server_ready(session, url)
 
         async def one(i: int, n: int) -> dict[str, Any]:
             body = {"prompt": long_prompt(i), "n_predict": n, "temperature": 0.0, "cache_prompt": False,
