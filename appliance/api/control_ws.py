@@ -47,6 +47,7 @@ from appliance.protocol.tasks import FINAL, TaskRow, TaskState
 
 TASK_KINDS = frozenset({"action", "command", "search", "ask", "notify"})  # the reference form's commands
 POLL_S = 0.25  # how often a followed task's log is read (the store is the one record of it)
+REVOCATION_CHECK_S = 1.0
 AUTH_FAILED, TOO_SLOW = 4401, 1013
 
 
@@ -101,7 +102,7 @@ class Connection:
 
     async def serve(self) -> None:
         writer = asyncio.create_task(self.writer())
-        expiry = asyncio.create_task(self._expire()) if self.caller.expires_at else None
+        expiry = asyncio.create_task(self._expire()) if self.caller.role is not None else None
         try:
             async for message in self.ws:
                 if message.type is WSMsgType.TEXT:
@@ -117,9 +118,17 @@ class Connection:
             await self.hub.unsubscribe(id(self))
 
     async def _expire(self) -> None:
-        assert self.caller.expires_at is not None
-        await asyncio.sleep(max(0.0, self.caller.expires_at - time.time()))
-        await self.ws.close(code=AUTH_FAILED, message=b"token expired: connect again with a fresh one")
+        """Close when the token expires, or as soon as it is revoked or its user disabled (the
+        revocation feed is followed every second; checked here as often)."""
+        while True:
+            if self.caller.expires_at is not None and time.time() >= self.caller.expires_at:
+                why = "token expired: connect again with a fresh one"
+                break
+            if revoked := self.dispatcher.accounts.still_valid(self.caller):
+                why = revoked
+                break
+            await asyncio.sleep(REVOCATION_CHECK_S)
+        await self.ws.close(code=AUTH_FAILED, message=why.encode()[:120])
 
     def _on_text(self, text: str) -> None:
         if not self.bucket.take():

@@ -110,6 +110,15 @@ class Accounts:
             raise CommandError("unauthorized", "this user is disabled")
         return Caller(claims.sub, claims.role, via, ip, claims.jti, claims.exp)
 
+    def still_valid(self, caller: Caller) -> str | None:
+        """None while ``caller``'s token still stands; else why not (revoked, user disabled). For
+        connections that outlive a request (the WebSocket), which checked the token once."""
+        if caller.token_id is not None and caller.token_id in self._revoked:
+            return "token was revoked"
+        if caller.subject.lower() in self._disabled:
+            return "this user is disabled"
+        return None
+
     async def follow_revocations(self) -> None:
         """Load the current revocations, then keep following the store's feed (a background task)."""
         while True:

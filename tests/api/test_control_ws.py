@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from appliance.control.caller import Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
+from appliance.protocol.devices import STORE_AVAILABILITY, Availability
 from tests.helpers import api_client, bearer, serve
 
 pytestmark = pytest.mark.slow
@@ -283,3 +285,35 @@ async def test_broadcast_messages_reach_subscribed_sockets(config_file: Path, se
         assert event["content"]["sender"] == "olga" and event["content"]["kind"] == "alert"  # never the body's claim
         await listener.send_json({"id": 3, "command": "messages.broadcast", "args": {"text": "x"}})
         assert (await receive(listener))["code"] == "forbidden"  # a viewer may listen, not broadcast
+
+
+async def test_a_revoked_token_closes_its_socket(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        dispatcher.accounts.start_following()  # as the api service does
+        admin = bearer(dispatcher, Role.ADMIN)
+        issued = await (await client.post("/api/v1/tokens", headers=admin, json={
+            "name": "phone-7", "role": "viewer"})).json()
+        ws = await connect(client, {"Authorization": f"Bearer {issued['token']}"})
+        revoked = await client.delete(f"/api/v1/tokens/{issued['jti']}", headers=admin)
+        assert revoked.status == 200, await revoked.text()
+        message = await ws.receive(timeout=15)
+        assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 4401 and "revoked" in message.extra
+        await dispatcher.accounts.stop()
+
+
+async def test_device_changes_are_events(config_file: Path, services: StartServices) -> None:
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        ws = await connect(client, bearer(dispatcher, Role.VIEWER))
+        await ws.send_json({"id": 1, "type": "subscribe", "topics": ["devices"]})
+        assert (await receive(ws))["type"] == "subscribed"
+        snapshot = await receive(ws)
+        assert snapshot["snapshot"] and snapshot["content"]["items"] == []
+        await peers.store.call(STORE_AVAILABILITY, Availability(device="door-1", online=True, at=time.time()))
+        [change] = (await until(ws, lambda f: f.get("topic") == "devices" and f["content"]["items"]))[-1:]
+        [row] = change["content"]["items"]
+        assert (row["device_id"], row["online"], change["snapshot"]) == ("door-1", True, False)
+        await peers.store.call(STORE_AVAILABILITY, Availability(device="door-1", online=False, at=time.time()))
+        [again] = (await until(ws, lambda f: f.get("topic") == "devices"))[-1:]
+        assert again["content"]["items"][0]["online"] is False
