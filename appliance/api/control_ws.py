@@ -107,14 +107,15 @@ class Connection:
             async for message in self.ws:
                 if message.type is WSMsgType.TEXT:
                     self._on_text(message.data)
-                elif message.type is WSMsgType.BINARY:
+                elif message.type is WSMsgType.BINARY and self._admit():
                     self._error(None, CommandError("bad_request", "binary frames are not accepted: send JSON text"))
                 elif message.type is WSMsgType.ERROR:
                     break
         finally:
-            for task in [writer, *([expiry] if expiry else []), *self.running]:
+            tasks = [writer, *([expiry] if expiry else []), *self.running]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(writer, *self.running, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.hub.unsubscribe(id(self))
 
     async def _expire(self) -> None:
@@ -130,13 +131,19 @@ class Connection:
             await asyncio.sleep(REVOCATION_CHECK_S)
         await self.ws.close(code=AUTH_FAILED, message=why.encode()[:120])
 
+    def _admit(self) -> bool:
+        """Whether a frame may be read: within the rate; else it is dropped, said once a second."""
+        if self.bucket.take():
+            return True
+        now = time.monotonic()
+        if now - self.last_busy >= 1.0:
+            self.last_busy = now
+            self._error(None, CommandError("busy", f"more than {self.limits.frames_per_s:g} frames a second: "
+                                                   "frames are being dropped", retry_after=1.0))
+        return False
+
     def _on_text(self, text: str) -> None:
-        if not self.bucket.take():
-            now = time.monotonic()
-            if now - self.last_busy >= 1.0:
-                self.last_busy = now
-                self._error(None, CommandError("busy", f"more than {self.limits.frames_per_s:g} frames a second: "
-                                                       "frames are being dropped", retry_after=1.0))
+        if not self._admit():
             return
         try:
             frame = json.loads(text)

@@ -138,7 +138,14 @@ def generate_payload(req: ChatCompletionRequest) -> dict[str, Any]:
                                field="response_format")
         payload["json_schema"] = schema
     if req.tools:
-        payload["tools"] = req.tools
+        # OpenAI's function objects may carry more (strict, ...): the engine takes the three it uses.
+        functions = [tool.get("function") for tool in req.tools]
+        if not all(isinstance(function, dict) for function in functions):
+            raise CommandError("bad_request", "tools: each is {\"type\": \"function\", \"function\": {...}}",
+                               field="tools")
+        payload["tools"] = [{"type": "function", "function": {
+            key: value for key, value in function.items() if key in ("name", "description", "parameters")}}
+            for function in functions if isinstance(function, dict)]
         choice = req.tool_choice
         if isinstance(choice, dict):
             choice = (choice.get("function") or {}).get("name")

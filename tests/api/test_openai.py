@@ -152,6 +152,7 @@ async def test_hostile_bodies_get_openai_errors(config_file: Path, services: Sta
             (b'{"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "x", "arguments": "{"}}]}]}',
              400, "arguments are not JSON"),
             (b'{"input": []}', 400, "texts"),
+            (b'{"messages": [{"role": "user", "content": "x"}], "tools": [{"function": "rm -rf /"}]}', 400, "tools"),
         ]
         for body, status, words in cases:
             path = "/v1/embeddings" if b'"input"' in body else "/v1/chat/completions"
