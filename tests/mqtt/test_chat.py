@@ -30,12 +30,15 @@ async def test_lines_in_are_answered_out_and_bad_ones_say_why(config_file: Path,
     staff = None
     try:
         await wait_ready(peers.mqtt)
-        staff = Publisher(port, "staff-phone")
+        staff = Publisher(port, f"staff-{tmp_path.name}"[:64])
         staff.subscribe("appliance/chat/out")
         started = time.time()
         staff.publish("appliance/chat/in", json.dumps({"conversation": "night-shift", "from": "guard-2",
                                                        "text": "Is the north gate shut?"}))
-        [answer] = eventually(lambda: replies(staff), 120, "an answer on appliance/chat/out")
+        try:
+            [answer] = eventually(lambda: replies(staff), 120, "an answer on appliance/chat/out")
+        except AssertionError:  # say what the bridge saw
+            raise AssertionError((tmp_path / "mqtt.log").read_text()[-4000:]) from None
         assert answer["conversation"] == "night-shift" and isinstance(answer["text"], str)
         assert answer["at"] >= started
 
