@@ -38,11 +38,12 @@ class Topic:
     # For list topics: the key of a row and what tells a changed row from the one seen before.
     key: str | None = None
     version: tuple[str, ...] = ()
+    every_read: bool = False  # send each read, changed or not (metrics: a chart's next point)
 
 
 TOPICS: dict[str, Topic] = {
     "services": Topic("system.health", 2.0),
-    "metrics": Topic("system.metrics", 1.0),
+    "metrics": Topic("system.metrics", 1.0, every_read=True),
     "tasks": Topic("tasks.list", 1.0, {"limit": 100}, key="id", version=("updated_at", "progress", "last_seq")),
     "devices": Topic("devices.list", 1.0, {"limit": 500}, key="device_id",
                      version=("last_seen", "online", "event_count")),
@@ -90,7 +91,7 @@ class Feed:
     def publish(self, content: dict[str, Any]) -> None:
         first = self.state is None
         if self.topic.key is None:
-            changed: Any = content if self.name == "metrics" or content != self.state else None
+            changed: Any = content if self.topic.every_read or content != self.state else None
         else:
             rows = content.get("items", [])
             versions = {row[self.topic.key]: tuple(row.get(f) for f in self.topic.version) for row in rows}
