@@ -5,7 +5,9 @@ anything runs, every milestone is a step in the store, and the end is one state 
 restart, the store's recover() settles what was running; nothing is held only here.
 
 Gates: model work (ask, search) takes one of resource.max_concurrency slots, everything else one
-of agent.max_parallel_tasks; the store hands out due tasks most urgent first. A schedule's
+of agent.max_parallel_tasks; the store hands out due tasks most urgent first. An action declared
+with ``approval: true`` is not claimed until someone approves it: its task waits in
+waiting_approval (tasks.approve puts it back in the queue, approved; tasks.reject cancels it). A schedule's
 concurrency policy is kept here: ``queue`` runs its tasks one at a time, ``parallel`` up to
 max_parallel, ``skip`` never queued a second one (scheduler.py). A failed attempt goes back to the
 queue with a doubling backoff while attempts remain; the final failure runs the schedule's
@@ -114,8 +116,18 @@ class TaskRunner:
         same = sum(row.schedule == task.schedule for row in busy)
         return same < (schedule.max_parallel if schedule.concurrency == "parallel" else 1)
 
+    def _needs_approval(self, task: TaskRow) -> bool:
+        declared = self.config.agent.actions.get(task.spec.action or "") if task.spec.kind == "action" else None
+        return declared is not None and declared.approval and task.approved_by is None
+
     async def _start_due(self) -> None:
         for task in (await self.store.call(STORE_TASK_NEXT)).items:
+            if self._needs_approval(task):
+                with contextlib.suppress(Conflict):  # cancelled meanwhile
+                    await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
+                        id=task.id, state=TaskState.WAITING_APPROVAL, expect=[TaskState.QUEUED]))
+                    self.log.info("task %d (%s) waits for approval", task.id, task.spec.action)
+                continue
             if task.id in self.running or not self._room(task):
                 continue
             try:

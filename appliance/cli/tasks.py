@@ -1,4 +1,4 @@
-"""`appliance tasks ...`: create, list, show, cancel and retry tasks (docs/tasks.md).
+"""`appliance tasks ...`: create, list, show, cancel, retry, approve and reject tasks (docs/tasks.md).
 
 Thin adapters over the tasks.* commands, as the box's console (admin); every reply is printed as JSON.
 """
@@ -38,3 +38,7 @@ def register(commands: Any) -> None:
                   ("id", {"type": int, "metavar": "ID"}))
     simple_action(group, "retry", "run a failed, cancelled or timed-out task again", "tasks.retry",
                   ("id", {"type": int, "metavar": "ID"}))
+    for name, summary in (("approve", "let a task waiting for approval run"),
+                          ("reject", "refuse a task waiting for approval (it is cancelled)")):
+        simple_action(group, name, summary, f"tasks.{name}", ("id", {"type": int, "metavar": "ID"}),
+                      ("--reason", {"default": "", "help": "why, kept in the task's step log"}))

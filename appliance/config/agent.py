@@ -38,6 +38,8 @@ class ActionConfig(Section):
     limits: SandboxLimits = SandboxLimits()
     roles: list[RoleName] = Field(default_factory=lambda: list[RoleName](["admin", "operator"]),
                                   description="who may run it")
+    approval: bool = Field(False, description="each run waits until a person approves it (tasks.approve): "
+                                              "someone of its roles other than its creator, or an admin")
 
     @field_validator("command")
     @classmethod

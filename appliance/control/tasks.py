@@ -1,8 +1,13 @@
-"""Task commands: create (the reference form included), get with the step log, list, cancel, retry; schedules.
+"""Task commands: create (the reference form included), get with the step log, list, cancel, retry,
+approve and reject.
 
 Who may create what: ask and search any signed-in role; notify and the built-in actions an
 operator; a declared action the roles it lists (agent.actions.<name>.roles); an inline command
 line an admin only. The task runs with its creator's role (appliance/agent/actions.py).
+
+A declared action with ``approval: true`` waits for a second person: the agent moves its task to
+waiting_approval, and only someone who may run that action, other than the task's creator (an
+admin may approve their own), approves it (back to the queue) or rejects it (cancelled, with why).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from appliance.protocol.tasks import (
     AGENT_WAKE,
     STORE_TASK_CREATE,
     STORE_TASK_GET,
+    STORE_TASK_STEP,
     STORE_TASK_UPDATE,
     STORE_TASKS,
+    StepIn,
     TaskDetail,
     TaskDetailQuery,
     TaskFields,
@@ -140,6 +147,40 @@ async def retry(ctx: Context, request: TaskId) -> TaskRow:
     return task
 
 
+class TaskDecision(TaskId):
+    reason: str = Field("", max_length=500, description="why (kept in the task's step log; a rejection's error)")
+
+
+async def _decidable(ctx: Context, request: TaskDecision) -> TaskRow:
+    task = (await ctx.peers.store.call(STORE_TASK_GET, TaskDetailQuery(id=request.id, steps=0))).task
+    if task.state is not TaskState.WAITING_APPROVAL:
+        raise CommandError("conflict", f"task {task.id} is {task.state.value}, not waiting for approval")
+    role = ctx.caller.role
+    assert role is not None
+    authorize(ctx, task.spec.kind, task.spec.action, role)
+    if task.created_by == ctx.caller.subject and role is not Role.ADMIN:
+        raise CommandError("forbidden", "someone else must decide on a task you created (or an admin)")
+    return task
+
+
+async def approve(ctx: Context, request: TaskDecision) -> TaskRow:
+    await _decidable(ctx, request)
+    by = ctx.caller.subject[:128]
+    if request.reason:
+        await ctx.peers.store.call(STORE_TASK_STEP, StepIn(id=request.id, message=f"approved: {request.reason}"))
+    task = await ctx.peers.store.call(STORE_TASK_UPDATE, TaskUpdate(
+        id=request.id, state=TaskState.QUEUED, expect=[TaskState.WAITING_APPROVAL], approved_by=by))
+    await _wake(ctx)
+    return task
+
+
+async def reject(ctx: Context, request: TaskDecision) -> TaskRow:
+    await _decidable(ctx, request)
+    why = f"rejected by {ctx.caller.subject}" + (f": {request.reason}" if request.reason else "")
+    return await ctx.peers.store.call(STORE_TASK_UPDATE, TaskUpdate(
+        id=request.id, state=TaskState.CANCELLED, error=why[:4000], expect=[TaskState.WAITING_APPROVAL]))
+
+
 def _task_audit(request: Any, reply: TaskRow | None) -> dict[str, Any]:
     return {"task": reply.id if reply else getattr(request, "id", None),
             "kind": reply.spec.kind if reply else getattr(request, "kind", None)}
@@ -159,4 +200,10 @@ COMMANDS: tuple[Command[Any, Any], ...] = (
     command("tasks.retry", "Run a failed, cancelled or timed-out task again, as a new task.", TaskId, TaskRow,
             Permission.OPERATOR, retry, mutating=True, http=(HttpRoute("POST", "/api/v1/tasks/{id}/retry", 201),),
             audit=_task_audit, tags=("tasks",)),
+    command("tasks.approve", "Let a task waiting for approval run (not its creator's own, unless an admin).",
+            TaskDecision, TaskRow, Permission.OPERATOR, approve, mutating=True,
+            http=(HttpRoute("POST", "/api/v1/tasks/{id}/approve"),), audit=_task_audit, tags=("tasks",)),
+    command("tasks.reject", "Refuse a task waiting for approval: it is cancelled, saying who and why.",
+            TaskDecision, TaskRow, Permission.OPERATOR, reject, mutating=True,
+            http=(HttpRoute("POST", "/api/v1/tasks/{id}/reject"),), audit=_task_audit, tags=("tasks",)),
 )

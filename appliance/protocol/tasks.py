@@ -96,6 +96,7 @@ class TaskRow(Message):
     result: JsonValue = None
     error: str = ""
     last_seq: int = Field(description="the number of the task's newest step")
+    approved_by: str | None = Field(None, description="who approved it, for an action that needs approval")
 
 
 class TaskId(Message):
@@ -143,6 +144,7 @@ class TaskUpdate(Message):
     error: str | None = Field(None, max_length=4000)
     not_before: float | None = None
     attempts: int | None = Field(None, ge=0)
+    approved_by: str | None = Field(None, min_length=1, max_length=128)
 
 
 class StepIn(Message):

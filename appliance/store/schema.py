@@ -255,7 +255,13 @@ CREATE TABLE schedules(
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6)
+# Version 7: who approved a task whose action needs approval (agent.actions.<name>.approval); a task
+# approved once is not asked about again when a failed attempt is queued anew.
+V7 = """
+ALTER TABLE tasks ADD COLUMN approved_by TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -42,7 +42,7 @@ from appliance.store.errors import Conflict, Missing
 from appliance.store.sql import fetch_all, fetch_one
 
 TASK_COLUMNS = ("id, state, spec, created_by, role, schedule, created_at, updated_at, started_at, finished_at, "
-                "progress, attempts, max_attempts, not_before, result, error, last_seq")
+                "progress, attempts, max_attempts, not_before, result, error, last_seq, approved_by")
 INSERT_TASK = ("INSERT INTO tasks(state, kind, spec, created_by, role, schedule, created_at, updated_at, "  # noqa: S608
                f"max_attempts, not_before) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}")
 PRIORITY_ORDER = "CASE json_extract(spec, '$.priority') WHEN 'interactive' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END"
@@ -51,13 +51,13 @@ RESTARTED = "the agent stopped while this ran; a {kind} task is not run twice, s
 
 def _task(row: tuple[Any, ...]) -> TaskRow:
     (ident, state, spec, by, role, schedule, created, updated, started, finished, progress, attempts,
-     max_attempts, not_before, result, error, last_seq) = row
+     max_attempts, not_before, result, error, last_seq, approved_by) = row
     return TaskRow.model_validate({
         "id": ident, "state": state, "spec": json.loads(spec), "created_by": by, "role": role,
         "schedule": schedule, "created_at": created, "updated_at": updated, "started_at": started,
         "finished_at": finished, "progress": progress, "attempts": attempts, "max_attempts": max_attempts,
         "not_before": not_before, "result": json.loads(result) if result is not None else None, "error": error,
-        "last_seq": last_seq})
+        "last_seq": last_seq, "approved_by": approved_by})
 
 
 class TaskBook:
@@ -148,9 +148,12 @@ class TaskBook:
                 if change.state in FINAL:
                     sets.append("finished_at = ?")
                     params.append(now)
-                self._step(change.id, change.state.value, {"error": change.error} if change.error else None, now)
+                said = {key: value for key, value in (("error", change.error), ("approved_by", change.approved_by))
+                        if value}
+                self._step(change.id, change.state.value, said or None, now)
             for column, value in (("progress", change.progress), ("error", change.error),
-                                  ("not_before", change.not_before), ("attempts", change.attempts)):
+                                  ("not_before", change.not_before), ("attempts", change.attempts),
+                                  ("approved_by", change.approved_by)):
                 if value is not None:
                     sets.append(f"{column} = ?")
                     params.append(value)

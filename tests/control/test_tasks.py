@@ -129,3 +129,61 @@ async def test_cancel_and_retry(tmp_path: Path, config_file: Path, services: Sta
             agent.terminate()
             agent.wait(15)
 
+
+
+async def test_an_action_that_needs_approval_waits_for_a_second_person(tmp_path: Path, config_file: Path,
+                                                                        services: StartServices) -> None:
+    """The agent parks the task in waiting_approval; its creator and a viewer cannot let it run,
+    another operator can (it then runs and says who approved it); a rejection cancels with why."""
+    update_config(config_file, agent={"actions": {"open_valve": {"command": ["true"], "roles": ["admin", "operator"],
+                                                                "approval": True}}})
+    peers = await services("store")
+    agent = serve(config_file, "agent", log=tmp_path / "agent.log")
+    try:
+        async with api_client(load_config(config_file), peers) as (client, dispatcher):
+            ada, bob = bearer(dispatcher, Role.OPERATOR, "ada"), bearer(dispatcher, Role.OPERATOR, "bob")
+            viewer = bearer(dispatcher, Role.VIEWER, "vic")
+
+            async def state_of(ident: int) -> dict[str, Any]:
+                return dict((await (await client.get(f"/api/v1/tasks/{ident}", headers=ada)).json())["task"])
+
+            async def parked() -> dict[str, Any]:
+                reply = await client.post("/api/v1/tasks", headers=ada, json={"kind": "action", "action": "open_valve"})
+                task = await reply.json()
+
+                async def waiting() -> bool:
+                    return (await state_of(task["id"]))["state"] == "waiting_approval"
+
+                await eventually_async(waiting, 30, "the task to wait for approval")
+                return dict(task)
+
+            first = await parked()
+            own = await client.post(f"/api/v1/tasks/{first['id']}/approve", headers=ada)
+            assert own.status == 403 and "someone else" in (await own.json())["error"]["message"]
+            assert (await client.post(f"/api/v1/tasks/{first['id']}/approve", headers=viewer)).status == 403
+            approved = await client.post(f"/api/v1/tasks/{first['id']}/approve", headers=bob,
+                                         json={"reason": "checked the pressure"})
+            assert approved.status == 200, await approved.text()
+
+            async def succeeded() -> bool:
+                return (await state_of(first["id"]))["state"] == "succeeded"
+
+            await eventually_async(succeeded, 30, "the approved task to run")
+            detail = await (await client.get(f"/api/v1/tasks/{first['id']}", headers=ada)).json()
+            assert detail["task"]["approved_by"] == "bob"
+            messages = [step["message"] for step in detail["steps"]]
+            assert "approved: checked the pressure" in messages and messages[-1] == "succeeded", messages
+            again = await client.post(f"/api/v1/tasks/{first['id']}/approve", headers=bob)
+            assert again.status == 409
+
+            second = await parked()
+            rejected = await client.post(f"/api/v1/tasks/{second['id']}/reject", headers=bob,
+                                         json={"reason": "not today"})
+            body = await rejected.json()
+            assert rejected.status == 200 and body["state"] == "cancelled", body
+            assert body["error"] == "rejected by bob: not today"
+            hostile = await client.post(f"/api/v1/tasks/{second['id']}/reject", headers=bob, json={"reason": "x" * 501})
+            assert hostile.status == 400 and (await hostile.json())["error"]["field"] == "reason"
+    finally:
+        agent.terminate()
+        agent.wait(15)
