@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 SECRET_WORDS = ("password", "secret", "token")
+MAX_PROBLEMS = 20  # what one error lists field by field (a form shows each next to its field)
 
 
 def _secret(loc: tuple[int | str, ...]) -> bool:
@@ -12,21 +15,36 @@ def _secret(loc: tuple[int | str, ...]) -> bool:
     return any(word in str(part).lower() for part in loc for word in SECRET_WORDS)
 
 
+def _what(problem: Any) -> str:
+    """What is wrong with one value, with the value itself unless it is a secret or too long to help."""
+    message = str(problem["msg"])
+    if problem["type"] == "extra_forbidden":
+        return "unknown key"
+    if problem["type"] == "value_error" and not problem["loc"]:
+        # A rule across keys: its message names them; the whole input would only be noise.
+        return message.removeprefix("Value error, ")
+    if problem["type"] not in ("missing", "json_invalid") and "input" in problem and not _secret(problem["loc"]):
+        shown = repr(problem["input"])
+        message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+    return message
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """``key.path: what is wrong (got value)`` for the first problem, and how many more."""
     problems = error.errors()
     first = problems[0]
-    path = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "value_error" and not first["loc"]:
-        # A rule across keys: its message names them; the whole input would only be noise.
-        message = message.removeprefix("Value error, ")
-        more = len(problems) - 1
-        return message + (f" [and {more} more]" if more else "")
-    elif first["type"] not in ("missing", "json_invalid") and "input" in first and not _secret(first["loc"]):
-        shown = repr(first["input"])
-        message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
     more = len(problems) - 1
-    return f"{path}: {message}" + (f" [and {more} more]" if more else "")
+    suffix = f" [and {more} more]" if more else ""
+    if first["type"] == "value_error" and not first["loc"]:
+        return _what(first) + suffix
+    return f"{field_path(first['loc']) or '(top level)'}: {_what(first)}" + suffix
+
+
+def validation_problems(error: ValidationError) -> list[tuple[str | None, str]]:
+    """Every problem (up to MAX_PROBLEMS) as (the field's dotted path or None, what is wrong with it)."""
+    return [(field_path(p["loc"]) or None, _what(p).removeprefix("Value error, "))
+            for p in error.errors()[:MAX_PROBLEMS]]

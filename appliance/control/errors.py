@@ -1,4 +1,4 @@
-"""One error vocabulary for every surface: code, message, field, retry_after.
+"""One error vocabulary for every surface: code, message, field, retry_after, problems.
 
 `CommandError.of` maps anything a handler can raise (validation errors, IPC errors, its own
 refusals) to this vocabulary; it is the only place that mapping is written. Each surface then
@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from appliance.ipc.errors import Busy, IpcError
-from appliance.validation import describe_validation_error
+from appliance.validation import describe_validation_error, validation_problems
 
 ErrorCode = Literal[
     "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "too_large", "busy",
@@ -29,15 +29,18 @@ STATUS: dict[str, int] = {
 
 
 class CommandError(Exception):
-    """A refused or failed command. ``field`` names the request field at fault, when one is."""
+    """A refused or failed command. ``field`` names the request field at fault, when one is; an
+    invalid request also lists every field at fault in ``problems`` (field, message), so a form can
+    mark each one, not only the first."""
 
     def __init__(self, code: ErrorCode, message: str, *, field: str | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, problems: list[dict[str, str | None]] | None = None) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        self.problems = problems
 
     @property
     def status(self) -> int:
@@ -49,6 +52,8 @@ class CommandError(Exception):
             body["field"] = self.field
         if self.retry_after is not None:
             body["retry_after"] = self.retry_after
+        if self.problems:
+            body["problems"] = self.problems
         return body
 
     @classmethod
@@ -60,7 +65,8 @@ class CommandError(Exception):
             first = exc.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or None
             message = describe_validation_error(exc)
-            return cls("bad_request", f"{where}: {message}" if where else message, field=field)
+            problems = [{"field": name, "message": text} for name, text in validation_problems(exc)]
+            return cls("bad_request", f"{where}: {message}" if where else message, field=field, problems=problems)
         if isinstance(exc, Busy):
             return cls("busy", str(exc), retry_after=exc.retry_after_s)
         if isinstance(exc, IpcError):

@@ -133,3 +133,18 @@ async def test_hostile_schedule_bodies_are_refused_by_name(config_file: Path, se
             assert (await client.get(path, headers=admin)).status in (400, 404), path
         listed = await (await client.get("/api/v1/schedules", headers=admin)).json()
         assert listed["items"] == []
+
+
+async def test_every_field_at_fault_is_listed_for_the_form(config_file: Path, services: StartServices) -> None:
+    """A form marks each wrong field, not only the first: the error lists them all in ``problems``."""
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        body = {"name": "bad name!", "trigger": "cron:* * *", "action": "heartbeat", "timezone": "Mars/Base",
+                "retries": 99}
+        reply = await client.post("/api/v1/schedules", headers=bearer(dispatcher, Role.OPERATOR), json=body)
+        error = (await reply.json())["error"]
+        assert reply.status == 400 and error["field"] == "name", error
+        by_field = {problem["field"]: problem["message"] for problem in error["problems"]}
+        assert set(by_field) == {"name", "trigger", "timezone", "retries"}, by_field
+        assert "five fields" in by_field["trigger"] and "unknown timezone 'Mars/Base'" in by_field["timezone"]
+        assert "got 99" in by_field["retries"] and not by_field["trigger"].startswith("Value error")
