@@ -20,8 +20,10 @@ ID = Field(None, description="the client's id of the request this answers (a str
 
 # Client to server.
 class AuthFrame(Message):
-    """The first frame of a browser (which cannot set an Authorization header)."""
+    """The first frame of a browser (which cannot set an Authorization header); later, a fresh token
+    of the same user and role, which the socket then lives on under (answered by a ready frame)."""
 
+    id: ClientId = ID
     type: Literal["auth"]
     token: str = Field(max_length=4096)
 
@@ -56,7 +58,7 @@ class ResumeFrame(Message):
 
 
 class SubscribeFrame(Message):
-    """Events of these topics from now on: services, metrics, tasks, devices, audit (admin)."""
+    """Events of these topics from now on: services, status, metrics, tasks, devices, audit (admin), messages."""
 
     id: ClientId = ID
     type: Literal["subscribe", "unsubscribe"]
@@ -65,6 +67,9 @@ class SubscribeFrame(Message):
 
 # Server to client.
 class ReadyFrame(Message):
+    """Sent once authenticated, and again (with the auth frame's id) when a fresh token is taken."""
+
+    id: ClientId = ID
     type: Literal["ready"] = "ready"
     user: str
     role: str | None
@@ -140,8 +145,14 @@ class EventFrame(Message):
     at: float = Field(0.0, description="when the box read it (unix time): the x of a live chart")
 
 
+class Problem(Message):
+    field: str | None = Field(description="the request field at fault (dotted path); null for a rule across fields")
+    message: str
+
+
 class ErrorFrame(Message):
-    """A refused request, or (with task and seq) how a task ended: code failed, cancelled or timed_out."""
+    """A refused request, or (with task and seq) how a task ended: code failed, cancelled or timed_out.
+    An invalid request lists every field at fault in ``problems``."""
 
     id: ClientId = ID
     type: Literal["error"] = "error"
@@ -149,6 +160,7 @@ class ErrorFrame(Message):
     message: str
     field: str | None = None
     retry_after: float | None = None
+    problems: list[Problem] | None = None
     task: int | None = None
     seq: int | None = None
 

@@ -178,7 +178,7 @@ class Connection:
             elif kind in ("subscribe", "unsubscribe"):
                 await self._subscribe(ident, kind, frame.get("topics"))
             elif kind == "auth":
-                raise CommandError("bad_request", "this connection is authenticated already", field="type")
+                self._reauth(ident, frame)
             elif kind is None and isinstance(frame.get("command"), str):
                 await self._command(ident, frame)
             else:
@@ -216,6 +216,20 @@ class Connection:
                     last = _json(item)
                     self.send(ItemFrame(id=ident, content=last))
         self.send(ResultFrame(id=ident, content=last))
+
+    def _reauth(self, ident: Any, frame: dict[str, Any]) -> None:
+        """A fresh token for the same user and role (the page refreshed its session): the socket lives
+        on under the new token's expiry, so nothing it follows or is subscribed to is lost."""
+        token = frame.get("token")
+        if not isinstance(token, str):
+            raise CommandError("bad_request", "token: the new access token, a string", field="token")
+        fresh = self.dispatcher.accounts.caller(token[:4096], "websocket", self.caller.ip)
+        if (fresh.subject, fresh.role) != (self.caller.subject, self.caller.role):
+            raise CommandError("forbidden", "a token of another user or role cannot take over this connection; "
+                                            "open a new one", field="token")
+        self.caller = fresh
+        self.send(ReadyFrame(id=ident, user=fresh.subject, role=fresh.role.value if fresh.role else None,
+                             expires_at=fresh.expires_at))
 
     async def _subscribe(self, ident: Any, kind: str, topics: Any) -> None:
         if not isinstance(topics, list) or not 1 <= len(topics) <= 8:
@@ -257,8 +271,7 @@ class Connection:
             await asyncio.sleep(POLL_S)
 
     def _error(self, ident: Any, exc: CommandError) -> None:
-        self.send(ErrorFrame(id=ident, code=exc.code, message=exc.message, field=exc.field,
-                             retry_after=exc.retry_after))
+        self.send(ErrorFrame.model_validate({"id": ident, **exc.as_dict()}))
 
 
 def _event(ident: Any, task: TaskRow, seq: int, message: str, data: Any) -> Message:

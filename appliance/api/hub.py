@@ -43,6 +43,8 @@ class Topic:
 
 TOPICS: dict[str, Topic] = {
     "services": Topic("system.health", 2.0),
+    # The dashboard's page: services, the model and its plan, CPU, memory, disk, temperatures.
+    "status": Topic("system.status", 2.0),
     "metrics": Topic("system.metrics", 1.0, every_read=True),
     "tasks": Topic("tasks.list", 1.0, {"limit": 100}, key="id", version=("updated_at", "progress", "last_seq")),
     "devices": Topic("devices.list", 1.0, {"limit": 500}, key="device_id",

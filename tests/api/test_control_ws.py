@@ -317,3 +317,33 @@ async def test_device_changes_are_events(config_file: Path, services: StartServi
         await peers.store.call(STORE_AVAILABILITY, Availability(device="door-1", online=False, at=time.time()))
         [again] = (await until(ws, lambda f: f.get("topic") == "devices"))[-1:]
         assert again["content"]["items"][0]["online"] is False
+
+
+async def test_a_fresh_token_keeps_the_socket_and_what_it_follows(config_file: Path, services: StartServices) -> None:
+    """The admin page refreshes its session every few minutes: the new token is sent as an auth frame
+    and the socket lives on past the old token's expiry, subscriptions intact; a token of someone
+    else cannot take the socket over."""
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        ws = await connect(client, bearer(dispatcher, Role.VIEWER, "vic", ttl_s=3))
+        await ws.send_json({"id": 1, "type": "subscribe", "topics": ["status"]})
+        assert (await receive(ws))["topics"] == ["status"]
+        snapshot = await until(ws, lambda f: f.get("topic") == "status")
+        content = snapshot[-1]["content"]
+        assert snapshot[-1]["snapshot"] and content["resources"]["cores"] >= 1
+        assert {row["name"] for row in content["health"]["services"]} >= {"store", "engine", "api"}
+
+        for token, code in ((bearer(dispatcher, Role.ADMIN, "vic")["Authorization"][7:], "forbidden"),
+                            (bearer(dispatcher, Role.VIEWER, "mallory")["Authorization"][7:], "forbidden"),
+                            ("forged.jwt.x", "unauthorized"), (42, "bad_request")):
+            await ws.send_json({"id": "bad", "type": "auth", "token": token})
+            refused = await until(ws, lambda f: f.get("id") == "bad")
+            assert (refused[-1]["type"], refused[-1]["code"]) == ("error", code), refused[-1]
+        await ws.send_json({"id": "fresh", "type": "auth", "token": bearer(dispatcher, Role.VIEWER, "vic")[
+            "Authorization"][7:]})
+        ready = (await until(ws, lambda f: f.get("id") == "fresh"))[-1]
+        assert ready["type"] == "ready" and ready["expires_at"] > time.time() + 500
+        await asyncio.sleep(4)  # past the first token's expiry
+        await ws.send_json({"id": "still", "type": "subscribe", "topics": ["services"]})
+        reply = (await until(ws, lambda f: f.get("id") == "still"))[-1]
+        assert reply == {"id": "still", "type": "subscribed", "topics": ["services", "status"]}
