@@ -155,6 +155,8 @@ class EngineConfig(Section):
     n_threads: int | None = Field(None, ge=1, le=512, description="unset: the tuner's choice")
     n_gpu_layers: int | None = Field(None, ge=0, le=1024, description="unset: the tuner's choice")
     kv_type: Literal["auto", "f16", "q8_0"] = Field("auto", description="KV cache type; auto: tuner")
+    cpu_repack: Literal["auto", "on", "off"] = Field(
+        "auto", description="llama.cpp's repacked CPU weights; auto: off where the CPU advertises AMX (engine/plan.py)")
     load_timeout_s: float = Field(600.0, gt=0, le=3600)
 
 

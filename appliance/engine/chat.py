@@ -75,7 +75,7 @@ def load_with_step_down(path: Path, plan: Plan, n_seq: int) -> tuple[LlamaModel,
         model = None
         try:
             model = LlamaModel(path, n_gpu_layers=attempt.n_gpu_layers, use_mmap=attempt.use_mmap,
-                               use_mlock=attempt.use_mlock)
+                               use_mlock=attempt.use_mlock, cpu_repack=attempt.cpu_repack)
             return model, LlamaContext(model, ContextSettings.from_plan(attempt, n_seq)), attempt
         except LoadError as exc:
             if model is not None:

@@ -65,10 +65,12 @@ def _load_mode(mmap: bool, mlock: bool) -> int:
 class LlamaModel:
     """Weights and vocabulary; freed with `close`."""
 
-    def __init__(self, path: Path, *, n_gpu_layers: int, use_mmap: bool = True, use_mlock: bool = False) -> None:
+    def __init__(self, path: Path, *, n_gpu_layers: int, use_mmap: bool = True, use_mlock: bool = False,
+                 cpu_repack: bool = True) -> None:
         check_header(path)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        params.use_extra_bufts = cpu_repack
         params.load_mode = _load_mode(use_mmap, use_mlock)
         self.path = path
         self.ptr = llama_cpp.llama_model_load_from_file(str(path).encode(), params)

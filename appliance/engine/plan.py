@@ -76,6 +76,8 @@ class Plan:
     usage: Usage
     budget: Budget
     why: tuple[str, ...] = field(default_factory=tuple)
+    # llama.cpp's extra CPU buffer types: weights repacked for the CPU's own kernels (AMX, AVX-512, NEON).
+    cpu_repack: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -150,9 +152,26 @@ def _contexts(wanted: int) -> list[int]:
     return sizes or [MIN_CTX]
 
 
+def cpu_repack(hw: Hardware, setting: Literal["auto", "on", "off"]) -> tuple[bool, str | None]:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types, and why not when not.
+
+    On a CPU that advertises AMX, llama.cpp puts quantized weights in its AMX buffer, and on the
+    Sapphire Rapids virtual machines this project is built and tested on its AMX matmul dies with a
+    general protection fault at ldtilecfg (llama-cpp-python 0.3.36), on the first decode. So auto
+    leaves repacking off where AMX is advertised (the AVX-512 kernels do the work); engine.cpu_repack:
+    on brings it back on a box whose AMX works."""
+    if setting != "auto":
+        return setting == "on", None if setting == "on" else "CPU weight repacking off: engine.cpu_repack"
+    if "amx_int8" in hw.cpu_flags:
+        return False, ("CPU weight repacking off: this CPU advertises AMX, and llama.cpp's AMX matmul faults "
+                       "where AMX is not fully passed through (engine.cpu_repack: on to use it)")
+    return True, None
+
+
 def plan_model(model: ModelInfo, hw: Hardware, budget: Budget, *, n_ctx: int, n_seq: int,
                n_threads: int | None = None, n_gpu_layers: int | None = None,
-               kv_type: Literal["auto", "f16", "q8_0"] = "auto") -> Plan:
+               kv_type: Literal["auto", "f16", "q8_0"] = "auto",
+               repack: Literal["auto", "on", "off"] = "auto") -> Plan:
     wanted = min(n_ctx, model.n_ctx_train)
     max_layers = model.n_layer + 1 if budget.gpu_bytes > 0 else 0
     layer_choices = range(max_layers, -1, -1) if n_gpu_layers is None else [min(n_gpu_layers, max_layers)]
@@ -176,8 +195,10 @@ def plan_model(model: ModelInfo, hw: Hardware, budget: Budget, *, n_ctx: int, n_
                f"compute {mib(smallest.ram_compute)}) but the budget is {mib(budget.ram_bytes)}")
         return Plan(False, MIN_CTX, 0, 128, 128, cores, cores, "q8_0", True, True, False, smallest, budget, why)
     _, ctx, kv, ubatch, layers, usage = best
-    return _explain(model, hw, budget, wanted=wanted, ctx=ctx, kv=kv, ubatch=ubatch, layers=layers,
+    plan = _explain(model, hw, budget, wanted=wanted, ctx=ctx, kv=kv, ubatch=ubatch, layers=layers,
                     usage=usage, n_threads=n_threads, forced_layers=n_gpu_layers is not None)
+    allowed, why_not = cpu_repack(hw, repack)
+    return plan if allowed else replace(plan, cpu_repack=False, why=(*plan.why, why_not or ""))
 
 
 def _explain(model: ModelInfo, hw: Hardware, budget: Budget, *, wanted: int, ctx: int, kv: KvType,
@@ -239,7 +260,8 @@ def plan_for_config(config: ApplianceConfig, hw: Hardware, chat: ModelInfo, *,
                         gpu_reserve_bytes=res.gpu_reserve_mib * MiB, ram_reserve_fraction=res.ram_reserve_fraction,
                         other_ram_bytes=other_ram_bytes)
     return plan_model(chat, hw, budget, n_ctx=engine.n_ctx, n_seq=res.max_concurrency,
-                      n_threads=engine.n_threads, n_gpu_layers=engine.n_gpu_layers, kv_type=engine.kv_type)
+                      n_threads=engine.n_threads, n_gpu_layers=engine.n_gpu_layers, kv_type=engine.kv_type,
+                      repack=engine.cpu_repack)
 
 
 def embedding_reserve(model: ModelInfo | None) -> int:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-INTERESTING_FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "fma", "f16c", "asimd", "neon", "sve", "dotprod")
+INTERESTING_FLAGS = ("avx", "avx2", "avx512f", "avx512_vnni", "amx_int8", "fma", "f16c", "asimd", "neon", "sve",
+                     "dotprod")
 UNLIMITED = 1 << 60  # cgroup v1 writes a huge number for "no limit"
 
 

@@ -113,3 +113,20 @@ def test_the_packaged_chat_model_is_chosen_by_the_memory_budget(box: str, chosen
     if chosen is QWEN_05B:  # the 1.5B fits the 4 GB board, but would take more than half of its budget
         assert why[0] == ("Qwen2.5 Coder 1.5B Instruct: needs 1,518 MiB with n_ctx 4096 of a 2,760 MiB budget "
                           "(at most 50% = 1,380 MiB): too big")
+
+
+def test_weight_repacking_is_left_off_where_the_cpu_advertises_amx() -> None:
+    """llama.cpp's AMX matmul faulted (general protection fault at ldtilecfg) on the Sapphire Rapids
+    VMs this project runs on: where AMX is advertised, the plan keeps weights out of its buffer."""
+    from dataclasses import replace
+
+    xeon = replace(BOXES["x86-16gb-no-gpu"], cpu_model="Intel(R) Xeon(R) Platinum 8480+",
+                   cpu_flags=("avx", "avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16"))
+    budget = budget_for(xeon, gpu_enabled=False, gpu_fraction=0.7, gpu_reserve_bytes=GiB, ram_reserve_fraction=0.1)
+    model = MODELS["llama-3.2-3b-q4_k_m"]
+    auto = plan_model(model, xeon, budget, n_ctx=4096, n_seq=4)
+    assert not auto.cpu_repack and "advertises AMX" in auto.why[-1] and "engine.cpu_repack: on" in auto.why[-1]
+    assert plan_model(model, xeon, budget, n_ctx=4096, n_seq=4, repack="on").cpu_repack
+    plain = plan_model(model, BOXES["x86-16gb-no-gpu"], budget, n_ctx=4096, n_seq=4)
+    assert plain.cpu_repack and not any("repacking" in line for line in plain.why)
+    assert not plan_model(model, BOXES["x86-16gb-no-gpu"], budget, n_ctx=4096, n_seq=4, repack="off").cpu_repack
