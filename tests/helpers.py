@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -29,6 +30,9 @@ from appliance.control.table import default_table
 from appliance.ipc.client import IpcClient
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH, ServiceState
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 
 def free_port() -> int:
@@ -235,6 +239,35 @@ class Publisher:
         self.client.loop_stop()
 
 
+class Valve:
+    """A device that answers each command on the response topic it was given."""
+
+    def __init__(self, port: int, device_id: str, *, mqtt311: bool = False) -> None:
+        self.device = Publisher(port, f"valve-{device_id}", mqtt311=mqtt311)
+        self.commands: list[dict[str, Any]] = []
+        self.device.client.on_message = self._on_command
+        self.device.subscribe(f"devices/{device_id}/commands")
+
+    def _on_command(self, client: Any, _userdata: Any, message: Any) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        body = json.loads(message.payload)
+        self.commands.append(body)
+        answer: dict[str, Any] = {"ok": True, "position": body["args"].get("position", 0)}
+        properties = getattr(message, "properties", None)
+        if properties is not None and getattr(properties, "CorrelationData", None):
+            reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            reply.CorrelationData = properties.CorrelationData
+            client.publish(properties.ResponseTopic, json.dumps(answer), qos=1, properties=reply)
+        else:  # MQTT 3.1.1: the convention in the payload
+            client.publish(body["response_topic"], json.dumps({**answer, "correlation_id": body["correlation_id"]}),
+                           qos=1)
+
+    def close(self) -> None:
+        self.device.close()
+
+
 def issue_certificates(folder: Path, *names: str, address: str = "127.0.0.1") -> dict[str, Path]:
     """A test CA and, for each name, a key and a certificate signed by it (SAN ``address`` and localhost).
 
@@ -306,3 +339,20 @@ def real_chat_model() -> Path:
         if entry is None or entry.sha256 != QWEN_05B.sha256 or not (folder / entry.file).exists():
             entry = fetch(QWEN_05B, catalog)
     return folder / entry.file
+
+
+# The admin page's browser tests (tests/api/static): Playwright's sync API on Debian's chromium.
+LIVE_S = 30  # the longest a browser test waits for something pushed to the page (the box under load)
+
+
+def live(page: Page) -> None:
+    """Until the admin page's WebSocket is authenticated (its connection badge says so)."""
+    page.locator("#connection[data-state=open]").wait_for(timeout=LIVE_S * 1000)
+
+
+def sign_in(page: Page, user: str, password: str) -> None:
+    """Through the login form, as a person would; returns once the page is live."""
+    page.locator("#login-form input[name=username]").fill(user)
+    page.locator("#login-form input[name=password]").fill(password)
+    page.locator("#login-form button[type=submit]").click()
+    live(page)

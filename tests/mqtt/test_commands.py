@@ -24,7 +24,7 @@ from appliance.ipc.errors import IpcError
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH, ServiceState
 from appliance.protocol.store import STORE_AUDIT_LIST, AuditQuery
-from tests.helpers import Publisher, api_client, bearer, eventually_async, serve, start_mosquitto, write_config
+from tests.helpers import Publisher, Valve, api_client, bearer, eventually_async, serve, start_mosquitto, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,35 +38,6 @@ def broker(tmp_path: Path, config_file: Path) -> Iterator[int]:
     yield port
     process.terminate()
     process.wait(5)
-
-
-class Valve:
-    """A device that answers each command on the response topic it was given."""
-
-    def __init__(self, port: int, device_id: str, *, mqtt311: bool = False) -> None:
-        self.device = Publisher(port, f"valve-{device_id}", mqtt311=mqtt311)
-        self.commands: list[dict[str, Any]] = []
-        self.device.client.on_message = self._on_command
-        self.device.subscribe(f"devices/{device_id}/commands")
-
-    def _on_command(self, client: Any, _userdata: Any, message: Any) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        body = json.loads(message.payload)
-        self.commands.append(body)
-        answer: dict[str, Any] = {"ok": True, "position": body["args"].get("position", 0)}
-        properties = getattr(message, "properties", None)
-        if properties is not None and getattr(properties, "CorrelationData", None):
-            reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            reply.CorrelationData = properties.CorrelationData
-            client.publish(properties.ResponseTopic, json.dumps(answer), qos=1, properties=reply)
-        else:  # MQTT 3.1.1: the convention in the payload
-            client.publish(body["response_topic"], json.dumps({**answer, "correlation_id": body["correlation_id"]}),
-                           qos=1)
-
-    def close(self) -> None:
-        self.device.close()
 
 
 @pytest.mark.parametrize("mqtt311", [False, True], ids=["mqtt5", "mqtt3.1.1"])
