@@ -1,0 +1,300 @@
+"""The admin page's flows in a real browser against the real appliance: first-boot setup, login,
+memory, devices (a real MQTT client publishes; a real device answers), schedules that fire,
+tasks cancelled and approved, a chat that streams, and the audit log.
+
+Each test signs in through the login form and is failed by any console error or failed request
+on its pages (conftest.py); its last screen is kept under var/test-artifacts/admin-page/.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.helpers import LIVE_S, Publisher, Valve, live
+
+pytestmark = pytest.mark.slow
+WAIT_MS = LIVE_S * 1000
+
+
+def field_error(page: Page, form: str, name: str) -> str:
+    return page.locator(f"#{form} .field[data-field={name}] .field-error").inner_text()
+
+
+def test_first_boot_setup_then_sign_out_and_in(open_page, fresh_box) -> None:  # type: ignore[no-untyped-def]
+    page = open_page(url=fresh_box.url, expect=(400, 401))
+    expect(page.get_by_role("heading", name="Set up this box")).to_be_visible()
+    page.get_by_label("Setup token").fill(fresh_box.setup_token())
+    page.get_by_label("User name").fill("ada")
+    page.get_by_label("Password", exact=True).fill("too short")
+    page.get_by_label("Password again").fill("too short")
+    page.get_by_role("button", name="Create admin and sign in").click()
+    expect(page.locator("#setup-form .field[data-field=password] .field-error")).to_contain_text("at least 10")
+    expect(page.get_by_label("Password", exact=True)).to_have_attribute("aria-invalid", "true")
+
+    page.get_by_label("Password", exact=True).fill("correct horse battery staple")
+    page.get_by_label("Password again").fill("correct horse battery stable")
+    page.get_by_role("button", name="Create admin and sign in").click()
+    assert "differ" in field_error(page, "setup-form", "password_again")
+
+    page.get_by_label("Password again").fill("correct horse battery staple")
+    page.get_by_label("Setup token").fill("not-the-token")
+    page.get_by_role("button", name="Create admin and sign in").click()
+    expect(page.locator("#setup-form .form-status")).to_contain_text("setup token is wrong")
+
+    page.get_by_label("Setup token").fill(fresh_box.setup_token())
+    page.get_by_role("button", name="Create admin and sign in").click()
+    live(page)
+    expect(page.locator("#whoami")).to_have_text("ada (admin)")
+    expect(page.locator("#services")).to_contain_text("engine")
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.locator(".notice")).to_contain_text("You are signed out.")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # setup is over: a login form now
+    page.get_by_label("User name").fill("ada")
+    page.get_by_label("Password").fill("wrong password!")
+    page.keyboard.press("Enter")
+    expect(page.locator("#login-form .form-status")).to_contain_text("Not signed in")
+    page.get_by_label("Password").fill("correct horse battery staple")
+    page.keyboard.press("Enter")
+    live(page)
+    status, setup = fresh_box.rest("GET", "/api/v1/auth/setup")
+    assert status == 200 and setup == {"needed": False}
+
+
+def test_memory_remember_search_upload_forget(open_page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = open_page("ada")
+    page.get_by_role("link", name="Memory").click()
+    page.get_by_label("Text").fill("The loading dock door sticks below minus five degrees; use the side door.")
+    page.locator("#remember-form").get_by_label("Tags").fill("dock, doors")
+    page.get_by_role("button", name="Remember").click()
+    expect(page.locator("#remember-form .notice")).to_contain_text("Remembered as memory")
+
+    document = tmp_path / "pump-manual.md"
+    sections = [f"## Section {n}\n\nPump P-{n} is serviced every {n + 2} weeks; check the seal and the bearing.\n"
+                for n in range(1, 400)]
+    document.write_text("# Pump manual\n\n" + "\n".join(sections) + "\nThe quarantine valve Q-7 is blue.\n")
+    page.locator("#upload-form input[type=file]").set_input_files(str(document))
+    page.locator("#upload-form").get_by_label("Tags").fill("manuals")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-form .notice")).to_contain_text("pump-manual.md", timeout=WAIT_MS)
+    expect(page.locator("#upload-form progress")).to_have_attribute("value", "1")
+
+    page.get_by_label("Search for").fill("loading dock door")
+    page.get_by_role("button", name="Search").click()
+    first = page.locator("#results .hit").first
+    expect(first).to_contain_text("The loading dock door sticks")
+    expect(first).to_contain_text("user:ada")
+    expect(first.locator(".scores")).to_contain_text("score")
+
+    page.get_by_label("Search for").fill("quarantine valve blue")
+    page.get_by_text("Filters").click()
+    page.get_by_label("document").check()
+    page.get_by_role("button", name="Search").click()
+    hit = page.locator("#results .hit").first
+    expect(hit).to_contain_text("Q-7 is blue")
+    expect(hit).to_contain_text("pump-manual.md")
+    memory_id = hit.get_attribute("data-id")
+    forget = page.get_by_role("button", name=f"Forget memory {memory_id}")
+    forget.click()
+    expect(forget).to_have_text("Really forget?")
+    forget.click()
+    expect(page.locator(f"#results .hit[data-id='{memory_id}']")).to_have_count(0)
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#results")).to_contain_text("found")
+    expect(page.locator(f"#results .hit[data-id='{memory_id}']")).to_have_count(0)
+    expect(page.locator("#memory-stats")).to_contain_text("Archive segments")
+
+
+def test_a_device_event_appears_live_and_a_command_is_answered(open_page, box) -> None:  # type: ignore[no-untyped-def]
+    page = open_page("otto")
+    page.get_by_role("link", name="Devices").click()
+    expect(page.locator("#registry")).not_to_contain_text("Loading")
+    device = Publisher(box.mqtt_port, "test-door-7")
+    valve = Valve(box.mqtt_port, "valve-9")
+    try:
+        device.publish("devices/door-7/events", json.dumps({"id": "e1", "type": "door", "value": "open"}))
+        row = page.locator("#registry tr[data-device='door-7']")
+        expect(row).to_be_visible(timeout=WAIT_MS)  # pushed over the WebSocket: the page is never reloaded
+        row.get_by_role("button", name="door-7").click()
+        expect(page.locator("#device-detail")).to_contain_text('"value": "open"')
+        device.publish("devices/door-7/events", json.dumps({"id": "e2", "type": "door", "value": "closed"}))
+        expect(page.locator("#device-detail")).to_contain_text('"value": "closed"', timeout=WAIT_MS)
+        expect(row.locator("td").nth(3)).to_have_text("2")
+
+        form = page.locator("#command-form")
+        form.get_by_label("Device").fill("valve-9")
+        form.get_by_label("Command").fill("set")
+        form.get_by_label("Arguments (JSON)").fill("[1, 2]")
+        form.get_by_role("button", name="Send").click()
+        expect(form.locator(".field[data-field=args] .field-error")).to_have_text("Not a JSON object.")
+        form.get_by_label("Arguments (JSON)").fill('{"position": 40}')
+        form.get_by_role("button", name="Send").click()
+        answer = page.locator("#command-answer")
+        expect(answer).to_contain_text("answered", timeout=WAIT_MS)
+        expect(answer).to_contain_text('"position": 40')
+        assert valve.commands[-1]["command"] == "set" and valve.commands[-1]["args"] == {"position": 40}
+
+        form.get_by_label("Command").fill("rm -rf /")
+        form.get_by_role("button", name="Send").click()
+        expect(form.locator(".field[data-field=command] .field-error")).to_contain_text("pattern")
+    finally:
+        device.close()
+        valve.close()
+
+
+def test_a_schedule_made_in_the_form_fires(open_page) -> None:  # type: ignore[no-untyped-def]
+    page = open_page("otto")
+    page.get_by_role("link", name="Schedules").click()
+    form = page.locator("#schedule-form")
+    form.get_by_label("Name").fill("door check!")
+    form.get_by_label("Trigger").fill("cron:*/5 * *")
+    form.get_by_label("Action").fill("heartbeat")
+    form.get_by_text("More settings").click()
+    form.get_by_label("Time zone").fill("Mars/Olympus")
+    form.get_by_role("button", name="Save schedule").click()
+    # Every field at fault is marked at once, each with its own reason.
+    expect(form.locator(".field[data-field=trigger] .field-error")).to_contain_text("five fields")
+    expect(form.locator(".field[data-field=name] .field-error")).to_contain_text("pattern")
+    expect(form.locator(".field[data-field=timezone] .field-error")).to_contain_text("unknown timezone")
+    expect(form.locator(".field[data-field=action] .field-error")).to_have_text("")
+
+    form.get_by_label("Name").fill("door-check")
+    form.get_by_label("Trigger").fill("interval:1s")
+    form.get_by_label("Time zone").fill("Europe/Berlin")
+    form.get_by_label("When still running").select_option("queue")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(form.locator(".notice")).to_contain_text("Schedule door-check saved.")
+    row = page.locator("#schedule-list tr[data-schedule='door-check']")
+    expect(row).to_contain_text("interval:1s")
+    expect(row.locator("td").nth(5)).not_to_have_text("—", timeout=WAIT_MS)  # its last fire, read again live
+
+    page.get_by_role("link", name="Tasks").click()
+    fired = page.locator("#task-list tr[data-state=succeeded]", has_text="schedule door-check").first
+    expect(fired).to_be_visible(timeout=WAIT_MS)
+
+    page.get_by_role("link", name="Schedules").click()
+    row.get_by_role("button", name="Edit door-check").click()
+    expect(form.get_by_label("Name")).to_have_attribute("readonly", "")
+    form.get_by_label("Trigger").fill("cron:0 3 * * *")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(row).to_contain_text("cron:0 3 * * *")
+    delete = row.get_by_role("button", name="Delete door-check")
+    delete.click()
+    delete.click()
+    expect(row).to_have_count(0)
+
+
+def test_a_running_task_is_cancelled_and_retried(open_page) -> None:  # type: ignore[no-untyped-def]
+    page = open_page("ada")
+    page.get_by_role("link", name="Tasks").click()
+    form = page.locator("#task-form")
+    form.get_by_label("Kind").select_option("command")
+    form.get_by_label("Command line").fill("sleep 300")
+    form.get_by_role("button", name="Run").click()
+    expect(form.locator(".notice")).to_contain_text("created")
+    task_id = form.locator(".notice").inner_text().split("#")[1].split(" ")[0]
+    row = page.locator(f"#task-list tr[data-task='{task_id}']")
+    expect(row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
+    expect(page.locator("#task-detail")).to_contain_text(f"Task #{task_id}")
+    expect(page.locator("#steps")).to_contain_text("running")
+    cancel = row.get_by_role("button", name=f"Cancel task {task_id}")
+    cancel.click()
+    cancel.click()
+    expect(row).to_have_attribute("data-state", "cancelled", timeout=WAIT_MS)
+    expect(page.locator("#task-detail")).to_contain_text("cancelled while it ran")
+    row.get_by_role("button", name=f"Retry task {task_id}").click()
+    retried = page.locator("#task-list tr").filter(has_text="sleep 300").first
+    expect(retried).not_to_have_attribute("data-task", task_id)
+    again = retried.get_attribute("data-task")
+    button = retried.get_by_role("button", name=f"Cancel task {again}")
+    button.click()
+    button.click()
+    expect(page.locator(f"#task-list tr[data-task='{again}']")).to_have_attribute("data-state", "cancelled",
+                                                                                  timeout=WAIT_MS)
+
+
+def test_an_action_waits_for_approval_by_someone_else(open_page) -> None:  # type: ignore[no-untyped-def]
+    otto = open_page("otto")
+    otto.get_by_role("link", name="Tasks").click()
+    form = otto.locator("#task-form")
+    form.get_by_label("Kind").select_option("action")
+    form.get_by_label("Action").fill("open_valve")
+    form.get_by_role("button", name="Run").click()
+    expect(form.locator(".notice")).to_contain_text("created")
+    task_id = form.locator(".notice").inner_text().split("#")[1].split(" ")[0]
+    waiting = otto.locator(f"#approvals li[data-task='{task_id}']")
+    expect(waiting).to_be_visible(timeout=WAIT_MS)
+    expect(waiting.get_by_role("button", name=f"Approve task {task_id}")).to_have_count(0)  # not one's own
+
+    olga = open_page("olga")
+    olga.get_by_role("link", name="Tasks").click()
+    olga.locator(f"#approvals li[data-task='{task_id}']").get_by_role("button", name=f"Approve task {task_id}").click()
+    expect(olga.locator(f"#task-list tr[data-task='{task_id}']")).to_have_attribute("data-state", "succeeded",
+                                                                                    timeout=WAIT_MS)
+    expect(otto.locator(f"#task-list tr[data-task='{task_id}']")).to_have_attribute("data-state", "succeeded",
+                                                                                    timeout=WAIT_MS)
+    expect(otto.locator(f"#approvals li[data-task='{task_id}']")).to_have_count(0)
+    otto.locator(f"#task-list tr[data-task='{task_id}']").get_by_role("button", name=f"#{task_id}").click()
+    expect(otto.locator("#task-detail")).to_contain_text("Approved by")
+    expect(otto.locator("#task-detail")).to_contain_text("olga")
+
+
+def test_a_chat_streams_token_by_token_with_citations(open_page) -> None:  # type: ignore[no-untyped-def]
+    """With the real 0.5B model: the reply grows on screen piece by piece as its tokens arrive, and
+    the memory put before the model is cited under it."""
+    page = open_page("ada")
+    page.get_by_role("link", name="Memory").click()
+    page.get_by_label("Text").fill("The gate code of the north yard is 4711.")
+    page.get_by_role("button", name="Remember").click()
+    expect(page.locator("#remember-form .notice")).to_contain_text("Remembered")
+
+    page.get_by_role("link", name="Chat").click()
+    page.evaluate("""() => {
+        window.shown = [];  // the answer's text each time it changes on screen
+        new MutationObserver(() => {
+            const answer = document.querySelector('.bubble.agent:last-of-type .answer');
+            if (answer) window.shown.push(answer.textContent);
+        }).observe(document.getElementById('chat-log'), {subtree: true, childList: true, characterData: true});
+    }""")
+    page.get_by_label("Message").fill("What is the gate code of the north yard?")
+    page.keyboard.press("Enter")
+    bubble = page.locator(".bubble.agent").last
+    expect(bubble).not_to_have_attribute("aria-busy", "true")
+    answer = bubble.locator(".answer").inner_text()
+    shown = [text for text in page.evaluate("window.shown") if text]
+    assert len(set(shown)) >= 5 and answer.startswith(shown[0]) and shown[0] != answer, shown
+    expect(bubble.locator(".citations")).to_contain_text("The gate code of the north yard is 4711.")
+    expect(bubble.locator(".citations li").first).to_contain_text("user:ada")
+    assert "4711" in answer, answer  # the model read the note it was given
+    expect(bubble).to_contain_text("generated")
+
+
+def test_the_audit_log_filters_and_its_chain_verifies(open_page, box) -> None:  # type: ignore[no-untyped-def]
+    token = box.token("otto")
+    status, _ = box.rest("POST", "/api/v1/memory", {"text": "audited fact", "kind": "fact"}, token)
+    assert status == 201
+    page = open_page("ada")
+    page.get_by_role("link", name="Audit").click()
+    rows = page.locator("#audit-list tbody tr")
+    expect(rows.first).to_be_visible()
+    page.get_by_label("Action").fill("memory.")
+    page.get_by_label("User").fill("otto")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#audit-list")).to_contain_text("memory.remember")
+    for action in page.locator("#audit-list tbody tr td:nth-child(3)").all_inner_texts():
+        assert action.startswith("memory."), action
+    page.get_by_role("button", name="Verify the chain").click()
+    expect(page.locator("#audit-verdict")).to_contain_text("Intact", timeout=WAIT_MS)
+
+    page.get_by_label("Action").fill("")
+    page.get_by_label("User").fill("")
+    page.get_by_role("button", name="Filter").click()
+    box.rest("POST", "/api/v1/memory", {"text": "written while the log is open", "kind": "fact"}, token)
+    started = time.monotonic()
+    expect(page.locator("#audit-list tbody tr").first).to_contain_text("otto", timeout=WAIT_MS)
+    assert time.monotonic() - started < LIVE_S
