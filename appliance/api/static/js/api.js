@@ -128,8 +128,19 @@ export function publicApi(method, path, body) {
   return send(method, path, body, null);
 }
 
-/** A multipart upload with progress (fetch cannot report upload progress; XMLHttpRequest can). */
-export function upload(path, form, onProgress) {
+/** A multipart upload with progress (fetch cannot report upload progress; XMLHttpRequest can); a 401
+ * is answered, as for every call, by one refresh and one retry. */
+export async function upload(path, form, onProgress) {
+  try {
+    return await uploadOnce(path, form, onProgress);
+  } catch (error) {
+    if (error.status !== 401 || !session.data) throw error;
+    await session.refresh();
+    return uploadOnce(path, form, onProgress);
+  }
+}
+
+function uploadOnce(path, form, onProgress) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
     request.open("POST", path);

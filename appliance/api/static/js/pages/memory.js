@@ -1,6 +1,6 @@
 // Memory: search (hybrid, vector or text, with filters) with scores and sources, remember a fact,
 // upload a document with a progress bar, forget (admin), and the archive's state with a run button.
-import { api, session, upload } from "../api.js";
+import { session, upload } from "../api.js";
 import { t } from "../i18n.js";
 import { bytes, confirmButton, errorText, field, fill, form, h, notice, number, time, unixOf, words } from "../dom.js";
 
@@ -40,8 +40,12 @@ function searchSection(socket) {
   const results = h("div", { id: "results", "aria-live": "polite" });
 
   async function forget(id) {
-    await api("DELETE", `/api/v1/memory/${id}`);
-    results.querySelector(`[data-id="${id}"]`)?.remove();
+    try {
+      await socket.request("memory.forget", { id });
+      results.querySelector(`[data-id="${id}"]`)?.remove();
+    } catch (error) {
+      results.prepend(h("p", { class: "notice error", role: "alert" }, errorText(error)));
+    }
   }
 
   const searchForm = form([
