@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bootstrap-run bootstrap-test check-fresh
+.PHONY: run test lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -79,3 +79,8 @@ bench-mqtt: venv
 bench-tasks: venv
 	@scripts/bootstrap.sh run
 	$(PY) bench/tasks.py
+
+# The admin page in Debian's chromium: first-load weight, time to interactive, CPU with the charts running.
+bench-admin: venv
+	@scripts/bootstrap.sh test
+	$(PY) bench/admin.py
