@@ -11,11 +11,16 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -343,6 +348,43 @@ def real_chat_model() -> Path:
 
 # The admin page's browser tests (tests/api/static): Playwright's sync API on Debian's chromium.
 LIVE_S = 30  # the longest a browser test waits for something pushed to the page (the box under load)
+PASSWORD = "correct horse battery staple"  # every user of the browser tests' box
+OpenPage = Callable[..., "Page"]  # the open_page fixture: open_page("ada", locale="zh-CN") -> a signed-in page
+
+
+@dataclass
+class ApplianceBox:
+    """The whole appliance under `appliance run`, as the admin page's browser tests start it
+    (tests/api/static/conftest.py): its address, state, broker and log."""
+
+    url: str
+    state_dir: Path
+    mqtt_port: int
+    log: Path
+    tls: ssl.SSLContext = field(repr=False)
+
+    def rest(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        """A REST call over HTTPS, checking the box's own certificate."""
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, context=self.tls, timeout=30) as reply:
+                return reply.status, json.loads(reply.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def token(self, user: str) -> str:
+        status, pair = self.rest("POST", "/api/v1/auth/login", {"username": user, "password": PASSWORD})
+        assert status == 200, pair
+        return str(pair["access_token"])
+
+    def setup_token(self) -> str:
+        found = re.findall(r"one-time setup token ([A-Za-z0-9_-]+)", self.log.read_text(errors="replace"))
+        assert found, "the api printed no setup token"
+        return found[-1]
 
 
 def live(page: Page) -> None:

@@ -128,9 +128,15 @@ async def test_tokens_never_travel_in_the_url(client: TestClient, authority: Tok
 
 
 async def test_admin_page_is_served(client: TestClient) -> None:  # type: ignore[type-arg]
+    """The shell, its modules and catalogues, under the strict policy (its flows: tests/api/static)."""
     reply = await client.get("/")
-    assert reply.status == 200 and "Appliance" in await reply.text()
+    assert reply.status == 200 and '<script type="module" src="/static/js/main.js">' in await reply.text()
     assert reply.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    module = await client.get("/static/js/main.js")
+    assert module.status == 200 and "javascript" in module.headers["Content-Type"]
+    catalogue = await client.get("/static/i18n/zh.json")
+    assert catalogue.status == 200 and (await catalogue.json())["nav.dashboard"] == "仪表盘"
+    assert (await client.get("/static/../appliance/api/app.py")).status in (403, 404)
 
 
 def test_hs256_when_a_secret_is_configured(config: ApplianceConfig) -> None:

@@ -9,15 +9,12 @@ state is kept as a screenshot under var/test-artifacts/admin-page/ (the README n
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import ssl
 import subprocess
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,54 +22,21 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, expect, sync_playwright
 
-from tests.helpers import LIVE_S, eventually, free_port, sign_in, write_config
+from tests.helpers import LIVE_S, PASSWORD, ApplianceBox, OpenPage, eventually, free_port, sign_in, write_config
 
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "admin-page"
 CHROMIUM = Path("/usr/bin/chromium")
 # What the probe of this machine found chromium needs headless on a closed network: no calls home.
 CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", "--disable-quic", "--disable-default-apps"]
-PASSWORD = "correct horse battery staple"
 USERS = {"ada": "admin", "otto": "operator", "olga": "operator", "vera": "viewer"}
 
 
-@dataclass
-class Box:
-    url: str
-    state_dir: Path
-    mqtt_port: int
-    log: Path
-    tls: ssl.SSLContext = field(repr=False)
-
-    def rest(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        """A REST call over HTTPS, checking the box's own certificate."""
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, context=self.tls, timeout=30) as reply:
-                return reply.status, json.loads(reply.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
-
-    def token(self, user: str) -> str:
-        status, pair = self.rest("POST", "/api/v1/auth/login", {"username": user, "password": PASSWORD})
-        assert status == 200, pair
-        return str(pair["access_token"])
-
-    def setup_token(self) -> str:
-        found = re.findall(r"one-time setup token ([A-Za-z0-9_-]+)", self.log.read_text(errors="replace"))
-        assert found, "the api printed no setup token"
-        return found[-1]
-
-
 def start_box(folder: Path, models: dict[str, Path], mqtt_port: int, **sections: dict[str, Any]) -> tuple[
-        subprocess.Popen[bytes], Box]:
+        subprocess.Popen[bytes], ApplianceBox]:
     """`appliance run` with all five services on HTTPS; returns once the api says every one is ready."""
     port = free_port()
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
         "engine": {"chat_model": str(models["chat"]), "embedding_model": str(models["embedding"]), "n_ctx": 4096,
                    "n_threads": 1},
@@ -83,20 +47,20 @@ def start_box(folder: Path, models: dict[str, Path], mqtt_port: int, **sections:
     }
     for name, keys in sections.items():
         config.setdefault(name, {}).update(keys)
-    write_config(folder / "agent.yaml", config)
+    write_config(folder / "agent.yaml", dict(config))
     log = folder / "appliance.log"
     process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(folder / "agent.yaml"), "run"],
                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
     cert = folder / "state" / "tls" / "api-cert.pem"
     eventually(lambda: cert.exists() or process.poll() is not None, 60, "the api's certificate")
-    box = Box(f"https://127.0.0.1:{port}", folder / "state", mqtt_port, log,
+    box = ApplianceBox(f"https://127.0.0.1:{port}", folder / "state", mqtt_port, log,
               ssl.create_default_context(cafile=str(cert)) if cert.exists() else ssl.create_default_context())
 
     def ready() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"appliance run exited: {log.read_text(errors='replace')[-3000:]}")
         try:
-            return box.rest("GET", "/api/v1/health")[1].get("status") == "ready"
+            return bool(box.rest("GET", "/api/v1/health")[1].get("status") == "ready")
         except (OSError, ValueError):
             return False
 
@@ -115,7 +79,7 @@ def stop_box(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path], real_model: Path,
-        mosquitto: int) -> Iterator[Box]:
+        mosquitto: int) -> Iterator[ApplianceBox]:
     """The appliance with the real default chat model (Qwen2.5-Coder-0.5B; the embedding model is
     the tiny random one, so recall here leans on words), its first admin (ada) made through
     first-boot setup, two operators (otto, olga) and a viewer (vera); an action that needs
@@ -173,13 +137,12 @@ class Watched:
             self.problems.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
 
-OpenPage = Callable[..., Page]
 # What a page shows may wait on the box (a task's run, a device's answer): generous, never a sleep.
 expect.set_options(timeout=LIVE_S * 1000)
 
 
 @pytest.fixture
-def open_page(browser: Browser, box: Box, request: pytest.FixtureRequest) -> Iterator[OpenPage]:
+def open_page(browser: Browser, box: ApplianceBox, request: pytest.FixtureRequest) -> Iterator[OpenPage]:
     """open_page("ada", locale="zh-CN") -> a signed-in page in a context of its own (None: signed out).
     ``expect`` lists HTTP statuses the test provokes on purpose; ``url`` another box (fresh_box)."""
     opened: list[tuple[Page, Watched]] = []
@@ -213,7 +176,7 @@ def open_page(browser: Browser, box: Box, request: pytest.FixtureRequest) -> Ite
 
 
 @pytest.fixture
-def fresh_box(tmp_path: Path, models: dict[str, Path], mosquitto: int) -> Iterator[Box]:
+def fresh_box(tmp_path: Path, models: dict[str, Path], mosquitto: int) -> Iterator[ApplianceBox]:
     """An appliance that has just started for the first time: no user, a setup token in its log."""
     process, started = start_box(tmp_path, models, mosquitto)
     yield started

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import LIVE_S, Publisher, Valve, live
+from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, Valve, live
 
 pytestmark = pytest.mark.slow
 WAIT_MS = LIVE_S * 1000
@@ -25,7 +25,18 @@ def field_error(page: Page, form: str, name: str) -> str:
     return page.locator(f"#{form} .field[data-field={name}] .field-error").inner_text()
 
 
-def test_first_boot_setup_then_sign_out_and_in(open_page, fresh_box) -> None:  # type: ignore[no-untyped-def]
+def run_task(page: Page, kind: str, label: str, value: str) -> str:
+    """Through the tasks page's form; the new task's id."""
+    page.get_by_role("link", name="Tasks").click()
+    form = page.locator("#task-form")
+    form.get_by_label("Kind").select_option(kind)
+    form.get_by_label(label).fill(value)
+    form.get_by_role("button", name="Run").click()
+    expect(form.locator(".notice")).to_contain_text("created")
+    return form.locator(".notice").inner_text().split("#")[1].split(" ")[0]
+
+
+def test_first_boot_setup_then_sign_out_and_in(open_page: OpenPage, fresh_box: ApplianceBox) -> None:
     page = open_page(url=fresh_box.url, expect=(400, 401))
     expect(page.get_by_role("heading", name="Set up this box")).to_be_visible()
     page.get_by_label("Setup token").fill(fresh_box.setup_token())
@@ -66,7 +77,7 @@ def test_first_boot_setup_then_sign_out_and_in(open_page, fresh_box) -> None:  #
     assert status == 200 and setup == {"needed": False}
 
 
-def test_memory_remember_search_upload_forget(open_page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_memory_remember_search_upload_forget(open_page: OpenPage, tmp_path: Path) -> None:
     page = open_page("ada")
     page.get_by_role("link", name="Memory").click()
     page.get_by_label("Text").fill("The loading dock door sticks below minus five degrees; use the side door.")
@@ -110,7 +121,7 @@ def test_memory_remember_search_upload_forget(open_page, tmp_path: Path) -> None
     expect(page.locator("#memory-stats")).to_contain_text("Archive segments")
 
 
-def test_a_device_event_appears_live_and_a_command_is_answered(open_page, box) -> None:  # type: ignore[no-untyped-def]
+def test_a_device_event_appears_live_and_a_command_is_answered(open_page: OpenPage, box: ApplianceBox) -> None:
     page = open_page("otto")
     page.get_by_role("link", name="Devices").click()
     expect(page.locator("#registry")).not_to_contain_text("Loading")
@@ -147,7 +158,7 @@ def test_a_device_event_appears_live_and_a_command_is_answered(open_page, box) -
         valve.close()
 
 
-def test_a_schedule_made_in_the_form_fires(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_schedule_made_in_the_form_fires(open_page: OpenPage) -> None:
     page = open_page("otto")
     page.get_by_role("link", name="Schedules").click()
     form = page.locator("#schedule-form")
@@ -189,15 +200,9 @@ def test_a_schedule_made_in_the_form_fires(open_page) -> None:  # type: ignore[n
     expect(row).to_have_count(0)
 
 
-def test_a_running_task_is_cancelled_and_retried(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_running_task_is_cancelled_and_retried(open_page: OpenPage) -> None:
     page = open_page("ada")
-    page.get_by_role("link", name="Tasks").click()
-    form = page.locator("#task-form")
-    form.get_by_label("Kind").select_option("command")
-    form.get_by_label("Command line").fill("sleep 300")
-    form.get_by_role("button", name="Run").click()
-    expect(form.locator(".notice")).to_contain_text("created")
-    task_id = form.locator(".notice").inner_text().split("#")[1].split(" ")[0]
+    task_id = run_task(page, "command", "Command line", "sleep 300")
     row = page.locator(f"#task-list tr[data-task='{task_id}']")
     expect(row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
     expect(page.locator("#task-detail")).to_contain_text(f"Task #{task_id}")
@@ -218,15 +223,9 @@ def test_a_running_task_is_cancelled_and_retried(open_page) -> None:  # type: ig
                                                                                   timeout=WAIT_MS)
 
 
-def test_an_action_waits_for_approval_by_someone_else(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_an_action_waits_for_approval_by_someone_else(open_page: OpenPage) -> None:
     otto = open_page("otto")
-    otto.get_by_role("link", name="Tasks").click()
-    form = otto.locator("#task-form")
-    form.get_by_label("Kind").select_option("action")
-    form.get_by_label("Action").fill("open_valve")
-    form.get_by_role("button", name="Run").click()
-    expect(form.locator(".notice")).to_contain_text("created")
-    task_id = form.locator(".notice").inner_text().split("#")[1].split(" ")[0]
+    task_id = run_task(otto, "action", "Action", "open_valve")
     waiting = otto.locator(f"#approvals li[data-task='{task_id}']")
     expect(waiting).to_be_visible(timeout=WAIT_MS)
     expect(waiting.get_by_role("button", name=f"Approve task {task_id}")).to_have_count(0)  # not one's own
@@ -244,7 +243,7 @@ def test_an_action_waits_for_approval_by_someone_else(open_page) -> None:  # typ
     expect(otto.locator("#task-detail")).to_contain_text("olga")
 
 
-def test_a_chat_streams_token_by_token_with_citations(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_chat_streams_token_by_token_with_citations(open_page: OpenPage) -> None:
     """With the real 0.5B model: the reply grows on screen piece by piece as its tokens arrive, and
     the memory put before the model is cited under it."""
     page = open_page("ada")
@@ -274,7 +273,7 @@ def test_a_chat_streams_token_by_token_with_citations(open_page) -> None:  # typ
     expect(bubble).to_contain_text("generated")
 
 
-def test_the_audit_log_filters_and_its_chain_verifies(open_page, box) -> None:  # type: ignore[no-untyped-def]
+def test_the_audit_log_filters_and_its_chain_verifies(open_page: OpenPage, box: ApplianceBox) -> None:
     token = box.token("otto")
     status, _ = box.rest("POST", "/api/v1/memory", {"text": "audited fact", "kind": "fact"}, token)
     assert status == 201

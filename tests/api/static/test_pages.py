@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import LIVE_S, Publisher, eventually, live
+from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually, live
 
 pytestmark = pytest.mark.slow
 CATALOGUES = Path(__file__).resolve().parents[3] / "appliance" / "api" / "static" / "i18n"
@@ -33,7 +33,7 @@ def visit(page: Page, name: str) -> None:
     expect(page.locator("main")).not_to_contain_text("加载中")
 
 
-def test_every_page_renders_with_labelled_controls(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_every_page_renders_with_labelled_controls(open_page: OpenPage) -> None:
     page = open_page("ada")
     for name in PAGES:
         visit(page, name)
@@ -46,7 +46,7 @@ def test_every_page_renders_with_labelled_controls(open_page) -> None:  # type: 
         phone.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=True)
 
 
-def test_the_chinese_catalogue_is_complete_on_screen(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_the_chinese_catalogue_is_complete_on_screen(open_page: OpenPage) -> None:
     """A browser asking for Chinese gets every page in Chinese: no label, heading, button or column
     shows a string of the English catalogue; the switch goes to English and back, and is kept."""
     english = json.loads((CATALOGUES / "en.json").read_text())
@@ -73,7 +73,7 @@ def test_the_chinese_catalogue_is_complete_on_screen(open_page) -> None:  # type
     expect(page.get_by_role("link", name="任务", exact=True)).to_be_visible()
 
 
-def test_a_viewer_sees_no_control_they_may_not_use(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_viewer_sees_no_control_they_may_not_use(open_page: OpenPage) -> None:
     page = open_page("vera")
     expect(page.locator("#whoami")).to_have_text("vera (viewer)")
     expect(page.get_by_role("link", name="Audit")).to_have_count(0)
@@ -96,7 +96,7 @@ def test_a_viewer_sees_no_control_they_may_not_use(open_page) -> None:  # type: 
     expect(page.locator("#schedule-form")).to_have_count(0)
 
 
-def test_forms_work_from_the_keyboard(open_page) -> None:  # type: ignore[no-untyped-def]
+def test_forms_work_from_the_keyboard(open_page: OpenPage) -> None:
     page = open_page(None)
     expect(page.locator("#login-form input[name=username]")).to_be_focused()  # the cursor starts there
     page.keyboard.type("otto")
@@ -112,7 +112,7 @@ def test_forms_work_from_the_keyboard(open_page) -> None:  # type: ignore[no-unt
     expect(page.locator("#results")).to_contain_text("found")
 
 
-def test_the_dashboard_is_live_over_the_websocket_without_polling(open_page, box) -> None:  # type: ignore[no-untyped-def]
+def test_the_dashboard_is_live_over_the_websocket_without_polling(open_page: OpenPage, box: ApplianceBox) -> None:
     page = open_page("ada")
     expect(page.locator("#overall")).to_contain_text("ready")
     expect(page.locator("#services tbody tr")).to_have_count(5)
@@ -135,7 +135,7 @@ def test_the_dashboard_is_live_over_the_websocket_without_polling(open_page, box
         "the dashboard made HTTP requests while live")
 
 
-def test_the_session_is_refreshed_without_losing_the_page(open_page, box) -> None:  # type: ignore[no-untyped-def]
+def test_the_session_is_refreshed_without_losing_the_page(open_page: OpenPage, box: ApplianceBox) -> None:
     """The access token lives 60 s here (the shortest the box allows): the page trades it for a new
     one at 80% of its life, the socket takes the new token, and nothing is reloaded or lost."""
     page = open_page("otto")
