@@ -118,7 +118,7 @@ class Watched:
 
     problems: list[str] = field(default_factory=list)
     expected_statuses: set[int] = field(default_factory=set)
-    requests: list[str] = field(default_factory=list)
+    expected_console: tuple[str, ...] = ()
 
     def console(self, message: ConsoleMessage) -> None:
         if message.type == "error" and not self._expected(message.text):
@@ -127,7 +127,9 @@ class Watched:
     def _expected(self, text: str) -> bool:
         # Chromium logs every HTTP error answer of a fetch; those a test provokes on purpose are fine.
         found = re.search(r"status of (\d{3})", text)
-        return found is not None and int(found.group(1)) in self.expected_statuses
+        if found is not None and int(found.group(1)) in self.expected_statuses:
+            return True
+        return any(part in text for part in self.expected_console)
 
     def failed(self, request: Request) -> None:
         self.problems.append(f"request failed: {request.method} {request.url}: {request.failure}")
@@ -144,20 +146,21 @@ expect.set_options(timeout=LIVE_S * 1000)
 @pytest.fixture
 def open_page(browser: Browser, box: ApplianceBox, request: pytest.FixtureRequest) -> Iterator[OpenPage]:
     """open_page("ada", locale="zh-CN") -> a signed-in page in a context of its own (None: signed out).
-    ``expect`` lists HTTP statuses the test provokes on purpose; ``url`` another box (fresh_box)."""
+    ``expect`` lists HTTP statuses, ``expect_console`` console errors, the test provokes on purpose;
+    ``url`` another box (fresh_box)."""
     opened: list[tuple[Page, Watched]] = []
 
     def open_(user: str | None = None, *, locale: str = "en-US", expect: tuple[int, ...] = (),
-              viewport: tuple[int, int] = (1280, 900), url: str | None = None) -> Page:
+              expect_console: tuple[str, ...] = (), viewport: tuple[int, int] = (1280, 900),
+              url: str | None = None) -> Page:
         context = browser.new_context(ignore_https_errors=True, locale=locale,
                                       viewport={"width": viewport[0], "height": viewport[1]})
         page = context.new_page()
-        watched = Watched(expected_statuses=set(expect))
+        watched = Watched(expected_statuses=set(expect), expected_console=expect_console)
         page.on("console", watched.console)
         page.on("pageerror", lambda error: watched.problems.append(f"uncaught: {error}"))
         page.on("requestfailed", watched.failed)
         page.on("response", watched.response)
-        page.on("request", lambda r: watched.requests.append(f"{r.method} {r.url}"))
         opened.append((page, watched))
         page.goto((url or box.url) + "/")
         if user is not None:

@@ -6,13 +6,15 @@ catalogue is complete on screen, and the session is refreshed without losing the
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually, live
+from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually, live, pids_with
 
 pytestmark = pytest.mark.slow
 CATALOGUES = Path(__file__).resolve().parents[3] / "appliance" / "api" / "static" / "i18n"
@@ -155,3 +157,26 @@ def test_the_session_is_refreshed_without_losing_the_page(open_page: OpenPage, b
     status, me = box.rest("GET", "/api/v1/auth/me", token=page.evaluate(
         "JSON.parse(sessionStorage.getItem('appliance.session')).access"))
     assert status == 200 and me["subject"] == "otto"
+
+
+def test_the_page_comes_back_when_the_api_restarts(open_page: OpenPage, box: ApplianceBox) -> None:
+    """The api is killed (SIGKILL) under an open dashboard: the page says it is reconnecting, the
+    supervisor restarts the api, and the page comes back live by itself, its topics subscribed
+    again, without a reload. (Chromium logs each refused connection meanwhile as a console error.)"""
+    page = open_page("ada", expect_console=("WebSocket connection to",))
+    expect(page.locator("#services tbody tr")).to_have_count(5)
+    page.evaluate("window.stillTheSamePage = true")
+    page.evaluate("document.querySelector('#services table').dataset.beforeTheRestart = 1")
+    config = str(box.state_dir.parent / "agent.yaml")
+    [api] = [pid for pid in pids_with(config) if b"serve\x00api" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    os.kill(api, signal.SIGKILL)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "closed")
+    live(page)
+    expect(page.locator("#services table[data-before-the-restart]")).to_have_count(0)  # drawn from a new snapshot
+    restarted = [pid for pid in pids_with(config) if b"serve\x00api" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert restarted and restarted != [api]
+    assert page.evaluate("window.stillTheSamePage")
+    page.get_by_role("link", name="Memory").click()
+    page.get_by_label("Search for").fill("anything")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#results")).to_contain_text("found")

@@ -1,8 +1,7 @@
-// The page's one WebSocket to /control (docs/control-protocol.md): commands, streams, followed tasks
-// and topic subscriptions, all multiplexed by the frame's id. It authenticates with its first frame,
-// takes each refreshed token without reconnecting, and when the connection drops it comes back by
-// itself: subscriptions are made again (their first event is the whole state) and every followed task
-// is resumed after the last seq seen, so a live view misses nothing.
+// The page's one WebSocket to /control (docs/control-protocol.md): commands, streams and topic
+// subscriptions, multiplexed by the frame's id. It authenticates with its first frame, takes each
+// refreshed token without reconnecting, and when the connection drops it comes back by itself,
+// subscribing again: a topic's first event is its whole state, so a live view misses nothing.
 import { ApiError, session } from "./api.js";
 
 const BACKOFF_S = [0.5, 1, 2, 4, 8, 15];
@@ -16,8 +15,7 @@ export class ControlSocket extends EventTarget {
     this.ws = null;
     this.state = "closed";
     this.nextId = 1;
-    this.pending = new Map(); // id -> {frame, resolve, reject, onToken, onItem} of a request
-    this.follows = new Map(); // id -> {task, after, onEvent, resolve, reject}
+    this.pending = new Map(); // id -> {resolve, reject, onToken, onItem} of a request
     this.topics = new Map(); // topic -> Set(handler)
     this.states = new Map(); // topic -> its last state (list topics: a Map of rows by key)
     this.retries = 0;
@@ -41,8 +39,8 @@ export class ControlSocket extends EventTarget {
     clearTimeout(this.retryTimer);
     this.ws?.close(1000, "signed out");
     this.fail(new ApiError(0, { error: { code: "network", message: "signed out" } }));
-    this.follows.clear();
     this.topics.clear();
+    this.states.clear();
   }
 
   setState(state) {
@@ -66,16 +64,22 @@ export class ControlSocket extends EventTarget {
     this.fail(new ApiError(0, { error: { code: "network", message: "the connection to the box was lost" } }));
     if (this.stopped) return;
     if (event.code === 4401 && session.data) {
-      // The token ended or was refused: a fresh one, then connect again at once.
-      session.refresh().then(() => this.connect(), () => {});
+      // The token ended or was refused: a fresh one, then connect again at once. A refused refresh
+      // ends the session (and this socket); a box that cannot be reached is tried again later.
+      session.refresh().then(() => this.connect(), () => this.retry());
       return;
     }
+    this.retry();
+  }
+
+  retry() {
+    if (this.stopped) return;
     const wait = BACKOFF_S[Math.min(this.retries, BACKOFF_S.length - 1)];
     this.retries += 1;
     this.retryTimer = setTimeout(() => this.connect(), wait * 1000);
   }
 
-  /** Requests in flight when the socket drops fail; followed tasks and topics are resumed instead. */
+  /** Requests in flight when the socket drops fail; topics are subscribed again instead. */
   fail(error) {
     for (const request of this.pending.values()) request.reject(error);
     this.pending.clear();
@@ -85,9 +89,6 @@ export class ControlSocket extends EventTarget {
     this.retries = 0;
     this.setState("open");
     for (const topic of this.topics.keys()) this.sendRaw({ id: this.id(), type: "subscribe", topics: [topic] });
-    for (const [ident, follow] of this.follows) {
-      this.sendRaw({ id: ident, type: "resume", task: follow.task, after: follow.after });
-    }
   }
 
   sendRaw(frame) {
@@ -104,32 +105,12 @@ export class ControlSocket extends EventTarget {
       for (const handler of this.topics.get(frame.topic) ?? []) handler(state, frame);
       return;
     }
-    if (frame.task !== undefined && this.follows.has(frame.id)) {
-      this.followed(frame);
-      return;
-    }
     const request = this.pending.get(frame.id);
     if (!request) return; // an answer to an auth or subscribe frame, or to a request already given up
     if (frame.type === "token") request.onToken?.(frame.text);
     else if (frame.type === "item") request.onItem?.(frame.content);
     else if (frame.type === "result") { this.pending.delete(frame.id); request.resolve(frame.content); }
     else if (frame.type === "error") { this.pending.delete(frame.id); request.reject(new ApiError(400, { error: frame })); }
-    else if (frame.type === "task") request.onTask?.(frame.task);
-  }
-
-  followed(frame) {
-    const follow = this.follows.get(frame.id);
-    if (frame.seq !== undefined) follow.after = Math.max(follow.after, frame.seq);
-    if (frame.type === "error" && frame.seq === undefined) { // refused (not yours, no such task)
-      this.follows.delete(frame.id);
-      follow.reject(new ApiError(400, { error: frame }));
-      return;
-    }
-    follow.onEvent(frame);
-    if ((frame.type === "result" || frame.type === "error") && frame.seq !== undefined) {
-      this.follows.delete(frame.id);
-      follow.resolve(frame);
-    }
   }
 
   waitOpen() {
@@ -155,20 +136,6 @@ export class ControlSocket extends EventTarget {
   /** A streaming command: onToken(text) for generated text, onItem(content) for other items; resolves with the last. */
   stream(command, args, { onToken, onItem } = {}) {
     return this.request(command, args, { onToken, onItem });
-  }
-
-  /** Follow a task from after ``after``: onEvent(frame) for each step/progress/result/error; resolves at its end. */
-  follow(task, onEvent, after = 0) {
-    const ident = this.id();
-    return new Promise((resolve, reject) => {
-      this.follows.set(ident, { task, after, onEvent, resolve, reject });
-      this.waitOpen().then(() => this.sendRaw({ id: ident, type: "resume", task, after }));
-    });
-  }
-
-  /** Stop following (a page left); the task itself goes on. */
-  unfollow(task) {
-    for (const [ident, follow] of this.follows) if (follow.task === task) this.follows.delete(ident);
   }
 
   /** A topic's whole state: list topics send only changed rows after their snapshot, merged here by key. */
