@@ -1,7 +1,8 @@
-// REST and the session. The access token (15 minutes) is refreshed before it ends with the
-// refresh token, which the box honours once (a reused one ends the whole session); both live in
-// sessionStorage, so a reload keeps the session and closing the tab ends it. Tokens never go in
-// a URL. A 401 is answered by one refresh and one retry; if that fails the session is over.
+// REST and the session: signing in, the refresh, signing out and the upload (every other command
+// goes over the WebSocket, js/socket.js). The access token (15 minutes) is refreshed before it ends
+// with the refresh token, which the box honours once (a reused one ends the whole session); both
+// live in sessionStorage, so a reload keeps the session and closing the tab ends it. Tokens never
+// go in a URL. A 401 is answered by one refresh and one retry; if that fails the session is over.
 const STORE_KEY = "appliance.session";
 const RANK = { viewer: 1, operator: 2, admin: 3 };
 
@@ -85,14 +86,13 @@ class Session extends EventTarget {
 
 export const session = new Session();
 
-async function send(method, path, body, token, query) {
+async function send(method, path, body, token) {
   const headers = {};
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const url = query ? `${path}?${encodeQuery(query)}` : path;
   let reply;
   try {
-    reply = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    reply = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch {
     throw new ApiError(0, { error: { code: "network", message: "the box cannot be reached" } });
   }
@@ -101,35 +101,13 @@ async function send(method, path, body, token, query) {
   return data;
 }
 
-/** Query parameters; a list repeats its key (kind=fact&kind=event), empty values are left out. */
-export function encodeQuery(query) {
-  const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(query)) {
-    for (const one of Array.isArray(value) ? value : [value]) {
-      if (one !== null && one !== undefined && one !== "") params.append(key, String(one));
-    }
-  }
-  return params.toString();
-}
-
-/** A REST call as the signed-in user: api("GET", "/api/v1/devices", undefined, {limit: 50}). */
-export async function api(method, path, body, query) {
-  try {
-    return await send(method, path, body, session.token, query);
-  } catch (error) {
-    if (error.status !== 401 || !session.data) throw error;
-    await session.refresh();
-    return send(method, path, body, session.token, query);
-  }
-}
-
-/** Anonymous calls: setup status, login, setup. */
+/** Calls made before signing in: setup status, login, setup. */
 export function publicApi(method, path, body) {
   return send(method, path, body, null);
 }
 
 /** A multipart upload with progress (fetch cannot report upload progress; XMLHttpRequest can); a 401
- * is answered, as for every call, by one refresh and one retry. */
+ * (a token gone stale while the tab slept) is answered by one refresh and one retry. */
 export async function upload(path, form, onProgress) {
   try {
     return await uploadOnce(path, form, onProgress);
