@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, Valve, live
+from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, Valve, eventually, live
 
 pytestmark = pytest.mark.slow
 WAIT_MS = LIVE_S * 1000
@@ -297,3 +297,39 @@ def test_the_audit_log_filters_and_its_chain_verifies(open_page: OpenPage, box: 
     started = time.monotonic()
     expect(page.locator("#audit-list tbody tr").first).to_contain_text("otto", timeout=WAIT_MS)
     assert time.monotonic() - started < LIVE_S
+
+
+def test_an_admin_manages_users_and_tokens(open_page: OpenPage, box: ApplianceBox) -> None:
+    page = open_page("ada")
+    page.get_by_role("link", name="Users").click()
+    form = page.locator("#user-form")
+    form.get_by_label("User name").fill("tina")
+    form.get_by_label("Role").select_option("operator")
+    form.get_by_label("Password").fill("short")
+    form.get_by_role("button", name="Add user").click()
+    expect(form.locator(".field[data-field=password] .field-error")).to_contain_text("at least 10")
+    form.get_by_label("Password").fill("tina's long passphrase")
+    form.get_by_role("button", name="Add user").click()
+    row = page.locator("#user-list tr[data-user='tina']")
+    expect(row).to_contain_text("active")
+    assert box.rest("POST", "/api/v1/auth/login", {"username": "tina", "password": "tina's long passphrase"})[0] == 200
+
+    row.get_by_label("Role of tina").select_option("viewer")
+    expect(page.get_by_role("status").filter(has_text="tina's role changed.")).to_be_visible()
+    row.get_by_role("button", name="Disable tina").click()
+    expect(page.locator("#user-list tr[data-user='tina']")).to_contain_text("disabled")
+    status, _ = box.rest("POST", "/api/v1/auth/login", {"username": "tina", "password": "tina's long passphrase"})
+    assert status in (401, 403)
+    expect(page.locator("#user-list tr[data-user='ada'] select")).to_have_count(0)  # one cannot demote oneself here
+
+    tokens = page.locator("#token-form")
+    tokens.get_by_label("Name").fill("door-panel")
+    tokens.get_by_role("button", name="Make token").click()
+    issued = page.locator("#issued-token").inner_text().strip()
+    status, me = box.rest("GET", "/api/v1/auth/me", token=issued)
+    assert status == 200 and me["role"] == "viewer"
+    revoke = page.locator("#token-list tr[data-token='door-panel']").get_by_role("button", name="Revoke door-panel")
+    revoke.click()
+    revoke.click()
+    expect(page.locator("#token-list tr[data-token='door-panel']")).to_contain_text("revoked")
+    eventually(lambda: box.rest("GET", "/api/v1/auth/me", token=issued)[0] == 401, LIVE_S, "the token to stop working")

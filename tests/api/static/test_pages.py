@@ -19,7 +19,7 @@ from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually,
 pytestmark = pytest.mark.slow
 CATALOGUES = Path(__file__).resolve().parents[3] / "appliance" / "api" / "static" / "i18n"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "admin-page"
-PAGES = ["dashboard", "memory", "devices", "tasks", "schedules", "chat", "audit"]
+PAGES = ["dashboard", "memory", "devices", "tasks", "schedules", "chat", "audit", "users"]
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
     .filter((el) => el.offsetParent !== null && el.type !== 'hidden')
     .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.closest('label')
@@ -79,6 +79,7 @@ def test_a_viewer_sees_no_control_they_may_not_use(open_page: OpenPage) -> None:
     page = open_page("vera")
     expect(page.locator("#whoami")).to_have_text("vera (viewer)")
     expect(page.get_by_role("link", name="Audit")).to_have_count(0)
+    expect(page.get_by_role("link", name="Users")).to_have_count(0)
     page.goto(page.url.split("#")[0] + "#/audit")  # typed by hand: lands on the dashboard instead
     expect(page.locator("nav a[aria-current=page]")).to_have_attribute("href", "#/dashboard")
     visit(page, "memory")

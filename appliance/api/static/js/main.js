@@ -14,8 +14,9 @@ import tasks from "./pages/tasks.js";
 import schedules from "./pages/schedules.js";
 import chat from "./pages/chat.js";
 import audit from "./pages/audit.js";
+import users from "./pages/users.js";
 
-const PAGES = [dashboard, memory, devices, tasks, schedules, chat, audit];
+const PAGES = [dashboard, memory, devices, tasks, schedules, chat, audit, users];
 const root = document.getElementById("app");
 let socket = null;
 let cleanup = null;

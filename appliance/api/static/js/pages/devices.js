@@ -13,7 +13,7 @@ function onlineBadge(row) {
 function commandForm(socket, deviceInput) {
   const command = h("input", { type: "text", name: "command", maxlength: 64, autocomplete: "off" });
   const args = h("textarea", { name: "args", rows: 3, spellcheck: false }, "{}");
-  const wait = h("input", { type: "number", name: "wait_s", min: 0, max: 120, step: "any", value: 5 });
+  const wait = h("input", { type: "number", name: "wait_s", min: 0, max: 120, step: "any", value: "5" });
   const answer = h("div", { id: "command-answer", "aria-live": "polite" });
   const sent = form([
     h("div", { class: "row" }, field("devices.device", deviceInput), field("devices.command_name", command),

@@ -30,7 +30,7 @@ function hitView(hit, onForget) {
 function searchSection(socket) {
   const q = h("input", { type: "search", name: "q", required: true, maxlength: 4096 });
   const mode = h("select", { name: "mode" }, options(MODES, "memory.mode", "hybrid"));
-  const k = h("input", { type: "number", name: "k", min: 1, max: 100, value: 10 });
+  const k = h("input", { type: "number", name: "k", min: 1, max: 100, value: "10" });
   const kinds = KINDS.map((kind) => h("label", { class: "check" },
     h("input", { type: "checkbox", name: "kind", value: kind }), t(`kind.${kind}`)));
   const source = h("input", { type: "text", name: "source" });
