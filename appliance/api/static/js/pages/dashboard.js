@@ -53,7 +53,7 @@ function services(health) {
     ["dashboard.service", (s) => s.name],
     ["dashboard.state", (s) => badge(s.state)],
     ["dashboard.version", (s) => s.version || "—"],
-    ["dashboard.uptime", (s) => (s.uptime_s ? duration(s.uptime_s) : "—")],
+    ["dashboard.uptime", (s) => h("span", { class: "nowrap" }, s.uptime_s ? duration(s.uptime_s) : "—")],
     ["dashboard.detail", (s) => s.detail || ""],
   ], health.services);
 }
