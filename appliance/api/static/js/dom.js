@@ -88,32 +88,44 @@ export function form(children, submitKey, onSubmit, attrs = {}) {
   return el;
 }
 
-/** A button that asks once more before it acts: the first press arms it, the second does it. */
-export function confirmButton(labelKey, confirmKey, action, attrs = {}) {
+// Which confirm buttons are armed, by what they act on, until when: a live list redraws its rows
+// whenever the box pushes a change, and an armed button must survive that redraw.
+const ARMED = new Map();
+const ARMED_S = 8;
+
+/** A button that asks once more before it acts: the first press arms it (for a few seconds, or until
+ * focus leaves it), the second does it. ``key`` names what it acts on ("cancel:17"). */
+export function confirmButton(labelKey, confirmKey, action, key, attrs = {}) {
   const button = h("button", { type: "button", ...attrs }, t(labelKey));
-  let armed = false;
+  const show = (armed) => {
+    button.textContent = t(armed ? confirmKey : labelKey);
+    button.classList.toggle("danger", armed);
+  };
+  const armed = () => (ARMED.get(key) ?? 0) > Date.now();
+  show(armed());
   button.addEventListener("click", async () => {
-    if (!armed) {
-      armed = true;
-      button.textContent = t(confirmKey);
-      button.classList.add("danger");
+    if (!armed()) {
+      ARMED.set(key, Date.now() + ARMED_S * 1000);
+      show(true);
+      setTimeout(() => show(armed()), ARMED_S * 1000 + 50);
       return;
     }
+    ARMED.delete(key);
     button.disabled = true;
     try {
       await action();
     } finally {
-      armed = false;
       button.disabled = false;
-      button.textContent = t(labelKey);
-      button.classList.remove("danger");
+      show(false);
     }
   });
   button.addEventListener("blur", () => {
-    if (!armed) return;
-    armed = false;
-    button.textContent = t(labelKey);
-    button.classList.remove("danger");
+    // Chromium blurs a focused button that a redraw removes, before it is gone: look once it is.
+    setTimeout(() => {
+      if (!button.isConnected || !armed()) return; // redrawn away: the new button keeps the state
+      ARMED.delete(key);
+      show(false);
+    });
   });
   return button;
 }

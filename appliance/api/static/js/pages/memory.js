@@ -22,7 +22,7 @@ function hitView(hit, onForget) {
       h("time", {}, time(record.created_at)),
       h("span", { class: "scores" }, scores.map(([label, v]) => `${label} ${number(v, 3)}`).join(" · ")),
       session.can("admin") ? confirmButton("memory.forget_button", "memory.forget_confirm", () => onForget(record.id),
-        { class: "small", "aria-label": t("memory.forget_id", { id: record.id }) }) : null),
+        `forget:${record.id}`, { class: "small", "aria-label": t("memory.forget_id", { id: record.id }) }) : null),
     h("p", { class: "hit-text" }, record.text),
     record.tags.length ? h("p", { class: "tags" }, record.tags.map((tag) => h("span", { class: "tag" }, tag))) : null);
 }

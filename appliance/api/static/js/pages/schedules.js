@@ -114,7 +114,7 @@ export default {
               h("button", { type: "button", class: "small", onclick: () => editor.load(v.schedule),
                 "aria-label": t("schedules.edit_n", { name: v.schedule.name }) }, t("schedules.edit")),
               confirmButton("schedules.delete_button", "schedules.delete_confirm", () => remove(v.schedule.name),
-                { class: "small", "aria-label": t("schedules.delete_n", { name: v.schedule.name }) })) : "")],
+                `delete:${v.schedule.name}`, { class: "small", "aria-label": t("schedules.delete_n", { name: v.schedule.name }) })) : "")],
           ], views.items, { empty: "schedules.none", rowAttrs: (v) => ({ dataset: { schedule: v.schedule.name } }) }));
       } catch (error) {
         notice(list, errorText(error));

@@ -37,7 +37,7 @@ function actions(task, act) {
   }
   if (CANCELLABLE.has(task.state)) {
     buttons.push(confirmButton("tasks.cancel_button", "tasks.cancel_confirm", () => act("tasks.cancel", { id: task.id }),
-      { class: "small", "aria-label": t("tasks.cancel_id", { id: task.id }) }));
+      `cancel:${task.id}`, { class: "small", "aria-label": t("tasks.cancel_id", { id: task.id }) }));
   }
   if (RETRYABLE.has(task.state)) {
     buttons.push(h("button", { type: "button", class: "small", onclick: () => act("tasks.retry", { id: task.id }),

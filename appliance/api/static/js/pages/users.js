@@ -79,7 +79,7 @@ export default {
           ["users.actions", (k) => (k.revoked_at ? "" : confirmButton("users.revoke", "users.revoke_confirm", async () => {
             await socket.request("tokens.revoke", { jti: k.jti }).catch((error) => notice(status, errorText(error)));
             await refresh();
-          }, { class: "small", "aria-label": t("users.revoke_n", { name: k.name }) }))],
+          }, `revoke:${k.jti}`, { class: "small", "aria-label": t("users.revoke_n", { name: k.name }) }))],
         ], issuedTokens.tokens, { empty: "users.no_tokens", rowAttrs: (k) => ({ dataset: { token: k.name } }) }));
       } catch (error) {
         notice(users, errorText(error));
