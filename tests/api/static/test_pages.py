@@ -181,3 +181,21 @@ def test_the_page_comes_back_when_the_api_restarts(open_page: OpenPage, box: App
     page.get_by_label("Search for").fill("anything")
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#results")).to_contain_text("found")
+
+
+def test_the_keyboard_focus_stays_put_when_a_live_list_is_redrawn(open_page: OpenPage, box: ApplianceBox) -> None:
+    """The tasks list is drawn anew whenever a task changes: a keyboard user on a row's button stays
+    on that button (the new drawing's), while tasks keep arriving."""
+    token = box.token("otto")
+    page = open_page("otto")
+    visit(page, "tasks")
+    status, first = box.rest("POST", "/api/v1/tasks", {"kind": "notify", "message": "first"}, token)
+    assert status == 201
+    link = page.get_by_role("button", name=f"#{first['id']}", exact=True)
+    link.focus()
+    for n in range(3):
+        box.rest("POST", "/api/v1/tasks", {"kind": "notify", "message": f"more {n}"}, token)
+    expect(page.locator("#task-list tbody tr")).to_have_count(4)
+    expect(link).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#task-detail")).to_contain_text(f"Task #{first['id']}")

@@ -26,10 +26,21 @@ function append(el, children) {
   }
 }
 
-/** Replace an element's children. */
+/** Replace an element's children. Live lists are redrawn on every push from the box: when the focus
+ * was on a button, link or menu inside, it goes to the same control of the new drawing (same label,
+ * or same kind and text), so a keyboard user is not thrown back to the top of the page. */
 export function fill(el, ...children) {
+  const active = document.activeElement;
+  const focused = el.contains(active) && ["BUTTON", "A", "SELECT"].includes(active.tagName) ? active : null;
+  const label = focused?.getAttribute("aria-label");
+  const text = focused?.textContent;
   el.replaceChildren();
   append(el, children);
+  if (focused) {
+    const same = [...el.querySelectorAll(focused.tagName)].find((candidate) => (label
+      ? candidate.getAttribute("aria-label") === label : candidate.textContent === text));
+    same?.focus();
+  }
   return el;
 }
 
