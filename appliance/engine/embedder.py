@@ -37,10 +37,10 @@ class EmbeddingModel:
         self._worker: asyncio.Task[None] | None = None
 
     @classmethod
-    async def load(cls, path: Path, *, n_threads: int, n_gpu_layers: int,
-                   counters: EngineCounters) -> EmbeddingModel:
+    async def load(cls, path: Path, *, n_threads: int, n_gpu_layers: int, counters: EngineCounters,
+                   cpu_repack: bool = True) -> EmbeddingModel:
         def load() -> EmbeddingModel:
-            model = LlamaModel(path, n_gpu_layers=n_gpu_layers)
+            model = LlamaModel(path, n_gpu_layers=n_gpu_layers, cpu_repack=cpu_repack)
             try:
                 settings = ContextSettings(n_ctx=BATCH_TOKENS, n_batch=BATCH_TOKENS, n_ubatch=BATCH_TOKENS,
                                            n_seq_max=MAX_SEQS, n_threads=n_threads, n_threads_batch=n_threads,

@@ -20,7 +20,7 @@ from appliance.engine.chat import ChatEngine
 from appliance.engine.embedder import EmbeddingModel
 from appliance.engine.errors import EngineBusy, EngineError, RequestRefused
 from appliance.engine.metrics import EngineCounters, families
-from appliance.engine.plan import embedding_reserve, plan_for_config
+from appliance.engine.plan import cpu_repack, embedding_reserve, plan_for_config
 from appliance.engine.probe import Hardware, probe
 from appliance.ipc.errors import BadRequest, Busy, IpcError, Unavailable
 from appliance.ipc.server import IpcServer
@@ -97,8 +97,11 @@ class EngineService(Service[Engine]):
             info = await asyncio.to_thread(read_model_info, path)
             layers = 999 if self.config.resource.gpu_enabled and llama_cpp.llama_supports_gpu_offload() else 0
             threads = self.config.engine.n_threads or len(os.sched_getaffinity(0))
-            self.embedder = await EmbeddingModel.load(path, n_threads=threads,
-                                                      n_gpu_layers=layers, counters=self.counters)
+            # The chat model's rule for repacked CPU weights (plan.cpu_repack): only the CPU's flags matter.
+            cpu = await asyncio.to_thread(probe, use_nvidia_smi=False)
+            repack, _ = cpu_repack(cpu, self.config.engine.cpu_repack)
+            self.embedder = await EmbeddingModel.load(path, n_threads=threads, n_gpu_layers=layers,
+                                                      counters=self.counters, cpu_repack=repack)
             return info
         except ModelFileError as exc:
             problems.append(f"no embedding model: {exc}")
