@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from appliance.ipc.errors import Busy, IpcError
-from appliance.validation import describe_validation_error, validation_problems
+from appliance.validation import describe_validation_error, field_path, validation_problems
 
 ErrorCode = Literal[
     "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "too_large", "busy",
@@ -62,8 +62,7 @@ class CommandError(Exception):
         if isinstance(exc, CommandError):
             return exc
         if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or None
+            field = field_path(exc.errors()[0]["loc"]) or None
             message = describe_validation_error(exc)
             problems = [{"field": name, "message": text} for name, text in validation_problems(exc)]
             return cls("bad_request", f"{where}: {message}" if where else message, field=field, problems=problems)
