@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from appliance.agent.actions import ActionFailed, Actions
+from appliance.agent.actions import Actions
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import Conflict, IpcError
@@ -37,6 +37,7 @@ from appliance.protocol.tasks import (
     STORE_TASK_STEP,
     STORE_TASK_UPDATE,
     STORE_TASKS_RECOVER,
+    Resumable,
     StepIn,
     TaskNew,
     TaskRow,
@@ -44,10 +45,12 @@ from appliance.protocol.tasks import (
     TaskUpdate,
 )
 from appliance.schedules.model import Schedule
+from appliance.taskkinds import KINDS, resumable
+from appliance.taskkinds.action import needs_approval
+from appliance.taskkinds.base import RunFailed
 
 POLL_S = 2.0
 CANCEL_WAIT_S = 10.0
-MODEL_KINDS = frozenset({"ask", "search"})
 
 
 class TaskRunner:
@@ -66,7 +69,7 @@ class TaskRunner:
         self.cancelling: set[int] = set()
 
     async def run(self) -> None:
-        recovered = await self._retrying(lambda: self.store.call(STORE_TASKS_RECOVER))
+        recovered = await self._retrying(lambda: self.store.call(STORE_TASKS_RECOVER, Resumable(kinds=resumable())))
         if recovered.requeued or recovered.failed:
             self.log.warning("after a restart: tasks %s queued again, %s failed (they may have acted already)",
                              recovered.requeued, recovered.failed)
@@ -102,10 +105,15 @@ class TaskRunner:
                 self.log.warning("store unavailable (%s); retrying", exc)
                 await asyncio.sleep(POLL_S)
 
+    @staticmethod
+    def _model_work(task: TaskRow) -> bool:
+        kind = KINDS.get(task.spec.kind)
+        return kind is not None and kind.model_work
+
     def _room(self, task: TaskRow) -> bool:
         busy = [row for row, _ in self.running.values()]
-        model = sum(row.spec.kind in MODEL_KINDS for row in busy)
-        if task.spec.kind in MODEL_KINDS:
+        model = sum(self._model_work(row) for row in busy)
+        if self._model_work(task):
             if model >= self.config.resource.max_concurrency:
                 return False
         elif len(busy) - model >= self.config.agent.max_parallel_tasks:
@@ -117,8 +125,12 @@ class TaskRunner:
         return same < (schedule.max_parallel if schedule.concurrency == "parallel" else 1)
 
     def _needs_approval(self, task: TaskRow) -> bool:
-        declared = self.config.agent.actions.get(task.spec.action or "") if task.spec.kind == "action" else None
-        return declared is not None and declared.approval and task.approved_by is None
+        if task.spec.kind != "action" or task.approved_by is not None:
+            return False
+        try:
+            return needs_approval(self.config, KINDS["action"].stored(task.spec.fields()))
+        except Exception:  # a spec that no longer parses fails when it runs, saying why
+            return False
 
     async def _start_due(self) -> None:
         for task in (await self.store.call(STORE_TASK_NEXT)).items:
@@ -126,7 +138,7 @@ class TaskRunner:
                 with contextlib.suppress(Conflict):  # cancelled meanwhile
                     await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
                         id=task.id, state=TaskState.WAITING_APPROVAL, expect=[TaskState.QUEUED]))
-                    self.log.info("task %d (%s) waits for approval", task.id, task.spec.action)
+                    self.log.info("task %d (%s) waits for approval", task.id, task.spec.fields().get("action"))
                 continue
             if task.id in self.running or not self._room(task):
                 continue
@@ -169,7 +181,7 @@ class TaskRunner:
                 raise  # the agent is stopping: the task stays running for recover() to settle
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             return TaskState.CANCELLED, None, "cancelled while it ran"
-        except ActionFailed as exc:
+        except RunFailed as exc:
             return TaskState.FAILED, exc.result, str(exc)
         except IpcError as exc:
             return TaskState.FAILED, None, f"a service it needed failed: {exc}"

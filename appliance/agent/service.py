@@ -59,12 +59,12 @@ class AgentService(Service[Agent]):
 
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
-        self.commands = Dispatcher(default_table(), self.peers, config, self.log)
+        self.dispatcher = Dispatcher(default_table(), self.peers, config, self.log)
         # A broken schedules file stops the agent here, with the schedule and key named (exit 2).
         file = config.agent.schedules_file
         self.file_schedules = load_schedules(file) if file is not None else []
         self.schedules: dict[str, Schedule] = {schedule.name: schedule for schedule in self.file_schedules}
-        self.actions = Actions(config, self.commands)
+        self.actions = Actions(config, self.dispatcher, self.log)
         self.runner = TaskRunner(config, self.peers.store, self.actions, lambda: self.schedules, self.log,
                                  self.announce)
         self.scheduler = self._scheduler([])
@@ -126,7 +126,7 @@ class AgentService(Service[Agent]):
             schedules = dict((schedule.name, schedule) for schedule in self.file_schedules)
             for item in (await self.peers.store.call(STORE_SCHEDULES, Empty())).items:
                 try:
-                    saved = Schedule.model_validate({**item.body, "name": item.name, "run_as": item.run_as})
+                    saved = Schedule.of_saved(item)
                 except ValidationError as exc:
                     self.log.warning("saved schedule %s is not valid and does not run: %s", item.name, exc)
                     continue
@@ -189,7 +189,7 @@ class AgentService(Service[Agent]):
         event = {"event_type": state.value, "task": task.id, "kind": task.spec.kind, "schedule": task.schedule,
                  "error": error or None}
         try:
-            await self.commands.call("devices.publish", {"topic": home_assistant.task_result_topic,
+            await self.dispatcher.call("devices.publish", {"topic": home_assistant.task_result_topic,
                                                          "payload": event}, JOBS)
         except (CommandError, IpcError) as exc:
             self.log.debug("task %d: its end was not announced to Home Assistant (%s)", task.id, exc)
@@ -197,7 +197,7 @@ class AgentService(Service[Agent]):
     async def archive(self) -> None:
         """Move memories older than memory.archive_after_days into the archive tier."""
         last = None
-        async with contextlib.aclosing(self.commands.stream("memory.archive", {}, JOBS)) as progress:
+        async with contextlib.aclosing(self.dispatcher.stream("memory.archive", {}, JOBS)) as progress:
             async for item in progress:
                 last = item
         if isinstance(last, ArchiveProgress) and last.done:
@@ -206,7 +206,7 @@ class AgentService(Service[Agent]):
 
     async def backfill(self) -> None:
         """Embed memories that were stored while the engine was down."""
-        reply = await self.commands.call("memory.backfill", {}, JOBS)
+        reply = await self.dispatcher.call("memory.backfill", {}, JOBS)
         if isinstance(reply, Backfilled) and reply.embedded:
             self.log.info("embedded %d memories stored without a vector", reply.embedded,
                           extra={"BACKFILLED": reply.embedded})

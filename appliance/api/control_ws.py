@@ -20,20 +20,25 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
+from pydantic import ValidationError
 
 from appliance.api.control_frames import (
+    AuthFrame,
+    CommandFrame,
     ErrorFrame,
     ItemFrame,
     PongFrame,
     ProgressFrame,
     ReadyFrame,
     ResultFrame,
+    ResumeFrame,
     StepFrame,
     SubscribedFrame,
+    SubscribeFrame,
     TaskCreatedFrame,
     TokenFrame,
 )
@@ -44,11 +49,12 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
 from appliance.protocol.common import Message
 from appliance.protocol.tasks import FINAL, TaskRow, TaskState
+from appliance.taskkinds import KINDS
 
-TASK_KINDS = frozenset({"action", "command", "search", "ask", "notify"})  # the reference form's commands
 POLL_S = 0.25  # how often a followed task's log is read (the store is the one record of it)
 REVOCATION_CHECK_S = 1.0
 AUTH_FAILED, TOO_SLOW = 4401, 1013
+FrameT = TypeVar("FrameT", bound=Message)
 
 
 def origin_allowed(request: web.Request, api: ApiConfig) -> bool:
@@ -174,11 +180,11 @@ class Connection:
         try:
             kind = frame.get("type")
             if kind == "resume":
-                await self._resume(ident, frame)
+                await self._resume(ident, _frame(ResumeFrame, frame))
             elif kind in ("subscribe", "unsubscribe"):
-                await self._subscribe(ident, kind, frame.get("topics"))
+                await self._subscribe(ident, _frame(SubscribeFrame, frame))
             elif kind == "auth":
-                self._reauth(ident, frame)
+                self._reauth(ident, _frame(AuthFrame, frame))
             elif kind is None and isinstance(frame.get("command"), str):
                 await self._command(ident, frame)
             else:
@@ -191,17 +197,15 @@ class Connection:
             self._error(ident, CommandError("internal", "the request failed on the box; see its log"))
 
     async def _command(self, ident: Any, frame: dict[str, Any]) -> None:
-        name = frame["command"]
-        if name in TASK_KINDS:  # {"command": "search", "query": ..., "output_path": ...}: a task, followed
+        if frame["command"] in KINDS:  # {"command": "search", "query": ..., "output_path": ...}: a task, followed
             body = {key: value for key, value in frame.items() if key != "id"}
             task = await self.dispatcher.call("tasks.create", body, self.caller)
             assert isinstance(task, TaskRow)
             self.send(TaskCreatedFrame(id=ident, task=task.id, state=task.state.value))
             await self._follow(ident, task.id, 0)
             return
-        args = frame.get("args", {})
-        if not isinstance(args, dict) or set(frame) - {"id", "command", "args"}:
-            raise CommandError("bad_request", "a command frame is {\"id\", \"command\", \"args\": {...}}", field="args")
+        request = _frame(CommandFrame, frame)
+        name, args = request.command, request.args
         command = self.dispatcher.command(name, self.caller)
         if not command.streaming:
             reply = await self.dispatcher.call(name, args, self.caller)
@@ -217,13 +221,10 @@ class Connection:
                     self.send(ItemFrame(id=ident, content=last))
         self.send(ResultFrame(id=ident, content=last))
 
-    def _reauth(self, ident: Any, frame: dict[str, Any]) -> None:
+    def _reauth(self, ident: Any, frame: AuthFrame) -> None:
         """A fresh token for the same user and role (the page refreshed its session): the socket lives
         on under the new token's expiry, so nothing it follows or is subscribed to is lost."""
-        token = frame.get("token")
-        if not isinstance(token, str):
-            raise CommandError("bad_request", "token: the new access token, a string", field="token")
-        fresh = self.dispatcher.accounts.caller(token[:4096], "websocket", self.caller.ip)
+        fresh = self.dispatcher.accounts.caller(frame.token, "websocket", self.caller.ip)
         if (fresh.subject, fresh.role) != (self.caller.subject, self.caller.role):
             raise CommandError("forbidden", "a token of another user or role cannot take over this connection; "
                                             "open a new one", field="token")
@@ -231,38 +232,33 @@ class Connection:
         self.send(ReadyFrame(id=ident, user=fresh.subject, role=fresh.role.value if fresh.role else None,
                              expires_at=fresh.expires_at))
 
-    async def _subscribe(self, ident: Any, kind: str, topics: Any) -> None:
-        if not isinstance(topics, list) or not 1 <= len(topics) <= 8:
-            raise CommandError("bad_request", "topics: a list of 1 to 8 topic names", field="topics")
-        wanted = self.hub.check(topics, self.caller)
-        if kind == "subscribe":
+    async def _subscribe(self, ident: Any, frame: SubscribeFrame) -> None:
+        wanted = self.hub.check(list(frame.topics), self.caller)
+        if frame.type == "subscribe":
             fresh = [name for name in wanted if name not in self.topics]
             self.topics.update(fresh)
             self.send(SubscribedFrame(id=ident, topics=sorted(self.topics)))
-            self.hub.subscribe(id(self), fresh, self.send)
+            self.hub.subscribe(id(self), fresh, self.send, self.caller)
         else:
             self.topics.difference_update(wanted)
             await self.hub.unsubscribe(id(self), wanted)
             self.send(SubscribedFrame(id=ident, topics=sorted(self.topics)))
 
-    async def _resume(self, ident: Any, frame: dict[str, Any]) -> None:
-        task, after = frame.get("task"), frame.get("after", 0)
-        if not isinstance(task, int) or isinstance(task, bool) or not 1 <= task < 2**63:
-            raise CommandError("bad_request", "task: the task's id, an integer", field="task")
-        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
-            raise CommandError("bad_request", "after: the last seq received, an integer >= 0", field="after")
-        await self._follow(ident, task, after)
+    async def _resume(self, ident: Any, frame: ResumeFrame) -> None:
+        await self._follow(ident, frame.task, frame.after)
 
     async def _follow(self, ident: Any, task_id: int, after: int) -> None:
         """The task's events after ``after`` from its persisted log, then live until it ends: each
-        step once, in order, numbered by the task's own seq (so a resumed client misses none)."""
+        step once, in order, numbered by the task's own seq (so a resumed client misses none). Who may
+        follow a task is tasks.get's owner rule, as on every other surface."""
         cursor = after
         while True:
-            detail = await self.dispatcher.call("tasks.get", {"id": task_id, "after_seq": cursor, "steps": 200},
-                                                self.caller)
+            try:
+                detail = await self.dispatcher.call("tasks.get", {"id": task_id, "after_seq": cursor, "steps": 200},
+                                                    self.caller)
+            except CommandError as exc:
+                raise CommandError(exc.code, exc.message, field="task" if exc.field == "id" else exc.field) from None
             task = detail.task  # type: ignore[attr-defined]
-            if task.created_by != self.caller.subject and self.caller.role is not Role.ADMIN:
-                raise CommandError("forbidden", f"task {task_id} is not yours", field="task")
             for step in detail.steps:  # type: ignore[attr-defined]
                 self.send(_event(ident, task, step.seq, step.message, step.data))
                 cursor = step.seq
@@ -272,6 +268,14 @@ class Connection:
 
     def _error(self, ident: Any, exc: CommandError) -> None:
         self.send(ErrorFrame.model_validate({"id": ident, **exc.as_dict()}))
+
+
+def _frame(model: type[FrameT], frame: dict[str, Any]) -> FrameT:
+    """A client frame validated by its declared model (control_frames.py): 400 naming each field at fault."""
+    try:
+        return model.model_validate_json(json.dumps(frame), strict=True)
+    except ValidationError as exc:
+        raise CommandError.of(exc) from None
 
 
 def _event(ident: Any, task: TaskRow, seq: int, message: str, data: Any) -> Message:

@@ -5,7 +5,10 @@ A topic is a command read on a period as the hub's own caller; a socket may subs
 only if its own role may run that command (so audit events are an admin's alone). A new
 subscriber gets the topic's current state at once, then only what changed: the services' states
 when one changes, metrics every second, and the task, device and audit rows that are new or
-changed since the last read. A poller runs only while its topic has subscribers. The
+changed since the last read. A topic whose command has a list owner rule (tasks: others' rows
+reduced to their state) is shaped per subscriber by that same rule, so what a socket is sent is
+exactly what that caller's own tasks.list would answer. A poller runs only while its topic has
+subscribers. The
 ``messages`` topic is pushed, not read: messages.broadcast (through the api's IPC endpoint)
 hands each message to whoever is subscribed at that moment.
 """
@@ -17,41 +20,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.api.control_frames import EventFrame
 from appliance.control.caller import Caller, Role
+from appliance.control.command import OwnRows
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
+from appliance.control.topics import TOPICS, Topic
 from appliance.protocol.common import Message
 
 Send = Callable[[Message], None]
 HUB = Caller("api:subscriptions", Role.ADMIN, "websocket")
-
-
-@dataclass(frozen=True)
-class Topic:
-    command: str  # what is read (a subscriber's role must allow it); for a pushed topic, what may read it
-    every_s: float  # 0: pushed (messages.broadcast), never polled
-    args: dict[str, Any] = field(default_factory=dict)
-    # For list topics: the key of a row and what tells a changed row from the one seen before.
-    key: str | None = None
-    version: tuple[str, ...] = ()
-    every_read: bool = False  # send each read, changed or not (metrics: a chart's next point)
-
-
-TOPICS: dict[str, Topic] = {
-    "services": Topic("system.health", 2.0),
-    # The dashboard's page: services, the model and its plan, CPU, memory, disk, temperatures.
-    "status": Topic("system.status", 2.0),
-    "metrics": Topic("system.metrics", 1.0, every_read=True),
-    "tasks": Topic("tasks.list", 1.0, {"limit": 100}, key="id", version=("updated_at", "progress", "last_seq")),
-    "devices": Topic("devices.list", 1.0, {"limit": 500}, key="device_id",
-                     version=("last_seen", "online", "event_count")),
-    "audit": Topic("audit.list", 1.0, {"limit": 100}, key="id", version=("id",)),
-    "messages": Topic("auth.me", 0.0),  # anyone signed in; sent by messages.broadcast, not read
-}
 
 
 class Feed:
@@ -59,16 +39,20 @@ class Feed:
 
     def __init__(self, name: str, topic: Topic, dispatcher: Dispatcher, log: logging.Logger) -> None:
         self.name, self.topic, self.dispatcher, self.log = name, topic, dispatcher, log
-        self.subscribers: dict[int, Send] = {}
+        self.command = dispatcher.table.get(topic.command)
+        rule = self.command.owner if self.command is not None else None
+        self.rule = rule if isinstance(rule, OwnRows) else None
+        self.subscribers: dict[int, tuple[Send, Caller]] = {}
         self.state: Any = None  # the last content read
         self.read_at = 0.0
         self.versions: dict[Any, tuple[Any, ...]] = {}
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, ident: int, send: Send) -> None:
-        self.subscribers[ident] = send
+    def add(self, ident: int, send: Send, caller: Caller) -> None:
+        self.subscribers[ident] = (send, caller)
         if self.state is not None:
-            send(EventFrame(topic=self.name, content=self.state, snapshot=True, at=self.read_at))
+            send(EventFrame(topic=self.name, content=self._for(caller, self.state, {}), snapshot=True,
+                            at=self.read_at))
         if self.task is None and self.topic.every_s > 0:
             self.task = asyncio.create_task(self.run(), name=f"feed-{self.name}")
 
@@ -103,16 +87,27 @@ class Feed:
         self.state, self.read_at = content, time.time()
         if first:
             changed = content
-        if changed is not None:
-            frame = EventFrame(topic=self.name, content=changed, snapshot=first, at=self.read_at)
-            for send in list(self.subscribers.values()):
-                send(frame)
+        if changed is None:
+            return
+        frame = EventFrame(topic=self.name, content=changed, snapshot=first, at=self.read_at)
+        shaped: dict[str, Any] = {}  # one shaping per subject, however many sockets it has
+        for send, caller in list(self.subscribers.values()):
+            content = self._for(caller, changed, shaped)
+            send(frame if content is changed else frame.model_copy(update={"content": content}))
 
+    def _for(self, caller: Caller, content: Any, cache: dict[str, Any]) -> Any:
+        """The content as this caller may see it (the command's list owner rule, if any)."""
+        if self.rule is None or self.command is None or not self.rule.applies(caller):
+            return content
+        if caller.subject not in cache:
+            reply = self.command.response.model_validate(content)
+            cache[caller.subject] = self.rule.shape(caller, reply).model_dump(mode="json")
+        return cache[caller.subject]
 
     def push(self, content: Any) -> int:
         """A pushed topic's event to every subscriber now; how many got it."""
         frame = EventFrame(topic=self.name, content=content, at=time.time())
-        for send in list(self.subscribers.values()):
+        for send, _caller in list(self.subscribers.values()):
             send(frame)
         return len(self.subscribers)
 
@@ -131,9 +126,9 @@ class Hub:
             self.dispatcher.authorize(self.dispatcher.command(TOPICS[name].command, caller), caller)
         return list(dict.fromkeys(topics))
 
-    def subscribe(self, ident: int, topics: list[str], send: Send) -> None:
+    def subscribe(self, ident: int, topics: list[str], send: Send, caller: Caller) -> None:
         for name in topics:
-            self.feeds[name].add(ident, send)
+            self.feeds[name].add(ident, send, caller)
 
     def broadcast(self, message: Message) -> int:
         return self.feeds["messages"].push(message.model_dump(mode="json"))

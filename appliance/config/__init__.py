@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from appliance.config.agent import BUILTIN_ACTIONS, ActionConfig, AgentConfig, RoleName, SandboxLimits
+from appliance.config.agent import ActionConfig, AgentConfig, RoleName, SandboxLimits
 from appliance.config.base import ConfigError, Section, default_runtime_dir, default_state_dir
 from appliance.config.mqtt import (
     HomeAssistantConfig,
@@ -37,7 +37,6 @@ from appliance.config.mqtt import (
 from appliance.validation import describe_validation_error
 
 __all__ = [
-    "BUILTIN_ACTIONS",
     "CONFIG_ENV",
     "DEFAULT_CONFIG_PATH",
     "LOOPBACK_HOSTS",

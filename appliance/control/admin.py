@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, JsonValue
 
 from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, HttpRoute, command
+from appliance.control.command import Command, Context, Effect, HttpRoute, command
 from appliance.control.errors import CommandError
 from appliance.control.resources import Resources, sample
 from appliance.control.system import HealthReport, all_health, overall
@@ -120,20 +120,25 @@ async def plan(ctx: Context, _: Empty) -> EngineStatus:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("system.status", "Services, the model and its plan, and the box's CPU, memory, disk and temperatures.",
-            Empty, Status, Permission.VIEWER, status, http=(HttpRoute("GET", "/api/v1/status"),), tags=("system",)),
+            Empty, Status, Permission.VIEWER, status, http=(HttpRoute("GET", "/api/v1/status"),), tags=("system",),
+            effect=Effect.READ),
     command("system.config", "The effective configuration, secrets redacted (no writes over the network).", Empty,
-            ConfigView, Permission.ADMIN, config_view, http=(HttpRoute("GET", "/api/v1/config"),), tags=("system",)),
+            ConfigView, Permission.ADMIN, config_view, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/config"),),
+            tags=("system",)),
     command("audit.list", "The audit log, newest first, filtered by time, user and action.", AuditQuery, AuditPage,
-            Permission.ADMIN, audit_list, http=(HttpRoute("GET", "/api/v1/audit"),), tags=("audit",)),
+            Permission.ADMIN, audit_list, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/audit"),),
+            tags=("audit",)),
     command("audit.verify", "Check the audit log's hash chain; names the first bad row.", Empty, AuditVerdict,
-            Permission.ADMIN, audit_verify, http=(HttpRoute("GET", "/api/v1/audit/verify"),), tags=("audit",)),
+            Permission.ADMIN, audit_verify, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/audit/verify"),),
+            tags=("audit",)),
     command("models.list", "Models on this box: kind, size, sha256, and which are the defaults.", Empty, Models,
-            Permission.VIEWER, models, http=(HttpRoute("GET", "/api/v1/models"),), tags=("models",)),
+            Permission.VIEWER, models, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/models"),),
+            tags=("models",)),
     command("models.set_default", "Make an imported model the one the engine loads (at its next start).",
-            DefaultModel, DefaultSet, Permission.ADMIN, set_default, mutating=True,
+            DefaultModel, DefaultSet, Permission.ADMIN, set_default, effect=Effect.WRITE,
             http=(HttpRoute("PUT", "/api/v1/models/default"),), tags=("models",),
             audit=lambda request, _reply: {"name": request.name}),
     command("models.plan", "The engine's plan for its chat model on this box, with the reasons.", Empty,
-            EngineStatus, Permission.VIEWER, plan, http=(HttpRoute("GET", "/api/v1/models/plan"),),
+            EngineStatus, Permission.VIEWER, plan, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/models/plan"),),
             tags=("models",)),
 )

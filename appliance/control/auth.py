@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr
 
 from appliance.control.accounts import TokenPair
 from appliance.control.caller import Permission, Role
-from appliance.control.command import Command, Context, HttpRoute, Reply, command
+from appliance.control.command import Command, Context, Effect, HttpRoute, Reply, command
 from appliance.control.errors import CommandError
 from appliance.control.passwords import (
     MAX_PASSWORD_CHARS,
@@ -152,21 +152,23 @@ def _auth(path: str) -> tuple[HttpRoute, ...]:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("auth.setup_status", "Whether the box still waits for its first admin.", Empty, SetupStatus,
-            Permission.PUBLIC, setup_status, http=(HttpRoute("GET", "/api/v1/auth/setup"),), tags=("auth",)),
+            Permission.PUBLIC, setup_status, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/auth/setup"),),
+            tags=("auth",)),
     command("auth.setup", "Create the first admin with the one-time setup token; logs in.", SetupRequest, TokenPair,
-            Permission.PUBLIC, setup, mutating=True, http=_auth("setup"), audit=_tried, tags=("auth",)),
+            Permission.PUBLIC, setup, effect=Effect.WRITE, http=_auth("setup"), audit=_tried, tags=("auth",)),
     command("auth.login", "Log in: a 15-minute access token and a refresh token.", LoginRequest, TokenPair,
-            Permission.PUBLIC, login, mutating=True, http=_auth("login"), audit=_tried, tags=("auth",)),
+            Permission.PUBLIC, login, effect=Effect.WRITE, http=_auth("login"), audit=_tried, tags=("auth",)),
     command("auth.token", "OAuth2 token endpoint (password and refresh_token grants, form-encoded).",
-            OAuthTokenRequest, TokenPair, Permission.PUBLIC, oauth_token, mutating=True, http=_auth("token"),
+            OAuthTokenRequest, TokenPair, Permission.PUBLIC, oauth_token, effect=Effect.WRITE, http=_auth("token"),
             audit=_tried, tags=("auth",)),
     command("auth.refresh", "Trade a refresh token (once) for new tokens; a reused one ends its whole family.",
-            RefreshRequest, TokenPair, Permission.PUBLIC, refresh, mutating=True, http=_auth("refresh"),
+            RefreshRequest, TokenPair, Permission.PUBLIC, refresh, effect=Effect.WRITE, http=_auth("refresh"),
             audit=_tried, tags=("auth",)),
     command("auth.logout", "End this access token now, and the session of the refresh token given.", LogoutRequest,
-            Reply, Permission.VIEWER, logout, mutating=True, http=_auth("logout"), tags=("auth",)),
+            Reply, Permission.VIEWER, logout, effect=Effect.WRITE, http=_auth("logout"), tags=("auth",)),
     command("auth.me", "Who the token belongs to, its role and when it expires.", Empty, Me, Permission.VIEWER, me,
+            effect=Effect.READ,
             http=(HttpRoute("GET", "/api/v1/auth/me"),), tags=("auth",)),
     command("auth.password", "Change one's own password (ends one's other sessions).", PasswordChange, Reply,
-            Permission.VIEWER, change_password, mutating=True, http=_auth("password"), tags=("auth",)),
+            Permission.VIEWER, change_password, effect=Effect.WRITE, http=_auth("password"), tags=("auth",)),
 )

@@ -3,12 +3,17 @@
 Roles are ordered: admin can do all an operator can, an operator all a viewer can. A command
 needs one `Permission`: public (anyone, even without a token), or the least role that may
 call it. The dispatcher is the only place that compares the two.
+
+A caller that acts for a task carries its provenance: the task's id, and whether the task has
+read untrusted data (device payloads, entity names, files, memories not written by staff). The
+dispatcher audits every call made for a task, reads too, and refuses a tainted task's calls that
+actuate or leave the box unless a person approved that exact call (control/dispatcher.py).
 """
 
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -46,6 +51,13 @@ class Caller:
     ip: str | None = None
     token_id: str | None = None  # the jti of the token it came with
     expires_at: float | None = None  # when that token expires
+    task: int | None = None  # the task this call is made for (the agent's tools, a task's own steps)
+    untrusted: bool = False  # that task has read untrusted data: its actuate/external calls need approval
+    approved: frozenset[str] = frozenset()  # fingerprints of the exact calls a person approved for it
+
+    def for_task(self, task: int, *, untrusted: bool = False, approved: frozenset[str] = frozenset()) -> Caller:
+        """The same person, acting through one of their tasks."""
+        return replace(self, via="agent", task=task, untrusted=untrusted, approved=approved)
 
     @classmethod
     def anonymous(cls, via: Surface, ip: str | None = None) -> Caller:

@@ -7,16 +7,28 @@ numbered as the prompt numbered them, so a client can show which ones the answer
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
-from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, HttpRoute, command
+from appliance.control.caller import Caller, Permission, role_allows
+from appliance.control.command import Command, Context, Effect, HttpRoute, OwnRow, command
+from appliance.control.dispatcher import Dispatcher
+from appliance.control.errors import CommandError
 from appliance.protocol.common import MAX_PROMPT_CHARS, ConversationId, Message
 from appliance.protocol.engine import ENGINE_GENERATE, ChatMessage, GenerateRequest, Priority
-from appliance.protocol.store import STORE_RING_APPEND, STORE_RING_READ, RingEntryIn, RingRead
+from appliance.protocol.store import (
+    STORE_OWNER,
+    STORE_OWNER_CLAIM,
+    STORE_RING_APPEND,
+    STORE_RING_READ,
+    OwnerClaim,
+    OwnerKey,
+    RingEntryIn,
+    RingRead,
+)
 
 SYSTEM_PROMPT = ("You are the assistant of an on-site appliance. Answer briefly and plainly. When the numbered "
                  "notes below help, use them and cite them as [1], [2]; do not invent facts that are not there.")
@@ -63,7 +75,20 @@ async def _citations(ctx: Context, request: ChatRequest) -> tuple[list[Citation]
     return cited, reply.fallback
 
 
+async def conversation_owner(ctx: Context, request: ChatRequest) -> str | None:
+    if request.conversation is None:
+        return None
+    return (await ctx.peers.store.call(STORE_OWNER, OwnerKey(resource="conversation",
+                                                             key=request.conversation))).owner
+
+
 async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
+    if request.conversation:  # the first to talk in a conversation owns it (its turns are theirs to read)
+        claimed = await ctx.peers.store.call(STORE_OWNER_CLAIM, OwnerClaim(
+            resource="conversation", key=request.conversation, owner=ctx.caller.subject[:128]))
+        if claimed.owner != ctx.caller.subject and not role_allows(ctx.caller.role, Permission.ADMIN):
+            raise CommandError("forbidden", f"chat: conversation {request.conversation!r} is not yours; that needs "
+                                            "the admin role", field="conversation")
     citations, fallback = await _citations(ctx, request)
     system = SYSTEM_PROMPT
     if citations:
@@ -94,7 +119,42 @@ async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
                             fallback=fallback)
 
 
+@dataclass(frozen=True)
+class ChatReply:
+    """A whole answer: its text, the memories it cites, and the last event (tokens, finish reason)."""
+
+    text: str
+    citations: list[Citation]
+    done: ChatEvent | None
+
+    def with_sources(self) -> str:
+        """The text with its cited sources under it, for places that show plain text (chat gateways)."""
+        sources = "".join(f"\n[{c.n}] {c.source}" for c in self.citations)
+        return self.text + (f"\n{sources}" if sources else "")
+
+
+async def chat_reply(dispatcher: Dispatcher, request: Mapping[str, Any], caller: Caller,
+                     on_token: Callable[[int], Awaitable[None]] | None = None) -> ChatReply:
+    """The `chat` command drained into one answer: the one place that does it (gateways, Home
+    Assistant's ask, ask and search tasks). ``on_token`` is told the count after each token."""
+    pieces: list[str] = []
+    done: ChatEvent | None = None
+    async with contextlib.aclosing(dispatcher.stream("chat", request, caller)) as events:
+        async for event in events:
+            assert isinstance(event, ChatEvent)
+            if event.type == "token":
+                pieces.append(event.text)
+                if on_token is not None:
+                    await on_token(len(pieces))
+            else:
+                done = event
+    return ChatReply("".join(pieces).strip(), list(done.citations) if done else [], done)
+
+
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("chat", "Ask the agent: memories recalled and cited, the reply streamed token by token.", ChatRequest,
-            ChatEvent, Permission.VIEWER, chat, streaming=True, http=(HttpRoute("POST", "/api/v1/chat"),)),
+            ChatEvent, Permission.VIEWER, chat, effect=Effect.READ, streaming=True,
+            owner=OwnRow("conversation", "conversation", conversation_owner, own=Permission.VIEWER,
+                         others=Permission.ADMIN),
+            http=(HttpRoute("POST", "/api/v1/chat"),)),
 )

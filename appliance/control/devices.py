@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, JsonValue
 
 from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, HttpRoute, command
+from appliance.control.command import Command, Context, Effect, HttpRoute, Tool, command
 from appliance.protocol.common import Empty, Message
 from appliance.protocol.devices import (
     DEVICE_ID,
@@ -99,22 +99,28 @@ def _commanded(request: CommandRequest, reply: CommandResult | None) -> dict[str
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("devices.list", "The device registry: last seen, event count, availability.", DeviceQuery, DevicePage,
-            Permission.VIEWER, list_devices, http=(HttpRoute("GET", "/api/v1/devices"),), tags=("devices",)),
+            Permission.VIEWER, list_devices, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/devices"),),
+            tags=("devices",),
+            tool=Tool("list_devices", "The site's devices: online or not, when last heard from.", ("online", "limit"))),
     command("devices.get", "One device with its recent events.", DeviceDetailQuery, DeviceDetail, Permission.VIEWER,
-            get_device, http=(HttpRoute("GET", "/api/v1/devices/{device_id}"),), tags=("devices",)),
+            get_device, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/devices/{device_id}"),), tags=("devices",),
+            tool=Tool("get_device", "One device and its latest events.", ("device_id", "events"))),
     command("devices.command", "Send a device a command (QoS 1) and wait for its answer.", CommandRequest,
-            CommandResult, Permission.OPERATOR, send_command, mutating=True,
-            http=(HttpRoute("POST", "/api/v1/devices/{device_id}/commands"),), audit=_commanded, tags=("devices",)),
+            CommandResult, Permission.OPERATOR, send_command, effect=Effect.ACTUATE,
+            http=(HttpRoute("POST", "/api/v1/devices/{device_id}/commands"),), audit=_commanded, tags=("devices",),
+            tool=Tool("send_device_command", "Send a device a command and wait for its answer.",
+                      ("device_id", "command", "args"))),
     command("devices.quarantine", "Messages that could not be events, with the reason, and counts per reason.",
-            QuarantineQuery, QuarantinePage, Permission.VIEWER, quarantine,
+            QuarantineQuery, QuarantinePage, Permission.VIEWER, quarantine, effect=Effect.READ,
             http=(HttpRoute("GET", "/api/v1/quarantine"),), tags=("devices",)),
     command("outbox.status", "What waits to go upstream, and how old the oldest item is.", Empty, OutboxStats,
-            Permission.VIEWER, outbox, http=(HttpRoute("GET", "/api/v1/outbox"),), tags=("devices",)),
+            Permission.VIEWER, outbox, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/outbox"),),
+            tags=("devices",)),
     command("devices.publish", "Publish a message on the site's broker (QoS 1): alerts and notices.", Publish,
-            Published, Permission.OPERATOR, publish, mutating=True, surfaces=frozenset({"agent", "cli"}),
+            Published, Permission.OPERATOR, publish, effect=Effect.ACTUATE, surfaces=frozenset({"agent", "cli"}),
             audit=lambda request, _reply: {"topic": request.topic}, tags=("devices",)),
     command("outbox.enqueue", "Queue something to go upstream when the network is up.", OutboxIn, OutboxItem,
-            Permission.OPERATOR, enqueue, mutating=True, surfaces=frozenset({"agent", "cli"}),
+            Permission.OPERATOR, enqueue, effect=Effect.EXTERNAL, surfaces=frozenset({"agent", "cli"}),
             audit=lambda request, reply: {"target": request.target, "topic": request.topic,
                                           **({"id": reply.id} if reply else {})}, tags=("devices",)),
 )

@@ -3,14 +3,26 @@
     reply = await dispatcher.call("memory.search", {"q": "dock door"}, caller)
     async for item in dispatcher.stream("chat", {"message": "hi"}, caller): ...
 
+A call, in order:
+
+1. the command exists on the caller's surface (else not_found);
+2. the caller's role reaches the command's permission (401 without a role, 403 with too small a one);
+3. the payload validates against the request model (400 naming every field at fault);
+4. the owner rule: a row named by the request is the caller's, or their role reaches the rule's
+   ``others`` (403 naming the field);
+5. provenance: a call made for a task that has read untrusted data, whose effect is actuate or
+   external, runs only if a person approved that exact call (403 approval_required);
+6. the handler runs; a list under an owner rule is shaped for the caller (others' rows reduced);
+7. the audit row: every call that is not a read, and every call made for a task, reads included,
+   succeeded or failed, with who asked, through which surface, from where, and never a secret.
+
 Every failure leaves here as a `CommandError` (errors.py), so no surface maps errors itself.
-Mutating commands are recorded in the store's audit log with who asked, through which surface,
-from where, and whether it worked; the record never holds secrets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -19,7 +31,7 @@ from typing import Any, cast
 from appliance.config import ApplianceConfig
 from appliance.control.accounts import Accounts
 from appliance.control.caller import Caller, role_allows
-from appliance.control.command import Command, CommandTable, Context, Handler
+from appliance.control.command import Command, CommandTable, Context, Effect, Handler, OwnRow, OwnRows
 from appliance.control.errors import CommandError
 from appliance.control.memory_client import MemoryClient
 from appliance.ipc.errors import IpcError
@@ -40,6 +52,16 @@ def _whole_numbers_as_ints(value: Any) -> Any:
     if isinstance(value, list):
         return [_whole_numbers_as_ints(v) for v in value]
     return value
+
+
+LEAVING = frozenset({Effect.ACTUATE, Effect.EXTERNAL})
+
+
+def call_fingerprint(name: str, request: Message | Mapping[str, Any]) -> str:
+    """What a person approves: the command and its exact arguments (after validation and defaults)."""
+    data = request.model_dump(mode="json") if isinstance(request, Message) else dict(request)
+    text = json.dumps([name, data], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Dispatcher:
@@ -81,7 +103,38 @@ class Dispatcher:
             raise CommandError.of(exc, where=where) from None
 
     def _context(self, caller: Caller) -> Context:
-        return Context(caller, self.peers, self.config, self.log, self.memory, self.accounts)
+        return Context(caller, self.peers, self.config, self.log, self.memory, self.accounts, self.table)
+
+    @staticmethod
+    def _audited(command: Command[Any, Any], caller: Caller) -> bool:
+        return command.mutating or caller.task is not None
+
+    async def _admit(self, command: Command[Any, Any], request: Message, caller: Caller) -> None:
+        """The owner rule and the provenance rule (steps 4 and 5); a refusal is audited like a failure."""
+        try:
+            rule = command.owner
+            if isinstance(rule, OwnRow):
+                owner = await rule.owner(self._context(caller), request)
+                needed = rule.needed(caller, owner) if owner is not None else None
+                if needed is not None and not role_allows(caller.role, needed):
+                    ident = str(getattr(request, rule.key, ""))[:80]
+                    mine = owner == caller.subject
+                    raise CommandError("forbidden", f"{command.name}: {rule.resource} {ident!r} is "
+                                       f"{'yours, but this needs' if mine else 'not yours; that needs'} the "
+                                       f"{needed.value} role" + (f" ({rule.why})" if rule.why else ""),
+                                       field=rule.key)
+            if caller.task is not None and caller.untrusted and command.effect in LEAVING \
+                    and call_fingerprint(command.name, request) not in caller.approved:
+                raise CommandError("approval_required", f"{command.name} would {command.effect.value}, and task "
+                                   f"{caller.task} has read untrusted data: a person must approve this exact call "
+                                   "(rule: untrusted-input)", field="command")
+        except Exception as exc:
+            raise await self._failed(command, caller, request, exc) from None
+
+    @staticmethod
+    def _shaped(command: Command[Any, Any], caller: Caller, reply: Any) -> Any:
+        rule = command.owner
+        return rule.shape(caller, reply) if isinstance(rule, OwnRows) and rule.applies(caller) else reply
 
     async def call(self, name: str, payload: Payload, caller: Caller, *, where: str = "",
                    strict: bool = False) -> Message:
@@ -90,13 +143,14 @@ class Dispatcher:
         request = self.parse(command, payload, where=where, strict=strict)
         if command.streaming:
             raise CommandError("bad_request", f"{name} streams its reply; use a streaming surface", field="command")
+        await self._admit(command, request, caller)
         try:
             reply = cast(Message, await cast(Handler, command.handler)(self._context(caller), request))
         except Exception as exc:
             raise await self._failed(command, caller, request, exc) from None
-        if command.mutating:
+        if self._audited(command, caller):
             await self._audit(command, caller, request, reply, None)
-        return reply
+        return cast(Message, self._shaped(command, caller, reply))
 
     async def stream(self, name: str, payload: Payload, caller: Caller, *, where: str = "",
                      strict: bool = False) -> AsyncGenerator[Message, None]:
@@ -107,6 +161,7 @@ class Dispatcher:
         if not command.streaming:
             yield await self.call(name, request, caller)
             return
+        await self._admit(command, request, caller)
         items = cast(AsyncIterator[Message], command.handler(self._context(caller), request))
         last: Message | None = None
         try:
@@ -118,7 +173,7 @@ class Dispatcher:
             raise
         except Exception as exc:
             raise await self._failed(command, caller, request, exc) from None
-        if command.mutating:
+        if self._audited(command, caller):
             await self._audit(command, caller, request, last, None)
 
     async def _failed(self, command: Command[Any, Any], caller: Caller, request: Message,
@@ -130,7 +185,7 @@ class Dispatcher:
         else:
             self.log.info("command %s: %s: %s", command.name, error.code, error.message,
                           extra={"COMMAND": command.name, "ERROR_CODE": error.code})
-        if command.mutating:
+        if self._audited(command, caller):
             await self._audit(command, caller, request, None, error)
         return error
 
@@ -139,7 +194,12 @@ class Dispatcher:
         details: dict[str, Any] = {"via": caller.via, "ok": error is None}
         if error is not None:
             details["error"] = error.code
-        details.update(command.audit(request, reply))
+        if caller.task is not None:  # made for a task: which one, what it did, whether it was tainted
+            details.update(task=caller.task, effect=command.effect.value, untrusted=caller.untrusted)
+        said = command.audit(request, reply)
+        if said is None and error is None:
+            return  # the command says nothing happened (a periodic job that found nothing to do)
+        details.update(said or {})
         # A command may name who the row is about (a login names the user it tried, not "anonymous").
         user_id = str(details.pop("user_id", caller.subject))
         entry = AuditIn(user_id=user_id[:128], action=command.name, ip_address=caller.ip, details=details)

@@ -15,12 +15,13 @@ from appliance.ipc.errors import Busy, IpcError
 from appliance.validation import describe_validation_error, field_path, validation_problems
 
 ErrorCode = Literal[
-    "bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "too_large", "busy",
-    "rate_limited",
-    "unavailable", "service_down", "timeout", "internal",
+    "bad_request", "unauthorized", "forbidden", "approval_required", "not_found", "method_not_allowed", "conflict",
+    "too_large", "busy", "rate_limited", "unavailable", "service_down", "timeout", "internal",
 ]
 STATUS: dict[str, int] = {
     "bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404, "method_not_allowed": 405,
+    # Refused until a person approves this exact call (a task that read untrusted data wants to act).
+    "approval_required": 403,
     "conflict": 409,
     "too_large": 413, "busy": 429, "rate_limited": 429, "unavailable": 503,
     # A process behind the api that is down is the api being unable to serve for now: 503.

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, command
+from appliance.control.command import Command, Context, Effect, command
 from appliance.protocol.engine import (
     ENGINE_EMBED,
     ENGINE_GENERATE,
@@ -30,7 +30,8 @@ async def embed(ctx: Context, request: EmbedRequest) -> EmbedResponse:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("llm.generate", "Generate from a prompt or chat messages (tools, JSON schema), streamed.",
-            GenerateRequest, GenerateChunk, Permission.VIEWER, generate, streaming=True, tags=("llm",)),
+            GenerateRequest, GenerateChunk, Permission.VIEWER, generate, effect=Effect.READ, streaming=True,
+            tags=("llm",)),
     command("llm.embed", "Embed texts with the embedding model (unit vectors).", EmbedRequest, EmbedResponse,
-            Permission.VIEWER, embed, tags=("llm",)),
+            Permission.VIEWER, embed, effect=Effect.READ, tags=("llm",)),
 )

@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from appliance.chunking import chunk_text
-from appliance.control.caller import Permission
-from appliance.control.command import CONSOLE_ONLY, Command, Context, HttpRoute, command
+from appliance.control.caller import Permission, role_allows
+from appliance.control.command import CONSOLE_ONLY, Command, Context, Effect, HttpRoute, OwnRow, Tool, command
 from appliance.control.errors import CommandError
 from appliance.protocol.common import Empty, Message, Tag
 from appliance.protocol.store import (
@@ -24,6 +24,8 @@ from appliance.protocol.store import (
     STORE_BACKUP,
     STORE_FORGET,
     STORE_GET,
+    STORE_OWNER,
+    STORE_OWNER_CLAIM,
     STORE_RESTORE,
     STORE_ROTATE_KEY,
     STORE_STATS,
@@ -40,6 +42,8 @@ from appliance.protocol.store import (
     MemoryIn,
     MemoryKind,
     MemoryRecord,
+    OwnerClaim,
+    OwnerKey,
     RecallFilters,
     RecallMode,
     RecallResponse,
@@ -126,7 +130,18 @@ async def stats(ctx: Context, _: Empty) -> StoreStats:
     return await ctx.peers.store.call(STORE_STATS)
 
 
+async def document_owner(ctx: Context, request: IngestRequest) -> str | None:
+    """Who first uploaded this path (None: nobody yet, or before owners were kept)."""
+    return (await ctx.peers.store.call(STORE_OWNER, OwnerKey(resource="document", key=request.path))).owner
+
+
 async def ingest(ctx: Context, request: IngestRequest) -> Ingested:
+    owner = await ctx.peers.store.call(STORE_OWNER_CLAIM, OwnerClaim(resource="document", key=request.path,
+                                                                     owner=ctx.caller.subject[:128]))
+    if owner.owner != ctx.caller.subject and not role_allows(ctx.caller.role, Permission.ADMIN):
+        # Claimed by someone else between the owner rule's check and here.
+        raise CommandError("forbidden", f"memory.ingest: document {request.path[:80]!r} is not yours; that needs "
+                                        "the admin role", field="path")
     memory = ctx.config.memory
     chunks = chunk_text(request.text, memory.chunk_chars, memory.chunk_overlap)
     replaced, embedded = await ctx.memory.ingest(request.path, chunks, list(request.tags))
@@ -169,6 +184,11 @@ def _ingested(request: IngestRequest, reply: Ingested | None) -> dict[str, Any]:
     return {"path": request.path[:256], **done}
 
 
+def _backfilled(_request: Empty, reply: Backfilled | None) -> dict[str, Any] | None:
+    """Nothing to embed (what the periodic job mostly finds) leaves no row."""
+    return None if reply is not None and not reply.embedded else {"embedded": reply.embedded if reply else 0}
+
+
 def _by_id(request: MemoryId, _reply: Any) -> dict[str, Any]:
     return {"id": request.id}
 
@@ -198,33 +218,41 @@ def _route(method: Method, path: str, status: int = 200) -> tuple[HttpRoute, ...
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("memory.remember", "Store one memory; the engine embeds it when it can.", RememberRequest, Remembered,
-            Permission.OPERATOR, remember, mutating=True, http=_route("POST", "", 201), audit=_remembered),
+            Permission.OPERATOR, remember, effect=Effect.WRITE, http=_route("POST", "", 201), audit=_remembered,
+            tool=Tool("remember", "Store a fact in the box's memory.", ("text", "kind", "tags"))),
     command("memory.search", "Hybrid, vector or text search over long-term memory.", SearchRequest,
-            RecallResponse, Permission.VIEWER, search, http=_route("GET", "/search")),
-    command("memory.get", "One memory by id.", MemoryId, MemoryRecord, Permission.VIEWER, get,
+            RecallResponse, Permission.VIEWER, search, effect=Effect.READ, http=_route("GET", "/search"),
+            tool=Tool("search_memory", "Find what the box remembers about something (notes, events, documents).",
+                      ("q", "k"))),
+    command("memory.get", "One memory by id.", MemoryId, MemoryRecord, Permission.VIEWER, get, effect=Effect.READ,
             http=_route("GET", "/{id:[0-9]+}")),
     command("memory.forget", "Erase a memory's content; a tombstone with its id, kind and time stays.", MemoryId,
-            Forgotten, Permission.ADMIN, forget, mutating=True, http=_route("DELETE", "/{id:[0-9]+}"), audit=_by_id),
+            Forgotten, Permission.ADMIN, forget, effect=Effect.WRITE, http=_route("DELETE", "/{id:[0-9]+}"),
+            audit=_by_id),
     command("memory.stats", "Counts, sizes and the index in use.", Empty, StoreStats, Permission.VIEWER, stats,
+            effect=Effect.READ,
             http=_route("GET", "/stats")),
-    command("memory.ingest", "Store a text document as chunks; re-ingesting its path replaces them.",
-            IngestRequest, Ingested, Permission.OPERATOR, ingest, mutating=True,
+    command("memory.ingest", "Store a text document as chunks; re-ingesting its path replaces them (one's own "
+            "uploads; an admin's anyone's).",
+            IngestRequest, Ingested, Permission.OPERATOR, ingest, effect=Effect.WRITE,
             http=(HttpRoute("POST", "/api/v1/memory/documents", 201, upload=("text", "path"),
-                            max_body_bytes=MAX_DOCUMENT_CHARS + (64 << 10)),), audit=_ingested),
+                            max_body_bytes=MAX_DOCUMENT_CHARS + (64 << 10)),), audit=_ingested,
+            owner=OwnRow("document", "path", document_owner, own=Permission.OPERATOR, others=Permission.ADMIN)),
     command("memory.archive", "Move old unpinned memories into compressed archive segments (streams progress).",
-            ArchiveRequest, ArchiveProgress, Permission.OPERATOR, archive, streaming=True, mutating=True,
+            ArchiveRequest, ArchiveProgress, Permission.OPERATOR, archive, streaming=True, effect=Effect.WRITE,
             http=_route("POST", "/archive"), audit=_archived),
     command("memory.find_archived", "Archived memories by time range and source.", ArchiveQuery, ArchivedRecords,
-            Permission.VIEWER, find_archived, http=_route("GET", "/archive")),
+            Permission.VIEWER, find_archived, effect=Effect.READ, http=_route("GET", "/archive")),
     command("memory.unarchive", "Bring archived memories back (they come back pinned).", RestoreRequest, Restored,
-            Permission.OPERATOR, unarchive, mutating=True, http=_route("POST", "/archive/restore"),
+            Permission.OPERATOR, unarchive, effect=Effect.WRITE, http=_route("POST", "/archive/restore"),
             audit=_unarchived),
     command("memory.backfill", "Embed memories stored while the engine was down.", Empty, Backfilled,
-            Permission.OPERATOR, backfill, surfaces=frozenset({"cli", "agent"})),
+            Permission.OPERATOR, backfill, effect=Effect.WRITE, audit=_backfilled,
+            surfaces=frozenset({"cli", "agent"})),
     command("memory.backup", "Online backup of the memory file to a path on the box.", BackupRequest, BackupDone,
-            Permission.ADMIN, backup, mutating=True, surfaces=CONSOLE_ONLY,
+            Permission.ADMIN, backup, effect=Effect.WRITE, surfaces=CONSOLE_ONLY,
             audit=_backed_up),
     command("memory.rotate_key", "Re-encrypt every sealed value under a new key.", Empty, KeyRotated,
-            Permission.ADMIN, rotate_key, mutating=True, surfaces=CONSOLE_ONLY,
+            Permission.ADMIN, rotate_key, effect=Effect.WRITE, surfaces=CONSOLE_ONLY,
             audit=_rotated),
 )

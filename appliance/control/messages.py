@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, command
+from appliance.control.command import Command, Context, Effect, command
 from appliance.protocol.common import Changed
 from appliance.protocol.messages import API_BROADCAST, Broadcast
 
@@ -19,6 +19,6 @@ async def broadcast(ctx: Context, request: Broadcast) -> Changed:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("messages.broadcast", "Send a notice, alert or chat line to every WebSocket subscribed to messages.",
-            Broadcast, Changed, Permission.OPERATOR, broadcast, mutating=True, tags=("messages",),
+            Broadcast, Changed, Permission.OPERATOR, broadcast, effect=Effect.EXTERNAL, tags=("messages",),
             audit=lambda request, reply: {"kind": request.kind, "sockets": reply.changed if reply else None}),
 )

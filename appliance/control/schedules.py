@@ -19,9 +19,9 @@ from pydantic import Field
 
 from appliance.config import ConfigError
 from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, HttpRoute, Reply, command
+from appliance.control.command import Command, Context, Effect, HttpRoute, OwnRow, Reply, Tool, command
 from appliance.control.errors import CommandError
-from appliance.control.tasks import authorize
+from appliance.control.tasks import check_spec
 from appliance.ipc.errors import IpcError
 from appliance.protocol.common import Empty, Message
 from appliance.protocol.schedules import (
@@ -36,6 +36,7 @@ from appliance.protocol.schedules import (
 from appliance.protocol.tasks import STORE_SCHEDULE_MARKS
 from appliance.schedules.model import Schedule, ScheduleFields, load_schedules
 from appliance.schedules.triggers import next_fire
+from appliance.taskkinds.action import action_names
 
 MAX_SAVED = 10_000
 
@@ -77,17 +78,13 @@ def _view(schedule: Schedule, source: Literal["file", "saved"], marks: dict[str,
                         updated_at=saved.updated_at if saved else None, last_fire=last, next_fire=upcoming)
 
 
-def _saved(item: StoredSchedule) -> Schedule:
-    return Schedule.model_validate({**item.body, "name": item.name, "run_as": item.run_as})
-
-
 async def list_schedules(ctx: Context, _: Empty) -> ScheduleViews:
     (file, error), saved, marks = await asyncio.gather(
         _file(ctx), ctx.peers.store.call(STORE_SCHEDULES, Empty()), ctx.peers.store.call(STORE_SCHEDULE_MARKS, Empty()))
     views = [_view(schedule, "file", marks.marks) for schedule in file]
     for item in saved.items:
         try:
-            views.append(_view(_saved(item), "saved", marks.marks, item))
+            views.append(_view(Schedule.of_saved(item), "saved", marks.marks, item))
         except ValueError as exc:  # saved by an older release whose rules were looser
             error += f"{'; ' if error else ''}saved schedule {item.name!r} is no longer valid: {exc}"
     return ScheduleViews(items=sorted(views, key=lambda view: view.schedule.name), file_error=error)
@@ -107,11 +104,13 @@ async def _save(ctx: Context, fields: ScheduleFields, mode: Literal["create", "r
         raise CommandError("conflict", f"{fields.name!r} is defined in {ctx.config.agent.schedules_file}; it is "
                                        "read-only here: edit the file, or use another name", field="name")
     schedule = Schedule.model_validate({**fields.model_dump(), "run_as": ctx.caller.role.value})
-    actions = set(ctx.config.agent.actions)
-    for what in (schedule.action, schedule.fallback):
+    actions = action_names(ctx.config)
+    for what, key in ((schedule.action, "action"), (schedule.fallback, "fallback")):
         if what is not None:
-            spec = schedule.task(actions, what=what)
-            authorize(ctx, spec.kind, spec.action, ctx.caller.role)
+            try:
+                check_spec(ctx, schedule.task(actions, what=what), ctx.caller.role)
+            except CommandError as exc:
+                raise CommandError(exc.code, f"{key}: {exc.message}", field=key) from None
     if mode == "create" and len((await ctx.peers.store.call(STORE_SCHEDULES, Empty())).items) >= MAX_SAVED:
         raise CommandError("conflict", f"the box keeps at most {MAX_SAVED} saved schedules; delete some first")
     saved = await ctx.peers.store.call(STORE_SCHEDULE_PUT, SchedulePut(mode=mode, schedule=StoredSchedule(
@@ -149,20 +148,34 @@ def _audit(request: Any, _reply: Any) -> dict[str, Any]:
     return {"schedule": getattr(request, "name", None)}
 
 
+async def schedule_owner(ctx: Context, request: ScheduleName | ScheduleFields) -> str | None:
+    """Who saved it last; None for the file's (read-only for everyone: the handler says so) and for no
+    such schedule."""
+    for item in (await ctx.peers.store.call(STORE_SCHEDULES, Empty())).items:
+        if item.name == request.name:
+            return item.updated_by
+    return None
+
+
+# Anyone reads every schedule (they are the site's); a saved one is changed by whoever saved it, or an admin.
+AUTHOR = OwnRow("schedule", "name", schedule_owner, own=Permission.OPERATOR, others=Permission.ADMIN)
 ONE = "/api/v1/schedules/{name}"
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("schedules.list", "Every schedule (the file's and the saved ones) with its last and next fire.", Empty,
-            ScheduleViews, Permission.VIEWER, list_schedules, http=(HttpRoute("GET", "/api/v1/schedules"),),
-            tags=("schedules",)),
-    command("schedules.get", "One schedule.", ScheduleName, ScheduleView, Permission.VIEWER, get,
+            ScheduleViews, Permission.VIEWER, list_schedules, effect=Effect.READ,
+            http=(HttpRoute("GET", "/api/v1/schedules"),), tags=("schedules",),
+            tool=Tool("list_schedules", "The site's schedules with when each fires next.")),
+    command("schedules.get", "One schedule.", ScheduleName, ScheduleView, Permission.VIEWER, get, effect=Effect.READ,
             http=(HttpRoute("GET", ONE),), tags=("schedules",)),
     command("schedules.create", "Save a new schedule in the reference form; its tasks run with your role.",
-            ScheduleFields, ScheduleView, Permission.OPERATOR, create, mutating=True,
-            http=(HttpRoute("POST", "/api/v1/schedules", 201),), audit=_audit, tags=("schedules",)),
+            ScheduleFields, ScheduleView, Permission.OPERATOR, create, effect=Effect.WRITE,
+            http=(HttpRoute("POST", "/api/v1/schedules", 201),), audit=_audit, tags=("schedules",),
+            tool=Tool("create_schedule", "Save a schedule: a name, a trigger (cron:, interval:, at:) and an action.",
+                      ("name", "trigger", "action", "args", "timezone"))),
     command("schedules.replace", "Replace a saved schedule (the file's are read-only).", ScheduleFields, ScheduleView,
-            Permission.OPERATOR, replace, mutating=True, http=(HttpRoute("PUT", ONE),), audit=_audit,
-            tags=("schedules",)),
+            Permission.OPERATOR, replace, effect=Effect.WRITE, http=(HttpRoute("PUT", ONE),), audit=_audit,
+            tags=("schedules",), owner=AUTHOR),
     command("schedules.delete", "Delete a saved schedule (the file's are read-only).", ScheduleName, Reply,
-            Permission.OPERATOR, delete, mutating=True, http=(HttpRoute("DELETE", ONE),), audit=_audit,
-            tags=("schedules",)),
+            Permission.OPERATOR, delete, effect=Effect.WRITE, http=(HttpRoute("DELETE", ONE),), audit=_audit,
+            tags=("schedules",), owner=AUTHOR),
 )

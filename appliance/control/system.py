@@ -9,7 +9,7 @@ from pydantic import Field
 
 from appliance import __version__
 from appliance.control.caller import Permission
-from appliance.control.command import Command, Context, HttpRoute, command
+from appliance.control.command import Command, Context, Effect, HttpRoute, Tool, command
 from appliance.ipc.errors import IpcError
 from appliance.protocol.common import (
     HEALTH,
@@ -117,11 +117,13 @@ def _escape(value: str) -> str:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("system.health", "Every service's state: a summary for anyone, the full report with a token.",
-            Empty, HealthSummary | HealthReport, Permission.PUBLIC, health,  # type: ignore[arg-type]
-            http=(HttpRoute("GET", "/api/v1/health"),)),
+            Empty, HealthSummary | HealthReport, Permission.PUBLIC, health, effect=Effect.READ,  # type: ignore[arg-type]
+            http=(HttpRoute("GET", "/api/v1/health"),),
+            tool=Tool("box_health", "Whether the box's services are running, and why not.")),
     command("system.health_report", "The full health report for the token in the body (the reference form).",
-            TokenInBody, HealthReport, Permission.PUBLIC, health_report,
+            TokenInBody, HealthReport, Permission.PUBLIC, health_report, effect=Effect.READ,
             http=(HttpRoute("POST", "/api/v1/health"),)),
     command("system.metrics", "Every service's metrics (Prometheus text over REST).", Empty, MetricsReport,
-            Permission.VIEWER, metrics, http=(HttpRoute("GET", "/api/v1/metrics", render="prometheus"),)),
+            Permission.VIEWER, metrics, effect=Effect.READ,
+            http=(HttpRoute("GET", "/api/v1/metrics", render="prometheus"),)),
 )

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from appliance.control import admin, auth, chat, devices, llm, memory, messages, schedules, system, tasks, users
+from appliance.control import (
+    admin,
+    auth,
+    capabilities,
+    chat,
+    devices,
+    llm,
+    memory,
+    messages,
+    notify,
+    schedules,
+    system,
+    tasks,
+    users,
+)
 from appliance.control.command import CommandTable
 
 
 def default_table() -> CommandTable:
-    return CommandTable(system.COMMANDS, admin.COMMANDS, auth.COMMANDS, users.COMMANDS, memory.COMMANDS,
-                        chat.COMMANDS, llm.COMMANDS, devices.COMMANDS, tasks.COMMANDS,
-                        schedules.COMMANDS, messages.COMMANDS)
+    return CommandTable(system.COMMANDS, capabilities.COMMANDS, admin.COMMANDS, auth.COMMANDS, users.COMMANDS,
+                        memory.COMMANDS, chat.COMMANDS, llm.COMMANDS, devices.COMMANDS, tasks.COMMANDS,
+                        schedules.COMMANDS, messages.COMMANDS, notify.COMMANDS)

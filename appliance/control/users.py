@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr
 
 from appliance.control.auth import checked_password
 from appliance.control.caller import Permission, Role
-from appliance.control.command import CONSOLE_ONLY, Command, Context, HttpRoute, command
+from appliance.control.command import CONSOLE_ONLY, Command, Context, Effect, HttpRoute, command
 from appliance.control.errors import CommandError
 from appliance.control.keys import SigningKeyError
 from appliance.control.passwords import hash_password_async, new_password_field
@@ -132,23 +132,25 @@ def _token_row(request: NewToken, reply: IssuedToken | None) -> dict[str, Any]:
 
 COMMANDS: tuple[Command[Any, Any], ...] = (
     command("users.list", "Every user, with role, state and lockout.", Empty, Users, Permission.ADMIN, list_users,
+            effect=Effect.READ,
             http=(HttpRoute("GET", "/api/v1/users"),), tags=("users",)),
     command("users.create", "A new user with a role and an initial password.", NewUser, UserInfo, Permission.ADMIN,
-            create_user, mutating=True, http=(HttpRoute("POST", "/api/v1/users", 201),), audit=_user_row,
+            create_user, effect=Effect.WRITE, http=(HttpRoute("POST", "/api/v1/users", 201),), audit=_user_row,
             tags=("users",)),
     command("users.update", "Change a user's role or password, disable or enable them, or clear a lockout.",
-            UserChange, UserInfo, Permission.ADMIN, update_user, mutating=True,
+            UserChange, UserInfo, Permission.ADMIN, update_user, effect=Effect.WRITE,
             http=(HttpRoute("PATCH", "/api/v1/users/{username}"),), audit=_user_row, tags=("users",)),
     command("tokens.list", "Device and app tokens (never the tokens themselves).", Empty, AppTokens,
-            Permission.ADMIN, list_tokens, http=(HttpRoute("GET", "/api/v1/tokens"),), tags=("users",)),
+            Permission.ADMIN, list_tokens, effect=Effect.READ, http=(HttpRoute("GET", "/api/v1/tokens"),),
+            tags=("users",)),
     command("tokens.create", "A named device or app token with a role; shown once.", NewToken, IssuedToken,
-            Permission.ADMIN, create_token, mutating=True, http=(HttpRoute("POST", "/api/v1/tokens", 201),),
+            Permission.ADMIN, create_token, effect=Effect.WRITE, http=(HttpRoute("POST", "/api/v1/tokens", 201),),
             audit=_token_row, tags=("users",)),
     command("tokens.revoke", "Revoke a device or app token; it stops working within a second.", TokenId, AppToken,
-            Permission.ADMIN, revoke_token, mutating=True, http=(HttpRoute("DELETE", "/api/v1/tokens/{jti}"),),
+            Permission.ADMIN, revoke_token, effect=Effect.WRITE, http=(HttpRoute("DELETE", "/api/v1/tokens/{jti}"),),
             audit=lambda request, _reply: {"jti": request.jti}, tags=("users",)),
     command("keys.rotate", "Sign with a new key from now on; the old one verifies until its tokens expire.",
-            Empty, Rotated, Permission.ADMIN, rotate_key, mutating=True, surfaces=CONSOLE_ONLY,
+            Empty, Rotated, Permission.ADMIN, rotate_key, effect=Effect.WRITE, surfaces=CONSOLE_ONLY,
             audit=lambda _request, reply: {"kid": reply.kid, "old_kid": reply.old_kid} if reply else {},
             tags=("users",)),
 )

@@ -7,8 +7,9 @@ the registered handler and sends the handler's reply back the same way) and send
 the `chat` command (memories recalled and cited) as the gateway's caller, in a conversation of
 its own per platform and sender, so the ring keeps each chat's turns apart.
 
-Adapters: MQTT (appliance/mqtt/chat.py: a topic pair); webhook (webhook.py: outbound only, a JSON
-POST to mqtt.uplink.webhook, retried through the outbox); WebSocket (the api: in is the chat
+Adapters: MQTT (appliance/mqtt/chat.py: a topic pair); webhook (webhook.py: outbound only, the
+notify.send command's webhook transport: a JSON POST to mqtt.uplink.webhook, retried through the
+outbox); WebSocket (the api: in is the chat
 command over /control, out the ``messages`` topic). A cloud chat platform is one more subclass:
 docs/gateways.md says how.
 """
@@ -16,13 +17,13 @@ docs/gateways.md says how.
 from __future__ import annotations
 
 import abc
-import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from appliance.control.caller import Caller
+from appliance.control.chat import chat_reply
 from appliance.control.dispatcher import Dispatcher
 
 
@@ -68,18 +69,11 @@ def conversation_id(message: InboundMessage) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:64]
 
 
-def agent_reply(commands: Dispatcher, caller: Caller, *, max_tokens: int = 256) -> Handler:
+def agent_reply(dispatcher: Dispatcher, caller: Caller, *, max_tokens: int = 256) -> Handler:
     """The agent answers: the `chat` command, as ``caller``, remembering the conversation."""
 
     async def reply(message: InboundMessage) -> str:
-        pieces: list[str] = []
-        cited: list[Any] = []
         request = {"message": message.text, "conversation": conversation_id(message), "max_tokens": max_tokens}
-        async with contextlib.aclosing(commands.stream("chat", request, caller)) as events:
-            async for event in events:
-                pieces.append(getattr(event, "text", ""))
-                cited = getattr(event, "citations", None) or cited
-        sources = "".join(f"\n[{c.n}] {c.source}" for c in cited)
-        return "".join(pieces).strip() + (f"\n{sources}" if sources else "")
+        return (await chat_reply(dispatcher, request, caller)).with_sources()
 
     return reply

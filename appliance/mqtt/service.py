@@ -20,7 +20,7 @@ from typing import Any
 
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Caller, Role
-from appliance.control.chat import ChatEvent
+from appliance.control.chat import chat_reply
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
 from appliance.control.system import HealthReport
@@ -72,9 +72,9 @@ class MqttService(Service[Mqtt]):
         self.courier = Courier(cfg.uplink, self.peer("store"), self.network, self.client_id, self.log)
         self.topics = Topics.for_config(cfg.home_assistant)
         self._availability_topics = topic_filter(tuple(cfg.availability_topics))
-        self.commands = Dispatcher(default_table(), self.peers, config, self.log)
+        self.dispatcher = Dispatcher(default_table(), self.peers, config, self.log)
         self.chat = MqttChat(cfg.chat, self._publish_chat, self.log)
-        self.chat.register_handler(agent_reply(self.commands, CHAT))
+        self.chat.register_handler(agent_reply(self.dispatcher, CHAT))
         self.link: MqttLink | None = None
         self.outbox = OutboxStats(pending=0, delivered=0)
         self._broker_problem: str | None = "not connected yet"
@@ -245,16 +245,10 @@ class MqttService(Service[Mqtt]):
             self.log.warning("Home Assistant request on %s failed: %s", topic, exc)
 
     async def _answer(self, question: str) -> None:
-        pieces: list[str] = []
-        cited: list[dict[str, Any]] = []
-        async with contextlib.aclosing(self.commands.stream("chat", {"message": question, "max_tokens": 200},
-                                                            HOME_ASSISTANT)) as events:
-            async for event in events:
-                assert isinstance(event, ChatEvent)
-                pieces.append(event.text)
-                cited = [c.model_dump() for c in event.citations] or cited
+        reply = await chat_reply(self.dispatcher, {"message": question, "max_tokens": 200}, HOME_ASSISTANT)
         if self.link is not None:
-            answer = {"question": question, "text": "".join(pieces).strip(), "citations": cited, "at": time.time()}
+            answer = {"question": question, "text": reply.text, "citations": [c.model_dump() for c in reply.citations],
+                      "at": time.time()}
             await self.link.publish(self.topics.answer, json.dumps(answer).encode(), retain=True)
 
     async def _states_forever(self) -> None:
@@ -275,7 +269,7 @@ class MqttService(Service[Mqtt]):
     async def _publish_state(self) -> None:
         if self.link is None or self.link.lost.is_set():
             return
-        report = await self.commands.call("system.health", {}, HOME_ASSISTANT)
+        report = await self.dispatcher.call("system.health", {}, HOME_ASSISTANT)
         assert isinstance(report, HealthReport)
         stored, at = self._stored_at_last_state
         now = time.monotonic()

@@ -291,6 +291,24 @@ class KeyRotated(Message):
     reencrypted: int
 
 
+OwnedResource = Literal["conversation", "document"]
+
+
+class OwnerKey(Message):
+    """A row without an owner column of its own: a chat conversation, an uploaded document's path."""
+
+    resource: OwnedResource
+    key: str = Field(min_length=1, max_length=1024)
+
+
+class OwnerClaim(OwnerKey):
+    owner: str = Field(min_length=1, max_length=128)
+
+
+class OwnerOf(Message):
+    owner: str | None = Field(description="whose it is; null: nobody has claimed it yet")
+
+
 STORE_REMEMBER = endpoint("store", "remember", MemoryIn, MemoryId)
 STORE_GET = endpoint("store", "get", MemoryId, MemoryRecord)
 STORE_FORGET = endpoint("store", "forget", MemoryId, Forgotten)
@@ -309,3 +327,6 @@ STORE_BACKUP = endpoint("store", "backup", BackupRequest, BackupDone)
 STORE_ROTATE_KEY = endpoint("store", "rotate-key", Empty, KeyRotated)
 STORE_UNEMBEDDED = endpoint("store", "vectors/missing", UnembeddedRequest, Unembedded)
 STORE_SET_VECTORS = endpoint("store", "vectors/set", EmbeddingsIn, EmbeddingsStored)
+# Claim: the row becomes the claimant's unless someone holds it already; either way, its owner now.
+STORE_OWNER_CLAIM = endpoint("store", "owners/claim", OwnerClaim, OwnerOf)
+STORE_OWNER = endpoint("store", "owners/get", OwnerKey, OwnerOf)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, JsonValue
+from pydantic import ConfigDict, Field, JsonValue
 
 from appliance.protocol.common import Changed, Empty, Message, endpoint
 
@@ -34,39 +34,27 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.RUNNING: frozenset({TaskState.QUEUED} | FINAL),  # QUEUED: resumed after a restart
     **{state: frozenset() for state in FINAL},
 }
-TaskKind = Literal["action", "command", "search", "ask", "notify"]
-# Kinds that only read and then write their result atomically: a run cut short by a restart is
-# run again. The others may have acted already (a command ran, a message went out): failed, said why.
-RESUMABLE: frozenset[str] = frozenset({"search", "ask"})
+# A kind's name: its declaration (fields, roles, runner) is in appliance/taskkinds/, which only the
+# command layer and the agent read; the store keeps the spec as it was validated there.
+KIND_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 Priority = Literal["interactive", "scheduled", "background"]
 ACTION_NAME = r"^[a-z][a-z0-9_]{0,63}$"
 
 
-class TaskFields(Message):
-    """What a task is given, whoever asks (the stored spec and the create request share them).
-    Which fields matter depends on the kind:
+class TaskSpec(Message):
+    """What to run, as stored with the task: the kind, what every kind shares, and the kind's own
+    fields (validated against the kind's declaration when the task was created; kept as given)."""
 
-    action: ``action`` (a declared sandboxed action or a built-in) with ``args``;
-    command: ``argv``, an inline command line run in the default sandbox (admins only);
-    search: ``query``, optional ``output_path``; ask: ``query``; notify: ``message``, optional ``topic``.
-    """
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    action: str | None = Field(None, pattern=ACTION_NAME)
-    args: dict[str, JsonValue] = Field(default_factory=dict)
-    argv: list[str] | None = Field(None, min_length=1, max_length=256)
-    query: str | None = Field(None, min_length=1, max_length=4000)
-    message: str | None = Field(None, min_length=1, max_length=4000)
-    topic: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[^#+\x00]+$")
-    output_path: str | None = Field(None, min_length=1, max_length=1024)
+    kind: str = Field(pattern=KIND_NAME)
     timeout_s: float = Field(300.0, gt=0, le=86_400)
-
-
-class TaskSpec(TaskFields):
-    """What to run, as stored with the task."""
-
-    kind: TaskKind
     priority: Priority = "interactive"
     input: JsonValue = Field(None, description="what a fallback is given: the failure it follows")
+
+    def fields(self) -> dict[str, JsonValue]:
+        """The kind's own fields (everything but what every kind shares)."""
+        return dict(self.model_extra or {})
 
 
 class TaskNew(Message):
@@ -123,7 +111,7 @@ class TaskDetailQuery(TaskId):
 class TaskQuery(Message):
     state: list[TaskState] | None = Field(None, max_length=7)
     schedule: str | None = Field(None, max_length=64)
-    kind: TaskKind | None = None
+    kind: str | None = Field(None, pattern=KIND_NAME)
     limit: int = Field(50, ge=1, le=500)
     cursor: int | None = Field(None, ge=1, le=2**63 - 1, description="next_cursor of the page before")
 
@@ -151,6 +139,11 @@ class StepIn(Message):
     id: int = Field(ge=1, le=2**63 - 1)
     message: str = Field(min_length=1, max_length=4000)
     data: JsonValue = None
+
+
+class Resumable(Message):
+    kinds: list[str] = Field(default_factory=list, max_length=64,
+                             description="kinds whose cut-short runs are queued again (the rest fail)")
 
 
 class Recovered(Message):
@@ -190,7 +183,7 @@ STORE_TASKS = endpoint("store", "tasks/list", TaskQuery, TaskPage)
 STORE_TASK_UPDATE = endpoint("store", "tasks/update", TaskUpdate, TaskRow)
 STORE_TASK_STEP = endpoint("store", "tasks/step", StepIn, Changed)
 STORE_TASK_NEXT = endpoint("store", "tasks/next", Empty, TaskPage)
-STORE_TASKS_RECOVER = endpoint("store", "tasks/recover", Empty, Recovered)
+STORE_TASKS_RECOVER = endpoint("store", "tasks/recover", Resumable, Recovered)
 STORE_SCHEDULE_MARK = endpoint("store", "schedules/mark", ScheduleMark, Changed)
 STORE_SCHEDULE_MARKS = endpoint("store", "schedules/marks", Empty, ScheduleMarks)
 STORE_SCHEDULE_FIRE = endpoint("store", "schedules/fire", Fires, Fired)

@@ -7,7 +7,7 @@
         fallback: "send_alert"             # a built-in or declared action, given the failure as input
 
 ``action`` is a declared or built-in action's name, else a command line split without a shell
-(shlex). Optional per schedule: args, retries and retry_backoff_s, timeout_s, concurrency (skip,
+(shlex) and run as a shell task. Optional per schedule: args, retries and retry_backoff_s, timeout_s, concurrency (skip,
 queue, parallel with max_parallel), timezone, missed (skip, once, all with missed_max), priority,
 debounce_s (mqtt: triggers).
 
@@ -27,8 +27,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
-from appliance.config import BUILTIN_ACTIONS, ConfigError
+from appliance.config import ConfigError
 from appliance.protocol.common import Message
+from appliance.protocol.schedules import StoredSchedule
 from appliance.protocol.tasks import Priority, TaskSpec
 from appliance.schedules.triggers import Trigger, parse_trigger
 
@@ -98,12 +99,20 @@ class Schedule(ScheduleFields):
                        priority=self.priority, given=given)
 
 
+    @classmethod
+    def of_saved(cls, saved: StoredSchedule) -> Schedule:
+        """A schedule saved through the commands, as its author wrote it and with its author's role
+        (ValidationError if an older release stored one today's rules refuse)."""
+        return cls.model_validate({**saved.body, "name": saved.name, "run_as": saved.run_as})
+
+
 def spec_of(text: str, actions: set[str], args: dict[str, JsonValue], *, timeout_s: float, priority: Priority,
             given: JsonValue = None) -> TaskSpec:
-    """A name of a built-in or declared action is that action; anything else is a command line."""
-    if text in BUILTIN_ACTIONS or text in actions:
+    """A name of an action (``actions``: the built-in and declared ones) is that action; anything
+    else is a command line, run as a shell task (an argv: no shell ever sees it)."""
+    if text in actions:
         return TaskSpec(kind="action", action=text, args=args, timeout_s=timeout_s, priority=priority, input=given)
-    return TaskSpec(kind="command", argv=shlex.split(text), timeout_s=timeout_s, priority=priority, input=given)
+    return TaskSpec(kind="shell", argv=shlex.split(text), timeout_s=timeout_s, priority=priority, input=given)
 
 
 class ScheduleFile(BaseModel):

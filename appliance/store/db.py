@@ -92,6 +92,19 @@ class MemoryDB:
         self.devices = DeviceBook(self.conn, self.longterm, mqtt or MqttConfig())
         self.tasks = TaskBook(self.conn)
 
+    def claim(self, resource: str, key: str, owner: str) -> str:
+        """``key`` becomes ``owner``'s unless someone holds it already; whose it is now."""
+        with self.conn:
+            self.conn.execute("INSERT OR IGNORE INTO owners(resource, key, owner, created_at) VALUES (?, ?, ?, ?)",
+                              (resource, key, owner, time.time()))
+            held = self.owner(resource, key)
+        assert held is not None
+        return held
+
+    def owner(self, resource: str, key: str) -> str | None:
+        row = self.conn.execute("SELECT owner FROM owners WHERE resource = ? AND key = ?", (resource, key)).fetchone()
+        return str(row[0]) if row else None
+
     def _new_epoch(self, key_id: str) -> int:
         """Commit ``key_id``'s next nonce epoch on its own: no rollback or crash can hand it out twice."""
         if self.conn.in_transaction:

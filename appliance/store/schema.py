@@ -261,7 +261,21 @@ V7 = """
 ALTER TABLE tasks ADD COLUMN approved_by TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7)
+# Version 8: the inline-argv task kind is called shell (a "command" is a control command), and the
+# owners of rows that have no owner column of their own: a chat conversation belongs to whoever
+# began it, an uploaded document's path to whoever first uploaded it (control/owners.py).
+V8 = """
+UPDATE tasks SET kind = 'shell', spec = json_set(spec, '$.kind', 'shell') WHERE kind = 'command';
+CREATE TABLE owners(
+    resource TEXT NOT NULL,
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (resource, key)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

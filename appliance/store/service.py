@@ -71,6 +71,8 @@ from appliance.protocol.store import (
     STORE_FORGET,
     STORE_GET,
     STORE_INGEST,
+    STORE_OWNER,
+    STORE_OWNER_CLAIM,
     STORE_RECALL,
     STORE_REMEMBER,
     STORE_RESTORE,
@@ -98,6 +100,7 @@ from appliance.protocol.store import (
     MemoryId,
     MemoryIn,
     MemoryRecord,
+    OwnerOf,
     RecallRequest,
     RecallResponse,
     Restored,
@@ -168,6 +171,7 @@ class StoreService(Service[Store]):
         self._register_accounts(ipc)
         self._register_devices(ipc)
         self._register_tasks(ipc)
+        self._register_owners(ipc)
 
     def _register_accounts(self, ipc: IpcServer[Store]) -> None:
         """Accounts (appliance/store/accounts.py): each endpoint one call on the SQLite thread."""
@@ -267,6 +271,12 @@ class StoreService(Service[Store]):
         ipc.add(STORE_OUTBOX_DONE, lambda r: self._on_db(lambda db: Changed(changed=db.devices.outbox_done(r))))
         ipc.add(STORE_OUTBOX_STATS, lambda _: self._on_db(lambda db: db.devices.outbox_stats()))
 
+    def _register_owners(self, ipc: IpcServer[Store]) -> None:
+        """Owners of conversations and uploaded documents (the command layer's owner rules)."""
+        ipc.add(STORE_OWNER_CLAIM, lambda r: self._on_db(lambda db: OwnerOf(owner=db.claim(r.resource, r.key,
+                                                                                         r.owner))))
+        ipc.add(STORE_OWNER, lambda r: self._on_db(lambda db: OwnerOf(owner=db.owner(r.resource, r.key))))
+
     def _register_tasks(self, ipc: IpcServer[Store]) -> None:
         """Tasks (appliance/store/tasks.py): the durable queue, step logs, schedule marks."""
         ipc.add(STORE_TASK_CREATE, lambda r: self._on_db(lambda db: db.tasks.create(r)))
@@ -275,7 +285,7 @@ class StoreService(Service[Store]):
         ipc.add(STORE_TASK_UPDATE, lambda r: self._on_db(lambda db: db.tasks.update(r)))
         ipc.add(STORE_TASK_STEP, lambda r: self._on_db(lambda db: Changed(changed=db.tasks.step(r))))
         ipc.add(STORE_TASK_NEXT, lambda _: self._on_db(lambda db: db.tasks.due()))
-        ipc.add(STORE_TASKS_RECOVER, lambda _: self._on_db(lambda db: db.tasks.recover()))
+        ipc.add(STORE_TASKS_RECOVER, lambda request: self._on_db(lambda db: db.tasks.recover(request.kinds)))
         ipc.add(STORE_SCHEDULE_MARK, lambda r: self._on_db(lambda db: Changed(changed=db.tasks.mark(r.name,
                                                                                                 r.last_fire))))
         ipc.add(STORE_SCHEDULE_FIRE, lambda r: self._on_db(lambda db: Fired(created=db.tasks.fire(r.fires))))

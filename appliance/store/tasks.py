@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import apsw
@@ -23,7 +24,6 @@ import apsw
 from appliance.protocol.schedules import SchedulePut, StoredSchedule, StoredSchedules
 from appliance.protocol.tasks import (
     FINAL,
-    RESUMABLE,
     TRANSITIONS,
     Fire,
     Recovered,
@@ -178,13 +178,13 @@ class TaskBook:
                           (ident, row[0], at, message, json.dumps(data) if data is not None else None))
         return int(row[0])
 
-    def recover(self) -> Recovered:
+    def recover(self, resumable: Sequence[str]) -> Recovered:
         """After the agent (or the box) restarted: nothing stays ``running`` with nobody running it."""
         requeued, failed = [], []
         now = time.time()
         with self.conn:
             for ident, kind in fetch_all(self.conn, "SELECT id, kind FROM tasks WHERE state = 'running' ORDER BY id"):
-                if kind in RESUMABLE:
+                if kind in resumable:
                     self.conn.execute("UPDATE tasks SET state = 'queued', updated_at = ? WHERE id = ?", (now, ident))
                     self._step(ident, "queued", {"why": "resumed after the agent restarted"}, now)
                     requeued.append(ident)

@@ -39,6 +39,7 @@ from appliance.protocol.tasks import (
     TaskState,
 )
 from appliance.schedules.model import Schedule
+from appliance.taskkinds.action import action_names
 from tests.helpers import Publisher, eventually, eventually_async, pids_with, serve, update_config
 
 pytestmark = pytest.mark.slow
@@ -100,11 +101,12 @@ async def test_the_reference_log_monitor_fails_and_its_fallback_alerts(
         agent_process.wait(15)
     events = [json.loads(message.payload) for message in home_assistant.received]
     assert [(e["event_type"], e["kind"], e["schedule"]) for e in events] == [
-        ("failed", "command", "log_monitor"), ("succeeded", "action", None)]
+        ("failed", "shell", "log_monitor"), ("succeeded", "action", None)]
     alert = json.loads(listener.received[0].payload)
-    assert alert["input"]["schedule"] == "log_monitor" and alert["input"]["state"] == "failed"
-    assert "2 errors in app.log: 12:02 ERROR disk full again" in alert["input"]["result"]["stdout"]
-    assert alert["message"].startswith("log_monitor failed: exit 1")
+    given = alert["data"]["input"]
+    assert given["schedule"] == "log_monitor" and given["state"] == "failed"
+    assert "2 errors in app.log: 12:02 ERROR disk full again" in given["result"]["stdout"]
+    assert alert["text"].startswith("log_monitor failed: exit 1") and alert["kind"] == "alert"
 
     [fallback, monitor] = (await peers.store.call(STORE_TASKS, TaskQuery(limit=10))).items
     monitor_log = await detail(peers, monitor.id)
@@ -132,7 +134,7 @@ async def test_sigkill_mid_task_and_restart(tmp_path: Path, config_file: Path, s
     marker = f"marker-{uuid.uuid4().hex}"
 
     async def create(argv: list[str]) -> int:
-        spec = TaskSpec(kind="command", argv=argv)
+        spec = TaskSpec(kind="shell", argv=argv)
         return (await peers.store.call(STORE_TASK_CREATE, TaskNew(spec=spec, created_by="test", role="admin"))).id
 
     running = await create(["sh", "-c", f"sleep 300; : {marker}"])
@@ -164,10 +166,11 @@ async def test_concurrency_policies(config_file: Path, services: StartServices, 
     schedule = Schedule.model_validate({"name": "s", "trigger": "interval:1h", "action": "sleep 0.5",
                                         "concurrency": policy, "max_parallel": 2})
     for _ in range(4):
-        await peers.store.call(STORE_TASK_CREATE, TaskNew(spec=schedule.task(set()), created_by="test", role="admin",
+        await peers.store.call(STORE_TASK_CREATE, TaskNew(spec=schedule.task(action_names(config)), created_by="test",
+                                                          role="admin",
                                                           schedule="s"))
     log = logging.getLogger("test")
-    runner = TaskRunner(config, peers.store, Actions(config, Dispatcher(default_table(), peers, config, log)),
+    runner = TaskRunner(config, peers.store, Actions(config, Dispatcher(default_table(), peers, config, log), log),
                         lambda: {"s": schedule}, log)
     work = asyncio.create_task(runner.run())
     seen = 0

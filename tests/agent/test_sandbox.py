@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from appliance.agent import sandbox
-from appliance.agent.actions import _fill
 from appliance.config import SandboxLimits
+from appliance.taskkinds.action import fill
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ async def test_escapes_are_contained(tmp_path: Path, root: bool) -> None:
     rows.append(("a setuid binary (su)", f"no privilege gained; id -u is {done.stdout.strip().splitlines()[-1]}"))
 
     hostile = "; rm -rf / $(touch /work/pwned) `id`"
-    done = await go(["echo", _fill("{text}", {"text": hostile})])
+    done = await go(["echo", fill("{text}", {"text": hostile})])
     assert done.stdout == hostile + "\n" and not (work / "pwned").exists()
     rows.append(("shell injection in an argument", "passed as one literal argument, no shell"))
 

@@ -76,7 +76,7 @@ async def test_cron_interval_and_at_fire_on_time(services: StartServices) -> Non
     queued = await tasks_of(peers, "log_monitor")
     assert len(queued) == 4
     assert {(t.spec.kind, tuple(t.spec.argv), t.spec.priority, t.role) for t in queued} == {
-        ("command", ("python", "check_logs.py"), "scheduled", "admin")}
+        ("shell", ("python", "check_logs.py"), "scheduled", "admin")}
     marks = (await peers.store.call(STORE_SCHEDULE_MARKS, Empty())).marks
     assert marks["log_monitor"] == NOON.replace(minute=20, second=0).timestamp()
 

@@ -35,8 +35,10 @@ async def test_backfill_and_archive_jobs(config: ApplianceConfig, services: Call
         await agent.archive()
         found = await store.call(STORE_ARCHIVE_FIND, ArchiveQuery())
         assert [r.text for r in found.records] == ["ancient"]
-        # The archive run went through the command table: audited as the agent's job.
-        assert (await store.call(STORE_AUDIT_VERIFY)).rows == 1
+        # Both jobs went through the command table: audited as the agent's (a backfill that finds
+        # nothing to embed leaves no row).
+        await agent.backfill()
+        assert (await store.call(STORE_AUDIT_VERIFY)).rows == 2
     finally:
         await agent.stop()
         await agent.peers.close()

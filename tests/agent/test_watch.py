@@ -70,7 +70,7 @@ async def test_a_burst_of_events_starts_one_task(tmp_path: Path, config_file: Pa
     assert len(tasks) == 1 and tasks[0].state is TaskState.SUCCEEDED
     given: Any = tasks[0].spec.input
     assert given["device"] == "door-1" and "burst-0" in given["text"]
-    assert json.loads(listener.received[0].payload)["input"]["topic"] == "devices/door-1/events"
+    assert json.loads(listener.received[0].payload)["data"]["input"]["topic"] == "devices/door-1/events"
 
 
 async def _cursor(peers: Peers) -> float | None:

@@ -108,7 +108,7 @@ async def test_bad_frames_get_errors_and_the_socket_stays(config_file: Path, ser
             ("[1, 2]", "bad_request", "JSON object"),
             (b"\x00\x01", "bad_request", "binary"),
             ('{"id": 1, "command": "no.such"}', "not_found", "no command"),
-            ('{"id": 2, "command": "tasks.cancel", "args": {"id": 1}}', "forbidden", "operator"),
+            ('{"id": 2, "command": "tasks.approve", "args": {"id": 1}}', "forbidden", "operator"),
             ('{"id": 3, "command": "notify", "message": "x"}', "forbidden", "operator"),
             ('{"id": 4, "command": "memory.search", "args": {"q": "x", "k": -5}}', "bad_request", "k"),
             ('{"id": 5, "command": "system.health", "args": [1]}', "bad_request", "args"),
@@ -159,9 +159,9 @@ async def test_tasks_are_followed_and_resumed_exactly(tmp_path: Path, config_fil
     agent = serve(config_file, "agent", log=tmp_path / "agent.log")
     try:
         async with api_client(load_config(config_file), peers) as (client, dispatcher):
-            admin, other = bearer(dispatcher, Role.ADMIN, "ada"), bearer(dispatcher, Role.OPERATOR, "bob")
+            admin, other = bearer(dispatcher, Role.ADMIN, "ada"), bearer(dispatcher, Role.VIEWER, "bob")
             ws = await connect(client, admin)
-            await ws.send_json({"id": "t1", "command": "command", "argv": ["sh", "-c", "sleep 1; echo done"]})
+            await ws.send_json({"id": "t1", "command": "shell", "argv": ["sh", "-c", "sleep 1; echo done"]})
             created = await receive(ws)
             assert created["type"] == "task" and created["id"] == "t1"
             task = created["task"]
@@ -185,7 +185,9 @@ async def test_tasks_are_followed_and_resumed_exactly(tmp_path: Path, config_fil
             thief = await connect(client, other)
             await thief.send_json({"id": "x", "type": "resume", "task": task, "after": 0})
             refused = await receive(thief)
-            assert (refused["type"], refused["code"]) == ("error", "forbidden") and "not yours" in refused["message"]
+            # A viewer reads only their own tasks' logs; the refusal names the frame's field, as everywhere.
+            assert (refused["type"], refused["code"], refused["field"]) == ("error", "forbidden", "task")
+            assert "not yours" in refused["message"]
     finally:
         agent.terminate()
         agent.wait(15)

@@ -16,7 +16,7 @@ def test_tasks_at_the_console(store_config: Path) -> None:
     config = store_config
     listed = cli(config, "tasks", "list")
     assert json.loads(listed.stdout)["items"] == []
-    made = cli(config, "tasks", "create", "--kind", "command", "--attempts", "2", "--", "python", "check_logs.py")
+    made = cli(config, "tasks", "create", "--kind", "shell", "--attempts", "2", "--", "python", "check_logs.py")
     assert made.returncode == 0, made.stderr
     task = json.loads(made.stdout)
     assert (task["spec"]["argv"], task["max_attempts"], task["created_by"]) == (

@@ -35,6 +35,7 @@ async def test_saved_schedules_run_with_their_authors_role(tmp_path: Path, confi
     try:
         async with api_client(load_config(config_file), peers) as (client, dispatcher):
             viewer, operator, admin = (bearer(dispatcher, role) for role in (Role.VIEWER, Role.OPERATOR, Role.ADMIN))
+            other_operator = bearer(dispatcher, Role.OPERATOR, "bob")
 
             async def call(method: str, path: str, who: dict[str, str], body: Any = None) -> tuple[int, Any]:
                 reply = await client.request(method, path, headers=who, json=body)
@@ -65,9 +66,12 @@ async def test_saved_schedules_run_with_their_authors_role(tmp_path: Path, confi
 
             refused = [
                 ("POST", "/api/v1/schedules", operator, {**ping, "name": "lm", "action": "python check_logs.py"},
-                 403, "only an admin"),
+                 403, "action: a shell task needs the admin role"),
                 ("POST", "/api/v1/schedules", operator, {**ping, "name": "fb", "fallback": "rm -rf /"}, 403,
-                 "only an admin"),
+                 "fallback: a shell task needs the admin role"),
+                # Owner rule: a saved schedule is its author's to change, or an admin's.
+                ("PUT", "/api/v1/schedules/ping", other_operator, ping, 403, "not yours"),
+                ("DELETE", "/api/v1/schedules/ping", other_operator, None, 403, "not yours"),
                 ("POST", "/api/v1/schedules", viewer, {**ping, "name": "v"}, 403, "operator"),
                 ("POST", "/api/v1/schedules", admin, {**ping, "name": "log_monitor"}, 409, "read-only"),
                 ("PUT", "/api/v1/schedules/log_monitor", admin, {**ping, "name": "log_monitor"}, 409, "read-only"),

@@ -32,7 +32,7 @@ async def test_create_in_the_reference_form_and_by_role(config_file: Path, servi
         got = await client.get(f"/api/v1/tasks/{task['id']}", headers=viewer)
         assert [step["message"] for step in (await got.json())["steps"]] == ["queued"]
 
-        allowed = [(admin, {"kind": "command", "argv": ["python", "check_logs.py"]}),
+        allowed = [(admin, {"kind": "shell", "argv": ["python", "check_logs.py"]}),
                    (operator, {"kind": "notify", "message": "dock door open"}),
                    (operator, {"kind": "action", "action": "send_alert"}),
                    (viewer, {"kind": "action", "action": "heartbeat"}),
@@ -40,7 +40,7 @@ async def test_create_in_the_reference_form_and_by_role(config_file: Path, servi
         for who, body in allowed:
             reply = await client.post("/api/v1/tasks", headers=who, json=body)
             assert reply.status == 201, (body, await reply.text())
-        refused = [(operator, {"kind": "command", "argv": ["id"]}, "only an admin"),
+        refused = [(operator, {"kind": "shell", "argv": ["id"]}, "a shell task needs the admin role"),
                    (viewer, {"kind": "notify", "message": "x"}, "operator"),
                    (viewer, {"kind": "action", "action": "archive"}, "operator"),
                    (operator, {"kind": "action", "action": "rotate_logs"}, "may not run 'rotate_logs'")]
@@ -59,10 +59,10 @@ async def test_hostile_bodies_are_refused_by_name(config_file: Path, services: S
             ({}, "kind"),
             ({"kind": "explode"}, "kind"),
             ({"command": "search"}, "query"),
-            ({"kind": "command", "argv": []}, "argv"),
-            ({"kind": "command", "argv": ["sh", "-c\x00rm -rf /"]}, "argv"),
-            ({"kind": "command", "argv": ["x" * 5000]}, "argv"),
-            ({"kind": "command", "argv": ["true"] * 300}, "argv"),
+            ({"kind": "shell", "argv": []}, "argv"),
+            ({"kind": "shell", "argv": ["sh", "-c\x00rm -rf /"]}, "argv"),
+            ({"kind": "shell", "argv": ["x" * 5000]}, "argv"),
+            ({"kind": "shell", "argv": ["true"] * 300}, "argv"),
             ({"kind": "ask", "query": "x" * 4001}, "query"),
             ({"kind": "ask", "query": "x", "priority": "urgent!!"}, "priority"),
             ({"kind": "ask", "query": "x", "timeout_s": -1}, "timeout_s"),
@@ -113,7 +113,7 @@ async def test_cancel_and_retry(tmp_path: Path, config_file: Path, services: Sta
         await post(f"/api/v1/tasks/{retried['id']}/cancel")
 
         # A running task: the agent stops it and its sandbox dies.
-        _, sleeper = await post("/api/v1/tasks", {"kind": "command", "argv": ["sh", "-c", f"sleep 300; : {marker}"]},
+        _, sleeper = await post("/api/v1/tasks", {"kind": "shell", "argv": ["sh", "-c", f"sleep 300; : {marker}"]},
                                 admin)
         agent = serve(config_file, "agent", log=tmp_path / "agent.log")
         try:
@@ -187,3 +187,74 @@ async def test_an_action_that_needs_approval_waits_for_a_second_person(tmp_path:
     finally:
         agent.terminate()
         agent.wait(15)
+
+
+async def test_everything_checkable_is_checked_at_creation(tmp_path: Path, config_file: Path,
+                                                           services: StartServices) -> None:
+    """The reference design's own example (/data/results) and every hostile output_path, unknown
+    actions, arguments against an action's schema, fields of another kind: 400 naming the field,
+    and no task row written."""
+    outputs = tmp_path / "outputs"
+    (outputs / "reports").mkdir(parents=True)
+    (outputs / "escape").symlink_to(tmp_path)
+    update_config(config_file, agent={"output_dirs": [str(outputs)], "actions": {"open_valve": {
+        "command": ["true", "{valve}"], "roles": ["admin", "operator"],
+        "args_schema": {"type": "object", "properties": {"valve": {"type": "string", "pattern": "^V-[0-9]+$"}},
+                        "required": ["valve"], "additionalProperties": False}}}})
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        operator = bearer(dispatcher, Role.OPERATOR)
+        cases: list[tuple[dict[str, Any], str, str]] = [
+            ({"command": "search", "query": "x", "output_path": "/data/results"}, "output_path", "outside"),
+            ({"command": "search", "query": "x", "output_path": "/etc/cron.d/evil"}, "output_path", "outside"),
+            ({"command": "search", "query": "x", "output_path": "../escape.md"}, "output_path", ".."),
+            ({"command": "search", "query": "x", "output_path": "reports/../../x.md"}, "output_path", ".."),
+            ({"command": "search", "query": "x", "output_path": "escape/owned.md"}, "output_path", "symlink"),
+            ({"command": "search", "query": "x", "output_path": "a\x00b.md"}, "output_path", "NUL"),
+            ({"command": "search", "query": "x", "output_path": "r" * 5000}, "output_path", "1024"),
+            ({"command": "search", "query": "x", "output_path": "reports/"}, "output_path", "names no file"),
+            ({"kind": "action", "action": "open_valves"}, "action", "no action"),
+            ({"kind": "action", "action": "open_valve"}, "args", "'valve' is a required property"),
+            ({"kind": "action", "action": "open_valve", "args": {"valve": "V-1; rm"}}, "args.valve", "does not match"),
+            ({"kind": "action", "action": "open_valve", "args": {"valve": "V-1", "x": 1}}, "args", "unexpected"),
+            ({"kind": "action", "action": "heartbeat", "args": {"x": 1}}, "args", "unexpected"),
+            ({"kind": "ask", "query": "x", "output_path": "a.md"}, "output_path", "not a field of an ask task"),
+            ({"kind": "notify", "message": "x", "argv": ["id"]}, "argv", "not a field of a notify task"),
+            ({"kind": "ask", "command": "search", "query": "x"}, "command", "give one"),
+        ]
+        for body, field, words in cases:
+            reply = await client.post("/api/v1/tasks", headers=operator, json=body)
+            error = (await reply.json())["error"]
+            assert reply.status == 400 and error.get("field") == field and words in error["message"], (body, error)
+        listed = await (await client.get("/api/v1/tasks", headers=bearer(dispatcher, Role.ADMIN))).json()
+        assert listed["items"] == []  # nothing was written for any of them
+        fine = await client.post("/api/v1/tasks", headers=operator, json={
+            "command": "search", "query": "x", "output_path": f"{outputs}/reports/week.md"})
+        assert fine.status == 201, await fine.text()
+
+
+async def test_a_task_is_its_creators_and_operators(config_file: Path, services: StartServices) -> None:
+    """Everyone sees every task's state; only its creator and operators read its spec, log and result,
+    and cancel or retry it (docs/architecture.md, "Owner rules")."""
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        alice, bob = bearer(dispatcher, Role.VIEWER, "alice"), bearer(dispatcher, Role.VIEWER, "bob")
+        operator = bearer(dispatcher, Role.OPERATOR, "olga")
+        task = await (await client.post("/api/v1/tasks", headers=alice, json={
+            "kind": "ask", "query": "where is the pallet jack?"})).json()
+        one = f"/api/v1/tasks/{task['id']}"
+        assert (await client.get(one, headers=alice)).status == 200
+        refused = await client.get(one, headers=bob)
+        error = (await refused.json())["error"]
+        assert refused.status == 403 and error["field"] == "id" and "not yours" in error["message"]
+        assert (await client.get(one, headers=operator)).status == 200
+        seen = {row["id"]: row for row in (await (await client.get("/api/v1/tasks", headers=bob)).json())["items"]}
+        assert seen[task["id"]]["state"] == "queued" and seen[task["id"]]["spec"] == {
+            "kind": "ask", "timeout_s": 300.0, "priority": "interactive", "input": None}
+        mine = {row["id"]: row for row in (await (await client.get("/api/v1/tasks", headers=alice)).json())["items"]}
+        assert mine[task["id"]]["spec"]["query"] == "where is the pallet jack?"
+        assert (await client.post(f"{one}/cancel", headers=bob)).status == 403
+        cancelled = await client.post(f"{one}/cancel", headers=alice)
+        assert cancelled.status == 200 and (await cancelled.json())["state"] == "cancelled"
+        assert (await client.post(f"{one}/retry", headers=bob)).status == 403
+        assert (await client.post(f"{one}/retry", headers=alice)).status == 201

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import ConfigError
+from appliance.config import ConfigError, parse_config
 from appliance.schedules.model import load_schedules
+from appliance.taskkinds.action import action_names
 
 REFERENCE = """
 tasks:
@@ -22,10 +23,12 @@ def test_the_reference_form_loads_as_written(tmp_path: Path) -> None:
     path = tmp_path / "schedules.yaml"
     path.write_text(REFERENCE)
     [schedule] = load_schedules(path)
-    task = schedule.task(set())
-    assert task.kind == "command" and task.argv == ["python", "check_logs.py"]  # split without a shell
-    fallback = schedule.task(set(), what=schedule.fallback, given={"error": "exit 1"})
-    assert fallback.kind == "action" and fallback.action == "send_alert" and fallback.input == {"error": "exit 1"}
+    actions = action_names(parse_config(""))
+    task = schedule.task(actions)
+    assert task.kind == "shell" and task.fields() == {"argv": ["python", "check_logs.py"]}  # split without a shell
+    fallback = schedule.task(actions, what=schedule.fallback, given={"error": "exit 1"})
+    assert fallback.kind == "action" and fallback.fields() == {"action": "send_alert", "args": {}}
+    assert fallback.input == {"error": "exit 1"}
     assert (schedule.concurrency, schedule.missed, schedule.priority) == ("skip", "once", "scheduled")
 
 

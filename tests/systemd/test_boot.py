@@ -103,7 +103,7 @@ def test_appliance_target_under_systemd(container: tuple[Container, int]) -> Non
     # (appliance-sandbox.socket -> appliance-sandbox@.service), which drops to uid 65534.
     console = ("/opt/appliance/bin/appliance", "--config", "/etc/appliance/agent.yaml", "tasks")
     script = "id -u; cat /etc/appliance/agent.yaml || echo no-config; echo ok > /work/x && echo wrote"
-    made = json.loads(box.run(*console, "create", "--kind", "command", "--", "sh", "-c", script).stdout)
+    made = json.loads(box.run(*console, "create", "--kind", "shell", "--", "sh", "-c", script).stdout)
     detail: dict[str, Any] = {}
 
     def settled(task_id: int) -> bool:
@@ -118,7 +118,7 @@ def test_appliance_target_under_systemd(container: tuple[Container, int]) -> Non
     assert start["data"]["helper"] is True
 
     # A crash (SIGKILL) is restarted by systemd; the sandboxed run it had going dies with it.
-    sleeper = json.loads(box.run(*console, "create", "--kind", "command", "--", "sleep", "7777").stdout)["id"]
+    sleeper = json.loads(box.run(*console, "create", "--kind", "shell", "--", "sleep", "7777").stdout)["id"]
     wait_until(lambda: box.run("pgrep", "-x", "sleep", check=False).returncode == 0, 30, "the sandboxed sleep", box)
     unit = "appliance-agent.service"
     old_pid = box.show(unit, "MainPID")
