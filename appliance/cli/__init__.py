@@ -13,12 +13,24 @@ import argparse
 import sys
 from typing import NoReturn
 
-from appliance.cli import chat, config, devices, engine, memory, models, schedules, services, tasks, tokens
+from appliance.cli import (
+    capabilities,
+    chat,
+    config,
+    devices,
+    engine,
+    memory,
+    models,
+    schedules,
+    services,
+    tasks,
+    tokens,
+)
 from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
 from appliance.taskkinds.action import check_config as check_actions
 
-GROUPS = (services, config, tokens, models, engine, memory, chat, devices, tasks, schedules)
+GROUPS = (services, config, tokens, models, engine, memory, chat, devices, tasks, schedules, capabilities)
 
 
 def parser() -> argparse.ArgumentParser:

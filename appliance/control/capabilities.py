@@ -159,7 +159,8 @@ async def capabilities(ctx: Context, _: Empty) -> Capabilities:
     starts = "tasks.create" in allowed
     return Capabilities(
         user=caller.subject, role=caller.role, surface=caller.via, commands=faces,
-        topics=[name for name, topic in TOPICS.items() if topic.command in allowed],
+        # /control takes signed-in callers only: no topic for anyone else.
+        topics=[name for name, topic in TOPICS.items() if topic.command in allowed and caller.role is not None],
         task_kinds=kinds_for(caller.role) if starts else [], actions=actions_for(ctx, caller.role) if starts else [],
         vocabularies=vocabularies())
 
