@@ -16,7 +16,8 @@ from appliance.control.table import default_table
 from appliance.protocol.common import ServiceState
 from appliance.protocol.devices import CommandResult, QuarantineKind
 from appliance.protocol.store import MEMORY_KINDS, RecallMode
-from appliance.protocol.tasks import TaskKind, TaskState
+from appliance.protocol.tasks import TaskState
+from appliance.taskkinds import KINDS
 
 STATIC = Path(__file__).resolve().parents[3] / "appliance" / "api" / "static"
 CATALOGUES = {code: json.loads((STATIC / "i18n" / f"{code}.json").read_text()) for code in ("en", "zh")}
@@ -56,7 +57,7 @@ def test_every_word_the_box_can_send_has_its_words() -> None:
         "quarantine": typing.get_args(QuarantineKind),
         "devices.status": typing.get_args(CommandResult.model_fields["status"].annotation),
         "memory.mode": typing.get_args(RecallMode),
-        "tasks.kind": typing.get_args(TaskKind),
+        "tasks.kind": list(KINDS),
         "tasks.done": ["tasks.approve", "tasks.reject", "tasks.cancel", "tasks.retry"],
     }
     assert set(families) <= FAMILIES | {"tasks.done"}, sorted(set(families) - FAMILIES)
@@ -74,3 +75,16 @@ def test_no_text_is_written_into_the_markup() -> None:
     body = re.sub(r"<noscript>.*?</noscript>", "", html.split("<body>")[1], flags=re.S)
     assert re.sub(r"<[^>]+>", "", body).strip() == ""
     assert "<title></title>" in html
+
+
+def test_the_page_copies_no_vocabulary_of_the_box() -> None:
+    """Roles, task states and kinds, built-in actions and memory kinds come from GET /api/v1/capabilities
+    (js/capabilities.js): no list or set in the code holds two of them (a comparison with one state, a
+    default choice, a field's name are fine); no role rank is kept; no page is gated by a role."""
+    words = {role.value for role in Role} | {state.value for state in TaskState} | set(KINDS) | set(MEMORY_KINDS) \
+        | {"send_alert", "heartbeat", "archive"}
+    for literal in re.findall(r"""\[\s*((?:["'][^"'\n]*["']\s*,\s*)+["'][^"'\n]*["'])\s*,?\s*\]""", CODE):
+        listed = set(re.findall(r"""["']([a-z_]+)["']""", literal)) & words
+        assert len(listed) < 2, f"a copied vocabulary in the page's code: [{literal[:120]}]"
+    assert "capabilities.may(" in CODE and "session.can(" not in CODE and "RANK" not in CODE
+    assert not re.search(r"\brole: \"(admin|operator|viewer)\"", CODE), "a page gated by a role, not a command"

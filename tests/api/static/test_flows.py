@@ -202,7 +202,7 @@ def test_a_schedule_made_in_the_form_fires(open_page: OpenPage) -> None:
 
 def test_a_running_task_is_cancelled_and_retried(open_page: OpenPage) -> None:
     page = open_page("ada")
-    task_id = run_task(page, "command", "Command line", "sleep 300")
+    task_id = run_task(page, "shell", "Command line", "sleep 300")
     row = page.locator(f"#task-list tr[data-task='{task_id}']")
     expect(row).to_have_attribute("data-state", "running", timeout=WAIT_MS)
     expect(page.locator("#task-detail")).to_contain_text(f"Task #{task_id}")

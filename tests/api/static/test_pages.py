@@ -94,7 +94,11 @@ def test_a_viewer_sees_no_control_they_may_not_use(open_page: OpenPage) -> None:
     expect(page.locator("#task-list")).to_be_visible()
     expect(page.locator("#task-list button", has_text="Cancel")).to_have_count(0)
     expect(page.locator("#task-list button", has_text="Retry")).to_have_count(0)
-    expect(page.locator("#task-form select[name=kind] option")).to_have_count(2)  # ask, search
+    # What the box's capabilities say a viewer may start: ask, search, and the action kind for the one
+    # action a viewer may run (heartbeat); nothing else is offered.
+    expect(page.locator("#task-form select[name=kind] option")).to_have_count(3)
+    expect(page.locator("#known-actions option")).to_have_count(1)
+    expect(page.locator("#known-actions option")).to_have_attribute("value", "heartbeat")
     visit(page, "schedules")
     expect(page.locator("#schedule-form")).to_have_count(0)
 
@@ -184,8 +188,8 @@ def test_the_page_comes_back_when_the_api_restarts(open_page: OpenPage, box: App
 
 
 def test_the_keyboard_focus_stays_put_when_a_live_list_is_redrawn(open_page: OpenPage, box: ApplianceBox) -> None:
-    """The tasks list is drawn anew whenever a task changes: a keyboard user on a row's button stays
-    on that button (the new drawing's), while tasks keep arriving."""
+    """The tasks list is updated by key whenever a task changes: a keyboard user on a row's button stays
+    on that very button, while tasks keep arriving; rows that did not change are the same elements."""
     token = box.token("otto")
     page = open_page("otto")
     visit(page, "tasks")
@@ -193,9 +197,12 @@ def test_the_keyboard_focus_stays_put_when_a_live_list_is_redrawn(open_page: Ope
     assert status == 201
     link = page.get_by_role("button", name=f"#{first['id']}", exact=True)
     link.focus()
+    link.evaluate("button => { button.dataset.mark = 'kept'; button.closest('tr').dataset.mark = 'kept'; }")
     for n in range(3):
         box.rest("POST", "/api/v1/tasks", {"kind": "notify", "message": f"more {n}"}, token)
     expect(page.locator("#task-list tbody tr")).to_have_count(4)
     expect(link).to_be_focused()
+    # Not redrawn and patched back: the same elements (a mark put on them survives the pushes).
+    assert link.evaluate("button => button.dataset.mark + button.closest('tr').dataset.mark") == "keptkept"
     page.keyboard.press("Enter")
     expect(page.locator("#task-detail")).to_contain_text(f"Task #{first['id']}")

@@ -4,7 +4,6 @@
 // live in sessionStorage, so a reload keeps the session and closing the tab ends it. Tokens never
 // go in a URL. A 401 is answered by one refresh and one retry; if that fails the session is over.
 const STORE_KEY = "appliance.session";
-const RANK = { viewer: 1, operator: 2, admin: 3 };
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -29,11 +28,6 @@ class Session extends EventTarget {
   get user() { return this.data?.username ?? null; }
   get role() { return this.data?.role ?? null; }
   get token() { return this.data?.access ?? null; }
-
-  /** Whether the signed-in role may do what needs ``role``. */
-  can(role) {
-    return (RANK[this.role] ?? 0) >= RANK[role];
-  }
 
   /** A token pair from login, setup or refresh becomes the session. */
   adopt(pair) {

@@ -26,22 +26,94 @@ function append(el, children) {
   }
 }
 
-/** Replace an element's children. Live lists are redrawn on every push from the box: when the focus
- * was on a button, link or menu inside, it goes to the same control of the new drawing (same label,
- * or same kind and text), so a keyboard user is not thrown back to the top of the page. */
+/** Replace an element's children. */
 export function fill(el, ...children) {
-  const active = document.activeElement;
-  const focused = el.contains(active) && ["BUTTON", "A", "SELECT"].includes(active.tagName) ? active : null;
-  const label = focused?.getAttribute("aria-label");
-  const text = focused?.textContent;
   el.replaceChildren();
   append(el, children);
-  if (focused) {
-    const same = [...el.querySelectorAll(focused.tagName)].find((candidate) => (label
-      ? candidate.getAttribute("aria-label") === label : candidate.textContent === text));
-    same?.focus();
-  }
   return el;
+}
+
+// What each kept element was drawn as, to tell a changed row or cell from an unchanged one.
+const DRAWN = new WeakMap();
+
+/** Make ``parent``'s children the ``wanted`` elements, in order, keeping the existing element for each
+ * key whose drawing has not changed: an unchanged row, cell or item is never touched, so its focus,
+ * an armed button and a half-typed field stay as they were. ``wanted`` is a list of [key, element];
+ * an element is compared by its markup as drawn. Used by every live list (keyedRows, keyedList). */
+function reconcile(parent, wanted, kept, compareChildren = false) {
+  const next = new Map();
+  wanted.forEach(([key, fresh], index) => {
+    const markup = fresh.outerHTML;
+    let el = kept.get(key);
+    if (el && DRAWN.get(el) !== markup) {
+      if (compareChildren && el.children.length === fresh.children.length) {
+        [...fresh.children].forEach((cell, i) => {
+          const old = el.children[i];
+          if (DRAWN.get(old) !== cell.outerHTML) {
+            DRAWN.set(cell, cell.outerHTML);
+            old.replaceWith(cell);
+          }
+        });
+        for (const { name, value } of fresh.attributes) el.setAttribute(name, value);
+      } else {
+        DRAWN.set(fresh, markup);
+        for (const cell of fresh.children) DRAWN.set(cell, cell.outerHTML);
+        el.replaceWith(fresh);
+        el = fresh;
+      }
+    } else if (!el) {
+      el = fresh;
+      for (const cell of el.children) DRAWN.set(cell, cell.outerHTML);
+    }
+    DRAWN.set(el, markup);
+    next.set(key, el);
+    if (parent.children[index] !== el) parent.insertBefore(el, parent.children[index] ?? null);
+  });
+  for (const [key, el] of kept) if (!next.has(key)) el.remove();
+  return next;
+}
+
+/** A live table updated by key: ``update(rows)`` changes only the rows, and within a row only the
+ * cells, whose drawing changed. columns are [header key, row => cell], as for table(). */
+export function keyedRows(columns, key, { empty = "common.none", rowAttrs } = {}) {
+  const body = h("tbody");
+  const wrap = h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, columns.map(([header]) => h("th", { scope: "col" }, t(header))))), body));
+  const none = h("p", { class: "empty" }, t(empty));
+  const el = h("div", {}, none);
+  let kept = new Map();
+  return {
+    el,
+    update(rows) {
+      if (!rows.length) {
+        if (!none.isConnected) el.replaceChildren(none);
+      } else if (!wrap.isConnected) {
+        el.replaceChildren(wrap);
+      }
+      const wanted = rows.map((row) => [key(row), h("tr", rowAttrs ? rowAttrs(row) : {},
+        columns.map(([, cell]) => h("td", {}, cell(row))))]);
+      kept = reconcile(body, wanted, kept, true);
+    },
+  };
+}
+
+/** A live list (ul) updated by key, like keyedRows: ``item(row)`` draws one li. */
+export function keyedList(item, key, { empty = "common.none", attrs = {} } = {}) {
+  const list = h("ul", attrs);
+  const none = h("p", { class: "empty" }, t(empty));
+  const el = h("div", {}, none);
+  let kept = new Map();
+  return {
+    el,
+    update(rows) {
+      if (!rows.length) {
+        if (!none.isConnected) el.replaceChildren(none);
+      } else if (!list.isConnected) {
+        el.replaceChildren(list);
+      }
+      kept = reconcile(list, rows.map((row) => [key(row), item(row)]), kept);
+    },
+  };
 }
 
 let uid = 0;
@@ -99,47 +171,41 @@ export function form(children, submitKey, onSubmit, attrs = {}) {
   return el;
 }
 
-// Which confirm buttons are armed, by what they act on, until when: a live list redraws its rows
-// whenever the box pushes a change, and an armed button must survive that redraw.
-const ARMED = new Map();
-const ARMED_S = 8;
-
 /** A button that asks once more before it acts: the first press arms it (for a few seconds, or until
- * focus leaves it), the second does it. ``key`` names what it acts on ("cancel:17"). */
-export function confirmButton(labelKey, confirmKey, action, key, attrs = {}) {
+ * focus leaves it), the second does it. Live lists keep an unchanged button across pushes
+ * (keyedRows), so an armed one stays armed while its row's other cells change. */
+export function confirmButton(labelKey, confirmKey, action, attrs = {}) {
   const button = h("button", { type: "button", ...attrs }, t(labelKey));
-  const show = (armed) => {
-    button.textContent = t(armed ? confirmKey : labelKey);
-    button.classList.toggle("danger", armed);
+  let until = 0;
+  const armed = () => until > Date.now();
+  const show = () => {
+    button.textContent = t(armed() ? confirmKey : labelKey);
+    button.classList.toggle("danger", armed());
   };
-  const armed = () => (ARMED.get(key) ?? 0) > Date.now();
-  show(armed());
   button.addEventListener("click", async () => {
     if (!armed()) {
-      ARMED.set(key, Date.now() + ARMED_S * 1000);
-      show(true);
-      setTimeout(() => show(armed()), ARMED_S * 1000 + 50);
+      until = Date.now() + ARMED_S * 1000;
+      show();
+      setTimeout(show, ARMED_S * 1000 + 50);
       return;
     }
-    ARMED.delete(key);
+    until = 0;
     button.disabled = true;
     try {
       await action();
     } finally {
       button.disabled = false;
-      show(false);
+      show();
     }
   });
   button.addEventListener("blur", () => {
-    // Chromium blurs a focused button that a redraw removes, before it is gone: look once it is.
-    setTimeout(() => {
-      if (!button.isConnected || !armed()) return; // redrawn away: the new button keeps the state
-      ARMED.delete(key);
-      show(false);
-    });
+    until = 0;
+    show();
   });
   return button;
 }
+
+const ARMED_S = 8;
 
 /** Comma-separated words of a text input as a list (null when empty, so the field is left out). */
 export function words(input) {

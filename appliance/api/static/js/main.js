@@ -1,8 +1,10 @@
 // The admin page: the shell (navigation, connection state, language, who is signed in) and the
 // router. Pages are chosen by the URL's hash (#/devices), so a reload or a bookmark opens the same
-// page, and the back button works. What a role may not do is neither shown nor enabled; the box
-// refuses it anyway.
+// page, and the back button works. A page is shown when the signed-in user may run the command it is
+// built on, and its controls when they may run theirs (js/capabilities.js: the box's own answer);
+// the box refuses anything else anyway.
 import { session } from "./api.js";
+import { capabilities } from "./capabilities.js";
 import { LANGUAGES, language, preferredLanguage, setLanguage, t } from "./i18n.js";
 import { fill, h } from "./dom.js";
 import { ControlSocket } from "./socket.js";
@@ -23,7 +25,7 @@ let cleanup = null;
 
 function pageOf(hash) {
   const id = hash.replace(/^#\/?/, "").split("/")[0];
-  const allowed = PAGES.filter((page) => session.can(page.role));
+  const allowed = PAGES.filter((page) => capabilities.may(page.command));
   return allowed.find((page) => page.id === id) ?? allowed[0];
 }
 
@@ -52,7 +54,7 @@ function connectionBadge() {
 
 function shell() {
   const current = pageOf(location.hash);
-  const nav = h("nav", { "aria-label": t("shell.navigation") }, h("ul", {}, PAGES.filter((p) => session.can(p.role))
+  const nav = h("nav", { "aria-label": t("shell.navigation") }, h("ul", {}, PAGES.filter((p) => capabilities.may(p.command))
     .map((page) => h("li", {}, h("a", { href: `#/${page.id}`, "aria-current": page === current ? "page" : false }, t(page.title))))));
   const logout = h("button", { type: "button", id: "logout" }, t("shell.logout"));
   logout.addEventListener("click", () => session.logout());
@@ -71,6 +73,11 @@ function shell() {
 function render() {
   cleanup?.();
   cleanup = null;
+  if (session.data && !capabilities.data) {
+    // Signed in, capabilities not read yet: read them, then draw (a failure shows the login again).
+    capabilities.load().then(render, () => session.end("expired"));
+    return;
+  }
   if (!session.data) {
     const main = h("main", { id: "main", class: "centered" });
     fill(root, h("header", { class: "top" }, h("span", { class: "brand" }, t("app.name")),
@@ -95,6 +102,7 @@ session.addEventListener("token", () => {
   if (!socket) start(); // signed in just now (a refresh keeps the socket: it takes the new token)
 });
 session.addEventListener("end", (event) => {
+  capabilities.clear();
   socket?.stop();
   socket = null;
   render.why = event.detail;

@@ -11,7 +11,7 @@ function details(row) {
 export default {
   id: "audit",
   title: "nav.audit",
-  role: "admin",
+  command: "audit.list",
   render(main, { socket }) {
     const user = h("input", { type: "text", name: "user", maxlength: 128 });
     const action = h("input", { type: "text", name: "action", maxlength: 128 });

@@ -30,7 +30,7 @@ function citations(list) {
 export default {
   id: "chat",
   title: "nav.chat",
-  role: "viewer",
+  command: "chat",
   render(main, { socket }) {
     const log = h("div", { id: "chat-log", class: "chat-log", role: "log", "aria-live": "polite" });
     const input = h("textarea", { id: "chat-input", rows: 2, maxlength: 8000, placeholder: t("chat.placeholder") });

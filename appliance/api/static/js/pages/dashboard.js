@@ -111,7 +111,7 @@ function box(resources, engine) {
 export default {
   id: "dashboard",
   title: "nav.dashboard",
-  role: "viewer",
+  command: "system.status",
   render(main, { socket }) {
     const overall = h("strong", { id: "overall" }, "…");
     const servicesBox = h("div", { id: "services" }, h("p", { class: "muted" }, t("common.loading")));

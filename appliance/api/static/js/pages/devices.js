@@ -2,8 +2,8 @@
 // device's recent events (read again whenever its count moves), a send-command form with the
 // device's answer, and the quarantine with its counts per reason.
 import { t } from "../i18n.js";
-import { session } from "../api.js";
-import { ago, errorText, field, fill, form, h, notice, number, showErrors, table, time } from "../dom.js";
+import { capabilities } from "../capabilities.js";
+import { ago, errorText, field, fill, form, h, keyedRows, notice, number, showErrors, table, time } from "../dom.js";
 
 function onlineBadge(row) {
   const state = row.online === null ? "unknown" : row.online ? "online" : "offline";
@@ -69,7 +69,7 @@ function quarantineSection(socket) {
 export default {
   id: "devices",
   title: "nav.devices",
-  role: "viewer",
+  command: "devices.list",
   render(main, { socket }) {
     const registry = h("div", { id: "registry", "aria-live": "polite" }, t("common.loading"));
     const detail = h("div", { id: "device-detail" }, h("p", { class: "muted" }, t("devices.pick")));
@@ -94,15 +94,19 @@ export default {
       }
     }
 
+    const rowsView = keyedRows([
+      ["devices.device", (r) => h("button", { type: "button", class: "link", onclick: () => show(r.device_id) }, r.device_id)],
+      ["devices.online", onlineBadge],
+      ["devices.last_seen", (r) => h("time", { title: time(r.last_seen) }, ago(r.last_seen))],
+      ["devices.events", (r) => number(r.event_count)],
+      ["devices.last_payload", (r) => h("code", { class: "sample" }, r.last_payload.slice(0, 120))],
+    ], (r) => r.device_id, { empty: "devices.none", rowAttrs: (r) => ({ dataset: { device: r.device_id } }) });
+    let drawn = false;
     const off = socket.subscribe("devices", (state) => {
       const rows = [...state.items].sort((a, b) => b.last_seen - a.last_seen);
-      fill(registry, table([
-        ["devices.device", (r) => h("button", { type: "button", class: "link", onclick: () => show(r.device_id) }, r.device_id)],
-        ["devices.online", onlineBadge],
-        ["devices.last_seen", (r) => h("time", { title: time(r.last_seen) }, ago(r.last_seen))],
-        ["devices.events", (r) => number(r.event_count)],
-        ["devices.last_payload", (r) => h("code", { class: "sample" }, r.last_payload.slice(0, 120))],
-      ], rows, { empty: "devices.none", rowAttrs: (r) => ({ dataset: { device: r.device_id } }) }));
+      if (!drawn) fill(registry, rowsView.el);
+      drawn = true;
+      rowsView.update(rows);
       const current = rows.find((r) => r.device_id === selected);
       if (current && current.event_count !== seenCount) show(selected);
     });
@@ -111,7 +115,7 @@ export default {
       h("div", { class: "grid" },
         h("section", { class: "card wide" }, h("h2", {}, t("devices.registry")), registry),
         h("section", { class: "card" }, h("h2", {}, t("devices.recent")), detail),
-        session.can("operator") ? h("section", { class: "card" }, h("h2", {}, t("devices.command_title")),
+        capabilities.may("devices.command") ? h("section", { class: "card" }, h("h2", {}, t("devices.command_title")),
           commandForm(socket, deviceInput)) : null,
         quarantineSection(socket)));
     return off;

@@ -1,10 +1,10 @@
 // Memory: search (hybrid, vector or text, with filters) with scores and sources, remember a fact,
 // upload a document with a progress bar, forget (admin), and the archive's state with a run button.
-import { session, upload } from "../api.js";
+import { upload } from "../api.js";
+import { capabilities } from "../capabilities.js";
 import { t } from "../i18n.js";
 import { bytes, confirmButton, errorText, field, fill, form, h, notice, number, time, unixOf, words } from "../dom.js";
 
-const KINDS = ["event", "fact", "conversation", "document"];
 const MODES = ["hybrid", "vector", "text"];
 
 function options(values, prefix, selected) {
@@ -21,8 +21,8 @@ function hitView(hit, onForget) {
       h("span", { class: "source" }, record.source || "—"),
       h("time", {}, time(record.created_at)),
       h("span", { class: "scores" }, scores.map(([label, v]) => `${label} ${number(v, 3)}`).join(" · ")),
-      session.can("admin") ? confirmButton("memory.forget_button", "memory.forget_confirm", () => onForget(record.id),
-        `forget:${record.id}`, { class: "small", "aria-label": t("memory.forget_id", { id: record.id }) }) : null),
+      capabilities.may("memory.forget") ? confirmButton("memory.forget_button", "memory.forget_confirm", () => onForget(record.id),
+        { class: "small", "aria-label": t("memory.forget_id", { id: record.id }) }) : null),
     h("p", { class: "hit-text" }, record.text),
     record.tags.length ? h("p", { class: "tags" }, record.tags.map((tag) => h("span", { class: "tag" }, tag))) : null);
 }
@@ -31,7 +31,7 @@ function searchSection(socket) {
   const q = h("input", { type: "search", name: "q", required: true, maxlength: 4096 });
   const mode = h("select", { name: "mode" }, options(MODES, "memory.mode", "hybrid"));
   const k = h("input", { type: "number", name: "k", min: 1, max: 100, value: "10" });
-  const kinds = KINDS.map((kind) => h("label", { class: "check" },
+  const kinds = capabilities.words("memory_kinds").map((kind) => h("label", { class: "check" },
     h("input", { type: "checkbox", name: "kind", value: kind }), t(`kind.${kind}`)));
   const source = h("input", { type: "text", name: "source" });
   const tag = h("input", { type: "text", name: "tag" });
@@ -81,7 +81,7 @@ function searchSection(socket) {
 
 function rememberSection(socket) {
   const text = h("textarea", { name: "text", rows: 3, maxlength: 65536 });
-  const kind = h("select", { name: "kind" }, options(KINDS, "kind", "fact"));
+  const kind = h("select", { name: "kind" }, options(capabilities.words("memory_kinds"), "kind", "fact"));
   const tags = h("input", { type: "text", name: "tags" });
   const pinned = h("input", { type: "checkbox", name: "pinned" });
   const remembered = form([
@@ -167,19 +167,19 @@ function archiveSection(socket) {
   });
   refresh();
   return h("section", { class: "card" }, h("h2", {}, t("memory.archive_title")), stats,
-    session.can("operator") ? h("div", {}, run, progress, status) : null);
+    capabilities.may("memory.archive") ? h("div", {}, run, progress, status) : null);
 }
 
 export default {
   id: "memory",
   title: "nav.memory",
-  role: "viewer",
+  command: "memory.search",
   render(main, { socket }) {
     fill(main, h("h1", {}, t("nav.memory")),
       h("div", { class: "grid" },
         searchSection(socket),
-        session.can("operator") ? rememberSection(socket) : null,
-        session.can("operator") ? uploadSection() : null,
+        capabilities.may("memory.remember") ? rememberSection(socket) : null,
+        capabilities.may("memory.ingest") ? uploadSection() : null,
         archiveSection(socket)));
     main.querySelector("input[name=q]").focus();
   },

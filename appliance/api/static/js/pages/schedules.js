@@ -1,7 +1,7 @@
 // Schedules: every schedule with its last and next fire (read again whenever one of them fires a
 // task), and the reference form (name, trigger, action, fallback, and the optional keys) to create
 // or edit a saved one; each refusal is shown next to its field. The file's schedules are read-only.
-import { session } from "../api.js";
+import { capabilities } from "../capabilities.js";
 import { t } from "../i18n.js";
 import { confirmButton, errorText, field, fill, form, h, notice, showErrors, table, time } from "../dom.js";
 
@@ -81,11 +81,11 @@ function scheduleForm(socket, onSaved) {
 export default {
   id: "schedules",
   title: "nav.schedules",
-  role: "viewer",
+  command: "schedules.list",
   render(main, { socket }) {
     const list = h("div", { id: "schedule-list" }, t("common.loading"));
     const status = h("div", { "aria-live": "polite" });
-    const editor = session.can("operator") ? scheduleForm(socket, () => refresh()) : null;
+    const editor = capabilities.may("schedules.create") ? scheduleForm(socket, () => refresh()) : null;
 
     async function remove(name) {
       try {
@@ -110,11 +110,11 @@ export default {
             ["schedules.source", (v) => t(`schedules.source.${v.source}`)],
             ["schedules.last_fire", (v) => time(v.last_fire)],
             ["schedules.next_fire", (v) => (v.schedule.enabled ? time(v.next_fire) : t("schedules.disabled"))],
-            ["schedules.actions", (v) => (editor && v.source === "saved" ? h("span", { class: "buttons" },
+            ["schedules.actions", (v) => (editor && v.source === "saved" && capabilities.mayOn("schedules.replace", v.updated_by) ? h("span", { class: "buttons" },
               h("button", { type: "button", class: "small", onclick: () => editor.load(v.schedule),
                 "aria-label": t("schedules.edit_n", { name: v.schedule.name }) }, t("schedules.edit")),
               confirmButton("schedules.delete_button", "schedules.delete_confirm", () => remove(v.schedule.name),
-                `delete:${v.schedule.name}`, { class: "small", "aria-label": t("schedules.delete_n", { name: v.schedule.name }) })) : "")],
+                { class: "small", "aria-label": t("schedules.delete_n", { name: v.schedule.name }) })) : "")],
           ], views.items, { empty: "schedules.none", rowAttrs: (v) => ({ dataset: { schedule: v.schedule.name } }) }));
       } catch (error) {
         notice(list, errorText(error));

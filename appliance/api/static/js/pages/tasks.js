@@ -1,22 +1,18 @@
 // Tasks: the list live from the tasks topic (state and progress), the tasks waiting for approval
 // with approve and reject, one task's step log (read again whenever its last seq moves), cancel and
 // retry, and a form that runs a task now (ask, search, notify, an action, or a command line).
-import { session } from "../api.js";
+import { capabilities } from "../capabilities.js";
 import { t } from "../i18n.js";
-import { ago, badge, confirmButton, errorText, field, fill, form, h, notice, showErrors, table, time } from "../dom.js";
+import { ago, badge, confirmButton, errorText, field, fill, form, h, keyedList, keyedRows, notice, showErrors, time } from "../dom.js";
 
-const STATES = ["queued", "running", "waiting_approval", "succeeded", "failed", "cancelled", "timed_out"];
-const CANCELLABLE = new Set(["queued", "running", "waiting_approval"]);
-const RETRYABLE = new Set(["failed", "cancelled", "timed_out"]);
+const SHARED = new Set(["kind", "timeout_s", "priority", "input"]); // what every kind's spec has (TaskSpec)
 
-/** What a task does, in one line. */
+/** What a task does, in one line: its kind's own fields, whatever the kind (the box declares them). */
 export function summary(spec) {
-  switch (spec.kind) {
-    case "action": return `${spec.action}${Object.keys(spec.args || {}).length ? ` ${JSON.stringify(spec.args)}` : ""}`;
-    case "command": return (spec.argv || []).join(" ");
-    case "notify": return spec.message;
-    default: return spec.query;
-  }
+  return Object.entries(spec).filter(([key, value]) => !SHARED.has(key) && value !== null && value !== undefined
+    && !(typeof value === "object" && !Array.isArray(value) && !Object.keys(value).length))
+    .map(([, value]) => (Array.isArray(value) ? value.join(" ") : typeof value === "object" ? JSON.stringify(value) : value))
+    .join(" ");
 }
 
 function stateCell(task) {
@@ -24,26 +20,28 @@ function stateCell(task) {
     task.state === "running" ? h("progress", { max: 100, value: task.progress, "aria-label": t("tasks.progress") }) : null);
 }
 
-/** The buttons a task's state and the signed-in role allow; each calls ``act(command, args)``. */
+/** The buttons a task's state and the signed-in user's capabilities allow; each calls ``act(command, args)``. */
 function actions(task, act) {
-  if (!session.can("operator")) return null;
+  const final = new Set(capabilities.words("final_task_states"));
   const buttons = [];
-  // Someone else decides on a task (an admin may decide on their own); the box checks it too.
-  if (task.state === "waiting_approval" && (task.created_by !== session.user || session.can("admin"))) {
+  const may = (command) => capabilities.mayOn(command, task.created_by);
+  if (task.state === "waiting_approval" && may("tasks.approve")) {
     buttons.push(h("button", { type: "button", class: "small primary", onclick: () => act("tasks.approve", { id: task.id }),
       "aria-label": t("tasks.approve_id", { id: task.id }) }, t("tasks.approve_button")));
+  }
+  if (task.state === "waiting_approval" && may("tasks.reject")) {
     buttons.push(h("button", { type: "button", class: "small", onclick: () => act("tasks.reject", { id: task.id }),
       "aria-label": t("tasks.reject_id", { id: task.id }) }, t("tasks.reject_button")));
   }
-  if (CANCELLABLE.has(task.state)) {
+  if (!final.has(task.state) && may("tasks.cancel")) {
     buttons.push(confirmButton("tasks.cancel_button", "tasks.cancel_confirm", () => act("tasks.cancel", { id: task.id }),
-      `cancel:${task.id}`, { class: "small", "aria-label": t("tasks.cancel_id", { id: task.id }) }));
+      { class: "small", "aria-label": t("tasks.cancel_id", { id: task.id }) }));
   }
-  if (RETRYABLE.has(task.state)) {
+  if (final.has(task.state) && task.state !== "succeeded" && may("tasks.retry")) {
     buttons.push(h("button", { type: "button", class: "small", onclick: () => act("tasks.retry", { id: task.id }),
       "aria-label": t("tasks.retry_id", { id: task.id }) }, t("tasks.retry_button")));
   }
-  return h("span", { class: "buttons" }, buttons);
+  return buttons.length ? h("span", { class: "buttons" }, buttons) : null;
 }
 
 function detailView(detail, act) {
@@ -69,64 +67,69 @@ function detailView(detail, act) {
       step.data !== null && step.data !== undefined ? h("code", { class: "sample" }, ` ${JSON.stringify(step.data).slice(0, 300)}`) : null))));
 }
 
-const KIND_FIELDS = { ask: ["query"], search: ["query", "output_path"], notify: ["message", "topic"],
-  action: ["action", "args"], command: ["argv"] };
+/** An input for one field of a kind, from its JSON schema: text, a longer text, words (a list), JSON. */
+function control(name, schema) {
+  const type = schema.type ?? schema.anyOf?.find((option) => option.type !== "null")?.type;
+  if (type === "array") return { el: h("input", { type: "text", name }), value: (el) => el.value.trim().split(/\s+/) };
+  if (type === "object") {
+    return { el: h("textarea", { name, rows: 2, spellcheck: false }, "{}"), json: true, value: (el) => JSON.parse(el.value) };
+  }
+  const long = (schema.maxLength ?? 0) > 1024;
+  return { el: long ? h("textarea", { name, rows: 2, maxlength: schema.maxLength }) : h("input", { type: "text", name,
+    maxlength: schema.maxLength ?? schema.anyOf?.[0]?.maxLength }), value: (el) => el.value.trim() };
+}
 
 function newTaskForm(socket, onCreated) {
-  const kinds = ["ask", "search", ...(session.can("operator") ? ["notify", "action"] : []),
-    ...(session.can("admin") ? ["command"] : [])];
-  const kind = h("select", { name: "kind" }, kinds.map((k) => h("option", { value: k }, t(`tasks.kind.${k}`))));
-  const inputs = {
-    query: h("textarea", { name: "query", rows: 2, maxlength: 4000 }),
-    output_path: h("input", { type: "text", name: "output_path", maxlength: 1024 }),
-    message: h("textarea", { name: "message", rows: 2, maxlength: 4000 }),
-    topic: h("input", { type: "text", name: "topic", maxlength: 256 }),
-    action: h("input", { type: "text", name: "action", maxlength: 64, list: "known-actions" }),
-    args: h("textarea", { name: "args", rows: 2, spellcheck: false }, "{}"),
-    argv: h("input", { type: "text", name: "argv", maxlength: 4000 }),
-  };
-  const fields = Object.fromEntries(Object.entries(inputs).map(([name, input]) => [name, field(`tasks.field.${name}`, input)]));
-  const known = h("datalist", { id: "known-actions" }, ["send_alert", "heartbeat", "archive"].map((a) => h("option", { value: a })));
+  const kinds = capabilities.kinds;
+  const kind = h("select", { name: "kind" }, kinds.map((k) => h("option", { value: k.name }, t(`tasks.kind.${k.name}`, {}, k.name))));
+  const inputs = {};
+  for (const k of kinds) {
+    for (const [name, schema] of Object.entries(k.fields.properties ?? {})) {
+      if (inputs[name]) continue;
+      const made = control(name, schema);
+      if (name === "action") made.el.setAttribute("list", "known-actions");
+      inputs[name] = { ...made, field: field(`tasks.field.${name}`, made.el) };
+    }
+  }
+  const known = h("datalist", { id: "known-actions" }, capabilities.actions.map((a) => h("option", { value: a.name }, a.summary)));
+  const chosen = () => kinds.find((k) => k.name === kind.value);
   const shown = () => {
-    for (const [name, wrapper] of Object.entries(fields)) wrapper.hidden = !KIND_FIELDS[kind.value].includes(name);
+    const fields = Object.keys(chosen()?.fields.properties ?? {});
+    for (const [name, input] of Object.entries(inputs)) input.field.hidden = !fields.includes(name);
   };
   kind.addEventListener("change", shown);
   shown();
-  return form([field("tasks.kind", kind), Object.values(fields), known], "tasks.run", async (el, status) => {
-    const body = { kind: kind.value };
-    for (const name of KIND_FIELDS[kind.value]) {
-      const value = inputs[name].value.trim();
-      if (!value) continue;
-      if (name === "args") {
+  return form([field("tasks.kind", kind), Object.values(inputs).map((input) => input.field), known], "tasks.run",
+    async (el, status) => {
+      const body = { kind: kind.value };
+      for (const name of Object.keys(chosen()?.fields.properties ?? {})) {
+        const input = inputs[name];
+        if (!input.el.value.trim() || (input.json && input.el.value.trim() === "{}")) continue;
         try {
-          body.args = JSON.parse(value);
+          body[name] = input.value(input.el);
         } catch {
-          showErrors(el, { field: "args", message: t("devices.args_not_object") }, status);
+          showErrors(el, { field: name, message: t("devices.args_not_object") }, status);
           return;
         }
-      } else if (name === "argv") {
-        body.argv = value.split(/\s+/);
-      } else {
-        body[name] = value;
       }
-    }
-    const task = await socket.request("tasks.create", body);
-    notice(status, t("tasks.created", { id: task.id }), "ok");
-    onCreated(task.id);
-  }, { id: "task-form" });
+      const task = await socket.request("tasks.create", body);
+      notice(status, t("tasks.created", { id: task.id }), "ok");
+      onCreated(task.id);
+    }, { id: "task-form" });
 }
 
 export default {
   id: "tasks",
   title: "nav.tasks",
-  role: "viewer",
+  command: "tasks.list",
   render(main, { socket }) {
     const list = h("div", { id: "task-list", "aria-live": "polite" }, t("common.loading"));
     const waiting = h("div", { id: "approvals" });
     const detail = h("div", { id: "task-detail" }, h("p", { class: "muted" }, t("tasks.pick")));
     const status = h("div", { "aria-live": "polite" });
     const filter = h("select", { id: "state-filter", "aria-label": t("tasks.filter") },
-      h("option", { value: "" }, t("tasks.all_states")), STATES.map((s) => h("option", { value: s }, t(`state.${s}`))));
+      h("option", { value: "" }, t("tasks.all_states")),
+      capabilities.words("task_states").map((s) => h("option", { value: s }, t(`state.${s}`))));
     let rows = [];
     let selected = null;
     let shownVersion = null;
@@ -154,21 +157,26 @@ export default {
       }
     }
 
+    const table = keyedRows([
+      ["tasks.id", (r) => (capabilities.mayOn("tasks.get", r.created_by)
+        ? h("button", { type: "button", class: "link", onclick: () => show(r.id) }, `#${r.id}`) : `#${r.id}`)],
+      ["tasks.kind", (r) => t(`tasks.kind.${r.spec.kind}`, {}, r.spec.kind)],
+      ["tasks.what", (r) => h("span", { class: "clip" }, summary(r.spec))],
+      ["tasks.state", stateCell],
+      ["tasks.created_by", (r) => r.schedule ? t("tasks.by_schedule", { name: r.schedule }) : r.created_by],
+      ["tasks.updated", (r) => h("time", { title: time(r.updated_at) }, ago(r.updated_at))],
+      ["tasks.actions", (r) => actions(r, act)],
+    ], (r) => r.id, { empty: "tasks.none", rowAttrs: (r) => ({ dataset: { task: r.id, state: r.state } }) });
+    const approvals = keyedList((r) => h("li", { dataset: { task: r.id } },
+      `#${r.id} ${summary(r.spec)} — ${r.created_by} `, actions(r, act)), (r) => r.id,
+    { empty: "tasks.none_waiting", attrs: { class: "approvals" } });
+    fill(list, table.el);
+    fill(waiting, approvals.el);
+
     function render() {
       const chosen = filter.value;
-      const shownRows = rows.filter((r) => !chosen || r.state === chosen);
-      fill(list, table([
-        ["tasks.id", (r) => h("button", { type: "button", class: "link", onclick: () => show(r.id) }, `#${r.id}`)],
-        ["tasks.kind", (r) => t(`tasks.kind.${r.spec.kind}`)],
-        ["tasks.what", (r) => h("span", { class: "clip" }, summary(r.spec))],
-        ["tasks.state", stateCell],
-        ["tasks.created_by", (r) => r.schedule ? t("tasks.by_schedule", { name: r.schedule }) : r.created_by],
-        ["tasks.updated", (r) => h("time", { title: time(r.updated_at) }, ago(r.updated_at))],
-        ["tasks.actions", (r) => actions(r, act)],
-      ], shownRows.slice(0, 100), { empty: "tasks.none", rowAttrs: (r) => ({ dataset: { task: r.id, state: r.state } }) }));
-      const parked = rows.filter((r) => r.state === "waiting_approval");
-      fill(waiting, parked.length ? h("ul", { class: "approvals" }, parked.map((r) => h("li", { dataset: { task: r.id } },
-        `#${r.id} ${summary(r.spec)} — ${r.created_by} `, actions(r, act)))) : h("p", { class: "empty" }, t("tasks.none_waiting")));
+      table.update(rows.filter((r) => !chosen || r.state === chosen).slice(0, 100));
+      approvals.update(rows.filter((r) => r.state === "waiting_approval"));
     }
     filter.addEventListener("change", render);
 
@@ -184,7 +192,8 @@ export default {
         h("section", { class: "card wide" }, h("h2", {}, t("tasks.list_title")), h("div", { class: "toolbar" }, filter), list),
         h("section", { class: "card" }, h("h2", {}, t("tasks.approvals")), waiting),
         h("section", { class: "card" }, h("h2", {}, t("tasks.detail")), detail),
-        h("section", { class: "card" }, h("h2", {}, t("tasks.new")), newTaskForm(socket, show))));
+        capabilities.may("tasks.create") && capabilities.kinds.length
+          ? h("section", { class: "card" }, h("h2", {}, t("tasks.new")), newTaskForm(socket, show)) : null));
     return off;
   },
 };

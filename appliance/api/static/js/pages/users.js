@@ -2,13 +2,13 @@
 // enable, clear a lockout, set a new password; and the device and app tokens, made (shown once)
 // and revoked. Tokens themselves are never listed: the box keeps only their ids.
 import { session } from "../api.js";
+import { capabilities } from "../capabilities.js";
 import { t } from "../i18n.js";
 import { confirmButton, errorText, field, fill, form, h, notice, table, time } from "../dom.js";
 
-const ROLES = ["viewer", "operator", "admin"];
-
 function roleSelect(name, selected, attrs = {}) {
-  return h("select", { name, ...attrs }, ROLES.map((r) => h("option", { value: r, selected: r === selected }, t(`role.${r}`))));
+  const roles = capabilities.words("roles"); // the box's own list
+  return h("select", { name, ...attrs }, roles.map((r) => h("option", { value: r, selected: r === selected }, t(`role.${r}`))));
 }
 
 function userState(user) {
@@ -22,7 +22,7 @@ function userState(user) {
 export default {
   id: "users",
   title: "nav.users",
-  role: "admin",
+  command: "users.list",
   render(main, { socket }) {
     const status = h("div", { "aria-live": "polite" });
     const users = h("div", { id: "user-list" }, t("common.loading"));
@@ -79,7 +79,7 @@ export default {
           ["users.actions", (k) => (k.revoked_at ? "" : confirmButton("users.revoke", "users.revoke_confirm", async () => {
             await socket.request("tokens.revoke", { jti: k.jti }).catch((error) => notice(status, errorText(error)));
             await refresh();
-          }, `revoke:${k.jti}`, { class: "small", "aria-label": t("users.revoke_n", { name: k.name }) }))],
+          }, { class: "small", "aria-label": t("users.revoke_n", { name: k.name }) }))],
         ], issuedTokens.tokens, { empty: "users.no_tokens", rowAttrs: (k) => ({ dataset: { token: k.name } }) }));
       } catch (error) {
         notice(users, errorText(error));
