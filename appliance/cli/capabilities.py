@@ -7,6 +7,7 @@ markers is this output (tests/cli/test_capabilities.py keeps it current:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,7 @@ def _capabilities(config: ApplianceConfig, args: argparse.Namespace) -> int:
         path = Path(args.write)
         path.write_text(replace_section(path.read_text(encoding="utf-8"), section), encoding="utf-8")
     else:
-        print(section, end="")  # noqa: T201
+        sys.stdout.write(section)
     return 0
 
 

@@ -117,7 +117,8 @@ async def test_owner_matrix(config_file: Path, services: Callable[..., Awaitable
                         n += 1
                         request = await _row(dispatcher, command.name, n)
                         if surface == "rest":
-                            path = re.sub(r"\{(\w+)(?::[^}]+)?\}", lambda m: str(request[m.group(1)]), route.path)
+                            path = re.sub(r"\{(\w+)(?::[^}]+)?\}", lambda m, given=request: str(given[m.group(1)]),
+                                          route.path)
                             body = {k: v for k, v in request.items() if f"{{{k}" not in route.path}
                             reply = await client.request(route.method, path, headers=headers,
                                                          json=body if route.method not in ("GET", "DELETE") else None)
