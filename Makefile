@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bootstrap-run bootstrap-test check-fresh
+.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -32,6 +32,10 @@ lint: bootstrap-test venv
 
 test: lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# The inner loop: everything but the browser, the real model and systemd (docs/testing.md).
+test-fast: lint
+	$(PY) -m pytest -q -ra -m "not browser and not real_model and not systemd" $(PYTEST_ARGS)
 
 # A clean Debian 12 root: the README's `make run` until ready, then `make test` (scripts/check-fresh.sh).
 check-fresh:

