@@ -47,9 +47,15 @@ class Feed:
         self.read_at = 0.0
         self.versions: dict[Any, tuple[Any, ...]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.snapshots: set[asyncio.Task[None]] = set()
 
     def add(self, ident: int, send: Send, caller: Caller) -> None:
         self.subscribers[ident] = (send, caller)
+        if self.topic.snapshot:
+            task = asyncio.create_task(self._snapshot(ident, send, caller))
+            self.snapshots.add(task)
+            task.add_done_callback(self.snapshots.discard)
+            return
         if self.state is not None:
             send(EventFrame(topic=self.name, content=self._for(caller, self.state, {}), snapshot=True,
                             at=self.read_at))
@@ -103,6 +109,16 @@ class Feed:
             reply = self.command.response.model_validate(content)
             cache[caller.subject] = self.rule.shape(caller, reply).model_dump(mode="json")
         return cache[caller.subject]
+
+    async def _snapshot(self, ident: int, send: Send, caller: Caller) -> None:
+        """A pushed topic's whole state for one new subscriber, read as that subscriber."""
+        try:
+            reply = await self.dispatcher.call(self.topic.command, self.topic.args, caller)
+        except CommandError as exc:
+            self.log.debug("subscription %s: no snapshot: %s", self.name, exc)
+            return
+        if ident in self.subscribers:
+            send(EventFrame(topic=self.name, content=reply.model_dump(mode="json"), snapshot=True, at=time.time()))
 
     def push(self, content: Any) -> int:
         """A pushed topic's event to every subscriber now; how many got it."""

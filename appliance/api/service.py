@@ -22,6 +22,7 @@ from appliance.ipc.errors import IpcError
 from appliance.ipc.server import IpcServer
 from appliance.protocol.common import Api, Changed, ServiceState
 from appliance.protocol.messages import API_BROADCAST, Broadcast
+from appliance.protocol.site import API_ENTITIES_CHANGED, StatesStored
 from appliance.runtime.service import Service
 
 FIRST_BOOT_RETRY_S = 1.0
@@ -42,7 +43,12 @@ class ApiService(Service[Api]):
         async def broadcast(message: Broadcast) -> Changed:
             return Changed(changed=self.hub.broadcast(message))
 
+        async def entities_changed(changed: StatesStored) -> Changed:
+            return Changed(changed=self.hub.feeds["entities"].push({"items": changed.model_dump(mode="json")[
+                "changed"]}))
+
         ipc.add(API_BROADCAST, broadcast)
+        ipc.add(API_ENTITIES_CHANGED, entities_changed)
 
     async def start(self) -> None:
         api = self.config.api

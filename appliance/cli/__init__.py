@@ -19,6 +19,7 @@ from appliance.cli import (
     config,
     devices,
     engine,
+    entities,
     memory,
     models,
     schedules,
@@ -30,7 +31,7 @@ from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
 from appliance.taskkinds.action import check_config as check_actions
 
-GROUPS = (services, config, tokens, models, engine, memory, chat, devices, tasks, schedules, capabilities)
+GROUPS = (services, config, tokens, models, engine, memory, chat, devices, entities, tasks, schedules, capabilities)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ from appliance.config.mqtt import (
     UplinkMqttConfig,
     UplinkWebhookConfig,
 )
+from appliance.config.site import EntityRule, SiteConfig
 from appliance.validation import describe_validation_error
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "ApplianceConfig",
     "ConfigError",
     "EngineConfig",
+    "EntityRule",
     "HomeAssistantConfig",
     "IpcConfig",
     "LoggingConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "SandboxLimits",
     "Section",
     "SecurityConfig",
+    "SiteConfig",
     "TlsClientConfig",
     "UplinkConfig",
     "UplinkMqttConfig",
@@ -255,6 +258,7 @@ class ApplianceConfig(Section):
     api: ApiConfig = ApiConfig()
     ipc: IpcConfig = IpcConfig()
     agent: AgentConfig = AgentConfig()
+    site: SiteConfig = SiteConfig()
     logging: LoggingConfig = LoggingConfig()
     paths: PathsConfig = Field(default_factory=PathsConfig)
 

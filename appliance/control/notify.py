@@ -93,7 +93,7 @@ async def send(ctx: Context, request: NotifyRequest) -> NotifyResult:
     wanted = list(dict.fromkeys(request.to or available))
     missing = [name for name in wanted if name not in available]
     if missing:
-        raise CommandError("bad_request", f"to: {missing[0]} is not configured on this box (mqtt.uplink); "
+        raise CommandError("conflict", f"to: {missing[0]} is not configured on this box (mqtt.uplink); "
                                           f"configured: {', '.join(available)}", field="to")
     payload: dict[str, JsonValue] = {"kind": request.kind, "text": request.text, "by": ctx.caller.subject[:128],
                                      "at": time.time(), "data": request.data}

@@ -13,6 +13,7 @@ from appliance.control import (
     messages,
     notify,
     schedules,
+    site,
     system,
     tasks,
     users,
@@ -23,4 +24,4 @@ from appliance.control.command import CommandTable
 def default_table() -> CommandTable:
     return CommandTable(system.COMMANDS, capabilities.COMMANDS, admin.COMMANDS, auth.COMMANDS, users.COMMANDS,
                         memory.COMMANDS, chat.COMMANDS, llm.COMMANDS, devices.COMMANDS, tasks.COMMANDS,
-                        schedules.COMMANDS, messages.COMMANDS, notify.COMMANDS)
+                        schedules.COMMANDS, messages.COMMANDS, notify.COMMANDS, site.COMMANDS)

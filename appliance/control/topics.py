@@ -20,6 +20,7 @@ class Topic:
     key: str | None = None
     version: tuple[str, ...] = ()
     every_read: bool = False  # send each read, changed or not (metrics: a chart's next point)
+    snapshot: bool = False  # a pushed topic whose command gives each new subscriber the whole state first
 
 
 TOPICS: dict[str, Topic] = {
@@ -32,4 +33,6 @@ TOPICS: dict[str, Topic] = {
                      version=("last_seen", "online", "event_count")),
     "audit": Topic("audit.list", 1.0, {"limit": 100}, key="id", version=("id",)),
     "messages": Topic("auth.me", 0.0),  # anyone signed in; sent by messages.broadcast, not read
+    # The site's entities: the whole list first, then each change as the mqtt service commits it.
+    "entities": Topic("entities.list", 0.0, {"limit": 20_000}, key="entity_id", snapshot=True),
 }

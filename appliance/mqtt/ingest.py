@@ -7,6 +7,10 @@ dedupe keys make the second delivery a no-op. While the store is down nothing is
 so the broker keeps everything (up to our Receive Maximum in flight, the rest queued) until it
 is back: no event lives only in this process's memory.
 
+The site's messages ride the same batches (mqtt/site.py): discovery announcements are committed
+first, then events, then entity states, so a state that arrives with its entity's announcement
+finds it; the rows a batch changed are handed to ``on_states``.
+
 A batch goes to the store when it holds mqtt.batch_max events or its first event has waited
 mqtt.batch_wait_s. Each device has a token bucket (mqtt.device_rate_per_s, mqtt.device_burst):
 a flooding device's excess is acknowledged and counted as rate_limited (one sample and one
@@ -19,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from appliance.config import MqttConfig
@@ -35,6 +40,15 @@ from appliance.protocol.devices import (
     QuarantineBatch,
     QuarantineIn,
     QuarantineKind,
+)
+from appliance.protocol.site import (
+    STORE_ENTITY_PUT,
+    STORE_ENTITY_STATES,
+    EntityConfig,
+    EntityPut,
+    StateBatch,
+    StateIn,
+    StatesStored,
 )
 from appliance.runtime.metrics import Metrics
 
@@ -57,6 +71,9 @@ class Pending:
     events: list[EventIn] = field(default_factory=list)
     quarantined: list[QuarantineIn] = field(default_factory=list)
     throttled: int = 0
+    puts: list[EntityConfig] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    states: list[StateIn] = field(default_factory=list)
     messages: list[Incoming] = field(default_factory=list)  # to acknowledge once committed
     since: float = 0.0
 
@@ -72,6 +89,33 @@ class Ingest:
         self._ready = asyncio.Event()
         self.problem: str | None = None  # why the store is not taking batches, while it is not
         self.stored = self.duplicates = self.rejected = self.throttled = 0
+        # Told what each batch changed: the states, and the entities announced and withdrawn.
+        self.on_states: Callable[[StatesStored], Awaitable[None]] | None = None
+        self.on_entities: Callable[[list[EntityConfig], list[str]], Awaitable[None]] | None = None
+
+    def _take(self, message: Incoming) -> None:
+        if not self.pending.messages:
+            self.pending.since = time.monotonic()
+        self.pending.messages.append(message)
+        self._ready.set()
+
+    def offer_site(self, message: Incoming, puts: list[EntityConfig], removed: list[str]) -> None:
+        """Entities a discovery message announced (or withdrew): stored with the batch, then acknowledged."""
+        self.pending.puts += puts
+        self.pending.removed += removed
+        self._take(message)
+
+    def offer_states(self, message: Incoming, states: list[StateIn]) -> None:
+        """The states one payload carried for its entities: stored with the batch, then acknowledged."""
+        self.pending.states += states
+        self._take(message)
+
+    def quarantine(self, message: Incoming, kind: QuarantineKind, reason: str) -> None:
+        """A message refused for ``reason``: its quarantine entry goes with the batch, then it is acknowledged."""
+        self.pending.quarantined.append(quarantine_entry(Refused(kind, reason), message.topic_bytes, message.payload,
+                                                         time.time()))
+        self.rejected += 1
+        self._take(message)
 
     def offer(self, message: Incoming) -> None:
         """Check one message and add it to the current batch (as an event, a quarantine entry or a count)."""
@@ -87,10 +131,7 @@ class Ingest:
                 self.pending.events.append(event)
             else:
                 self._throttle(event, message, now)
-        if not self.pending.messages:
-            self.pending.since = time.monotonic()
-        self.pending.messages.append(message)
-        self._ready.set()
+        self._take(message)
 
     def _allowed(self, device: str, now: float) -> bool:
         rate, burst = self.config.device_rate_per_s, self.config.device_burst
@@ -162,6 +203,14 @@ class Ingest:
     async def _store(self, batch: Pending) -> None:
         while True:
             try:
+                if batch.puts or batch.removed:
+                    for start in range(0, max(len(batch.puts), len(batch.removed)), MAX_STORE_BATCH):
+                        await self.store.call(STORE_ENTITY_PUT, EntityPut(
+                            put=batch.puts[start : start + MAX_STORE_BATCH],
+                            removed=batch.removed[start : start + MAX_STORE_BATCH]))
+                    if self.on_entities is not None:
+                        await self.on_entities(batch.puts, batch.removed)
+                    batch.puts, batch.removed = [], []
                 if batch.events:
                     for start in range(0, len(batch.events), MAX_STORE_BATCH):
                         chunk = batch.events[start : start + MAX_STORE_BATCH]
@@ -173,6 +222,13 @@ class Ingest:
                         self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome",
                                          done.duplicates, outcome="duplicate")
                     batch.events = []  # committed: a retry below must not send them again
+                if batch.states:
+                    for start in range(0, len(batch.states), MAX_STORE_BATCH):
+                        stored = await self.store.call(STORE_ENTITY_STATES, StateBatch(
+                            states=batch.states[start : start + MAX_STORE_BATCH]))
+                        if self.on_states is not None:
+                            await self.on_states(stored)
+                    batch.states = []
                 if batch.quarantined or batch.throttled:
                     counted: dict[QuarantineKind, int] = {"rate_limited": batch.throttled} if batch.throttled else {}
                     await self.store.call(STORE_QUARANTINE_ADD, QuarantineBatch(items=batch.quarantined,

@@ -4,9 +4,10 @@ One connection to the site's broker at a time (mqtt/link.py), remade with expone
 and jitter when it drops; a broker that is down leaves the service `degraded` and retrying,
 never crashed. Incoming messages are routed by topic: device events and states to the ingest
 (mqtt/ingest.py: acknowledged only once stored), availability to the registry, answers to the
-command waiting for them (mqtt/commands.py), and Home Assistant's birth message and controls to
-their handlers (mqtt/discovery.py). The network watch (mqtt/network.py) tells the courier
-(mqtt/uplink.py) when the outbox can be flushed upstream.
+command waiting for them (mqtt/commands.py), Home Assistant's birth message and controls to
+their handlers (mqtt/discovery.py), and the site's discovery configs and entity states to the
+site bridge (mqtt/site.py), whose commands by entity go out on the same connection. The network
+watch (mqtt/network.py) tells the courier (mqtt/uplink.py) when the outbox can be flushed upstream.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from appliance.mqtt.discovery import Topics, discovery_payload
 from appliance.mqtt.ingest import Ingest
 from appliance.mqtt.link import READ_SLICE, Incoming, LinkDown, MqttLink, Settings
 from appliance.mqtt.network import NetworkWatch
+from appliance.mqtt.site import SiteBridge
 from appliance.mqtt.uplink import Courier
 from appliance.protocol.common import MetricFamily, MetricSample, Mqtt, ServiceHealth, ServiceState
 from appliance.protocol.devices import (
@@ -49,6 +51,7 @@ from appliance.protocol.devices import (
     Published,
 )
 from appliance.protocol.engine import ENGINE_METRICS
+from appliance.protocol.site import MQTT_ENTITY_SET
 from appliance.protocol.topics import topic_filter
 from appliance.runtime.service import Service
 
@@ -75,6 +78,10 @@ class MqttService(Service[Mqtt]):
         self.dispatcher = Dispatcher(default_table(), self.peers, config, self.log)
         self.chat = MqttChat(cfg.chat, self._publish_chat, self.log)
         self.chat.register_handler(agent_reply(self.dispatcher, CHAT))
+        self.site = SiteBridge(config, self.peer("store"), self.peer("api"), [self.topics.discovery],
+                               self._device_command, self.log) if config.site.enabled else None
+        if self.site is not None:
+            self.ingest.on_states, self.ingest.on_entities = self.site.committed, self.site.announced
         self.link: MqttLink | None = None
         self.outbox = OutboxStats(pending=0, delivered=0)
         self._broker_problem: str | None = "not connected yet"
@@ -91,15 +98,36 @@ class MqttService(Service[Mqtt]):
     def register(self, ipc: IpcServer[Mqtt]) -> None:
         ipc.add(MQTT_PUBLISH, self.publish)
         ipc.add(MQTT_COMMAND, self.send_command)
+        if self.site is not None:
+            ipc.add(MQTT_ENTITY_SET, self.site.set)
 
     async def start(self) -> None:
+        if self.site is not None:
+            await self._load_site()
         self._tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in (
             ("broker", self._connect_forever()), ("ingest", self.ingest.run()), ("network", self.network.run()),
-            ("courier", self.courier.run()), ("states", self._states_forever()))]
+            ("courier", self.courier.run()), ("states", self._states_forever()),
+            *([("site", self.site.subscriber())] if self.site is not None else []))]
         # Ready means "bridge running": after the first attempt, connected or not.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._attempted.wait(), FIRST_CONNECT_WAIT_S)
         self._refresh_state()
+
+    async def _load_site(self) -> None:
+        """The registry from the store before the first connection (its state topics are subscribed then)."""
+        assert self.site is not None
+        for attempt in range(30):
+            try:
+                await self.site.load()
+                return
+            except IpcError as exc:
+                if attempt == 0:
+                    self.log.warning("the site's entities cannot be read yet (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+        self.log.error("the site's entities could not be read; they come back as discovery is retained")
+
+    async def _device_command(self, command: DeviceCommand) -> CommandResult:
+        return await self.send_command(command)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -123,7 +151,9 @@ class MqttService(Service[Mqtt]):
         """The state as set (logged on change) plus live counters (read on each call, never logged)."""
         health, i = super().health(), self.ingest
         oldest = f", oldest {time.time() - self.outbox.oldest_at:.0f} s" if self.outbox.oldest_at else ""
-        counts = (f"{i.stored} stored, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} throttled; "
+        site = f"; {self.site.summary()}" if self.site is not None else ""
+        counts = (f"{i.stored} stored, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} "
+                  f"throttled{site}; "
                   f"network {'up' if self.network.online else 'down'} ({self.network.why}); "
                   f"outbox {self.outbox.pending} waiting{oldest}")
         return health.model_copy(update={"detail": f"{health.detail} ({counts})"})
@@ -153,6 +183,11 @@ class MqttService(Service[Mqtt]):
                 await link.subscribe([*cfg.topics, *cfg.availability_topics, self.commander.response_topic,
                                       *(self.topics.commands if cfg.home_assistant.enabled else []),
                                       *([cfg.chat.in_topic] if cfg.chat.enabled else [])])
+                if self.site is not None:
+                    site_filters = self.site.filters()
+                    for start in range(0, len(site_filters), 200):
+                        await link.subscribe(site_filters[start : start + 200])
+                    self.site.link = link
                 self.link = link
                 await link.publish(self.topics.availability, b"online", retain=True)
                 if cfg.home_assistant.enabled:
@@ -197,6 +232,8 @@ class MqttService(Service[Mqtt]):
             self._background(self.chat.on_message(message.payload))
         elif self._availability_topics.fullmatch(topic):
             await self._availability(message)
+        elif self.site is not None and self.site.handles(topic):
+            self.site.offer(message, self.ingest)
         else:
             self.ingest.offer(message)
 

@@ -16,7 +16,7 @@ from appliance.protocol.store import MemoryRecord
 
 DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 QuarantineKind = Literal["not_utf8", "not_json", "too_large", "too_deep", "schema", "topic", "device_id",
-                         "rate_limited"]
+                         "rate_limited", "discovery"]
 
 
 class EventIn(Message):

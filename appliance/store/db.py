@@ -33,6 +33,7 @@ from appliance.store.recall import recall_memories
 from appliance.store.ring import Ring
 from appliance.store.schema import SCHEMA_VERSION, migration_sql
 from appliance.store.sealed import SEALED_COLUMNS, SEGMENT
+from appliance.store.site import SiteBook
 from appliance.store.sql import fetch_all, integer
 from appliance.store.tasks import TaskBook
 
@@ -91,6 +92,7 @@ class MemoryDB:
         self.accounts = AccountBook(self.conn, security or SecurityConfig())
         self.devices = DeviceBook(self.conn, self.longterm, mqtt or MqttConfig())
         self.tasks = TaskBook(self.conn)
+        self.site = SiteBook(self.conn, self.longterm)
 
     def claim(self, resource: str, key: str, owner: str) -> str:
         """``key`` becomes ``owner``'s unless someone holds it already; whose it is now."""

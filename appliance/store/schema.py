@@ -275,7 +275,35 @@ CREATE TABLE owners(
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8)
+# Version 9: the site as discovery describes it: entities (their announced config as JSON, their
+# current state, attributes and availability) and each entity's state history.
+V9 = """
+CREATE TABLE entities(
+    entity_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    component TEXT NOT NULL,
+    name TEXT NOT NULL,
+    area TEXT,
+    device_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT,
+    attributes TEXT NOT NULL DEFAULT '{{}}',
+    state_at REAL,
+    available INTEGER,
+    state_problem TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE entity_history(
+    entity_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    state TEXT,
+    attributes TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX entity_history_entity ON entity_history(entity_id, at);
+CREATE INDEX entity_history_at ON entity_history(at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -61,6 +61,14 @@ from appliance.protocol.devices import (
     OutboxNext,
 )
 from appliance.protocol.schedules import STORE_SCHEDULE_DELETE, STORE_SCHEDULE_PUT, STORE_SCHEDULES
+from appliance.protocol.site import (
+    STORE_ENTITIES,
+    STORE_ENTITY,
+    STORE_ENTITY_HISTORY,
+    STORE_ENTITY_PUT,
+    STORE_ENTITY_STATES,
+    StatesStored,
+)
 from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
@@ -172,6 +180,7 @@ class StoreService(Service[Store]):
         self._register_devices(ipc)
         self._register_tasks(ipc)
         self._register_owners(ipc)
+        self._register_site(ipc)
 
     def _register_accounts(self, ipc: IpcServer[Store]) -> None:
         """Accounts (appliance/store/accounts.py): each endpoint one call on the SQLite thread."""
@@ -271,6 +280,14 @@ class StoreService(Service[Store]):
         ipc.add(STORE_OUTBOX_DONE, lambda r: self._on_db(lambda db: Changed(changed=db.devices.outbox_done(r))))
         ipc.add(STORE_OUTBOX_STATS, lambda _: self._on_db(lambda db: db.devices.outbox_stats()))
 
+    def _register_site(self, ipc: IpcServer[Store]) -> None:
+        """The site's entities (appliance/store/site.py): announced configs, states, history."""
+        ipc.add(STORE_ENTITY_PUT, lambda r: self._on_db(lambda db: Changed(changed=db.site.put(r))))
+        ipc.add(STORE_ENTITY_STATES, lambda r: self._on_db(lambda db: StatesStored(changed=db.site.states(r.states))))
+        ipc.add(STORE_ENTITIES, lambda r: self._on_db(lambda db: db.site.entities(r)))
+        ipc.add(STORE_ENTITY, lambda r: self._on_db(lambda db: db.site.entity(r.entity_id)))
+        ipc.add(STORE_ENTITY_HISTORY, lambda r: self._on_db(lambda db: db.site.history(r)))
+
     def _register_owners(self, ipc: IpcServer[Store]) -> None:
         """Owners of conversations and uploaded documents (the command layer's owner rules)."""
         ipc.add(STORE_OWNER_CLAIM, lambda r: self._on_db(lambda db: OwnerOf(owner=db.claim(r.resource, r.key,
@@ -315,6 +332,7 @@ class StoreService(Service[Store]):
                 await self._on_db(MemoryDB.checkpoint)
             if self.db is not None:
                 await self._on_db(lambda db: db.devices.prune())
+                await self._on_db(lambda db: db.site.prune(self.config.site.history_days * 86_400))
 
     async def stop(self) -> None:
         if self._purger is not None:

@@ -142,3 +142,46 @@ async def test_a_scraper_on_the_allow_list_needs_no_token(api: Api, config: Appl
         assert (await client.get("/api/v1/memory/stats")).status == 401  # only the metrics route
     async with api_client(config, peers, metrics_allow=["10.9.0.0/16"]) as (client, _):
         assert (await client.get("/api/v1/metrics")).status == 401
+
+
+@pytest.mark.parametrize("api", [("store",)], indirect=True, ids=["store-only"])
+async def test_a_document_upload_takes_only_what_it_should(api: Api) -> None:
+    """multipart/form-data uploads: the file's text and name fill the request; hostile forms are
+    refused naming what is wrong; a path someone else uploaded is theirs (or an admin's) to replace."""
+    import aiohttp
+
+    client, dispatcher, _peers, _ = api
+    ada, bob = bearer(dispatcher, Role.OPERATOR, "ada"), bearer(dispatcher, Role.OPERATOR, "bob")
+
+    def form(text: bytes, name: str | None = "pump.md", **fields: str) -> aiohttp.FormData:
+        data = aiohttp.FormData()
+        data.add_field("file", text, filename=name, content_type="text/markdown")
+        for key, value in fields.items():
+            data.add_field(key, value)
+        return data
+
+    reply = await client.post("/api/v1/memory/documents", headers=ada, data=form(b"# Pump\nprime it twice",
+                                                                                  tags="manuals,pump"))
+    assert reply.status == 201, await reply.text()
+    assert (await reply.json())["path"] == "pump.md"
+    cases: list[tuple[aiohttp.FormData, int, str]] = [
+        (form(b"\xff\xfe\x00 not utf-8"), 400, "not UTF-8"),
+        (form(b"   \n\t "), 400, "text"),
+        (form(b"x", tags="bad tag!"), 400, "tags"),
+        (form(b"x", extra="1"), 400, "extra"),
+        (form(b"x" * (3 << 20)), 413, "exceeds"),
+    ]
+    for data, status, words in cases:
+        refused = await client.post("/api/v1/memory/documents", headers=ada, data=data)
+        body = await refused.text()
+        assert refused.status == status and words in body, (status, body[:300])
+    broken = await client.post("/api/v1/memory/documents", headers={**ada, "Content-Type":
+                                                                    "multipart/form-data; boundary=zz"},
+                               data=b"--zz\r\nnonsense")
+    assert broken.status == 400
+    theirs = await client.post("/api/v1/memory/documents", headers=bob, data=form(b"# Pump\nnever prime it"))
+    error = (await theirs.json())["error"]
+    assert theirs.status == 403 and error["field"] == "path" and "not yours" in error["message"]
+    admin = await client.post("/api/v1/memory/documents", headers=bearer(dispatcher, Role.ADMIN),
+                              data=form(b"# Pump\nprime it three times"))
+    assert admin.status == 201 and (await admin.json())["replaced"] == 1

@@ -11,6 +11,9 @@ query), a rule OpenAPI 3.1 as generated here does not state, so valid-looking bo
 with 400 by design (its hostile-input tests are in tests/control/test_tasks.py). So are
 schedules.create and schedules.replace: a trigger's grammar (five cron fields, an interval's units)
 is checked by cronsim and the trigger parser, not stated in the schema (tests/control/test_schedules.py).
+memory.ingest is left out as well: its multipart form cannot carry a JSON null, so what the coverage
+phase means as a null field arrives as the text "null", a valid string, and the check that expects a
+refusal fails by construction; the upload has its own hostile-input tests (tests/api/test_rest.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ async def schemathesis(port: int, token: str | None, report: Path) -> subprocess
                "--exclude-operation-id", "auth_logout_post",
                "--exclude-operation-id", "devices_command_post", "--exclude-operation-id", "tasks_create_post",
                "--exclude-operation-id", "schedules_create_post", "--exclude-operation-id", "schedules_replace_put",
+               "--exclude-operation-id", "memory_ingest_post",
                "--suppress-health-check", "all",
                "--report", "junit", "--report-junit-path", str(report), "--no-color"]
     if token is not None:

@@ -71,12 +71,12 @@ def test_a_restart_requeues_what_can_run_again_and_fails_the_rest_with_the_reaso
     ask, command, queued = db.tasks.create(new("ask")), db.tasks.create(new("command")), db.tasks.create(new())
     for task in (ask, command):
         db.tasks.update(TaskUpdate(id=task.id, state=TaskState.RUNNING))
-    recovered = db.tasks.recover()
+    recovered = db.tasks.recover(["search", "ask"])
     assert (recovered.requeued, recovered.failed) == ([ask.id], [command.id])
     failed = db.tasks.get(command.id)
     assert failed.state is TaskState.FAILED and "may have acted already" in failed.error
     assert db.tasks.get(ask.id).state is TaskState.QUEUED and db.tasks.get(queued.id).state is TaskState.QUEUED
-    assert db.tasks.recover().requeued == []
+    assert db.tasks.recover(["search", "ask"]).requeued == []
 
 
 def test_listing_filters_and_pages(db: MemoryDB) -> None:

@@ -5,9 +5,9 @@
 import { ApiError, session } from "./api.js";
 
 const BACKOFF_S = [0.5, 1, 2, 4, 8, 15];
-const ROW_KEYS = { tasks: "id", devices: "device_id", audit: "id" }; // list topics (api/hub.py)
+const ROW_KEYS = { tasks: "id", devices: "device_id", audit: "id", entities: "entity_id" }; // list topics (control/topics.py)
 const PUSHED = new Set(["messages"]); // sent as they happen: no state to replay
-const MAX_ROWS = 1000;
+const MAX_ROWS = { entities: 20000 }; // rows kept per list topic; 1,000 for the others
 
 export class ControlSocket extends EventTarget {
   constructor() {
@@ -147,8 +147,9 @@ export class ControlSocket extends EventTarget {
     }
     const rows = snapshot ? new Map() : (this.states.get(topic) ?? new Map());
     for (const row of content.items ?? []) rows.set(row[key], row);
-    if (rows.size > MAX_ROWS) { // the oldest keys go first (ids grow; device ids by name)
-      for (const old of [...rows.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, rows.size - MAX_ROWS)) rows.delete(old);
+    const most = MAX_ROWS[topic] ?? 1000;
+    if (rows.size > most) { // the oldest keys go first (ids grow; device ids by name)
+      for (const old of [...rows.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).slice(0, rows.size - most)) rows.delete(old);
     }
     this.states.set(topic, rows);
     return { items: [...rows.values()] };
