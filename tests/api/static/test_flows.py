@@ -337,3 +337,33 @@ def test_an_admin_manages_users_and_tokens(open_page: OpenPage, box: ApplianceBo
     revoke.click()
     expect(page.locator("#token-list tr[data-token='door-panel']")).to_contain_text("revoked")
     eventually(lambda: box.rest("GET", "/api/v1/auth/me", token=issued)[0] == 401, LIVE_S, "the token to stop working")
+
+
+def test_the_site_page_is_live_and_commands_an_entity(open_page: OpenPage, box: ApplianceBox) -> None:
+    """Simulated Zigbee2MQTT devices (tests/sitesim.py) on the box's broker: the Site page lists them
+    by area with their live state, turns the fan on (confirmed by the device's own report), follows a
+    change the device makes itself, and shows the fan's history."""
+    from tests.sitesim import SimulatedSite, zigbee2mqtt
+
+    site = SimulatedSite(box.mqtt_port, zigbee2mqtt()[:3], client_id="site-page-devices")
+    try:
+        page = open_page("otto")
+        page.get_by_role("link", name="Site").click()
+        row = page.locator("#site-areas tr[data-entity='switch.hall_fan']")
+        expect(row).to_have_attribute("data-state", "off", timeout=WAIT_MS)
+        expect(page.locator("#site-areas tr[data-entity='cover.living_blind']")).to_have_attribute("data-state",
+                                                                                                   "closed")
+        row.get_by_role("button", name="Turn on hall_fan").click()
+        expect(page.locator("#site-status")).to_contain_text("the device confirmed it", timeout=WAIT_MS)
+        expect(row).to_have_attribute("data-state", "on", timeout=WAIT_MS)
+        fan = site.device("hall_fan")
+        fan.state["state"] = "OFF"  # switched off at the wall: the page follows without a reload
+        site.report(fan)
+        expect(row).to_have_attribute("data-state", "off", timeout=WAIT_MS)
+        row.get_by_role("button", name="hall_fan", exact=True).click()
+        expect(page.locator("#entity-detail")).to_contain_text("switch.hall_fan")
+        expect(page.locator("#entity-detail ol.events li")).to_have_count(3, timeout=WAIT_MS)  # off, on, off
+        page.screenshot(path=str(Path("var/test-artifacts/admin-page") / "site-live.png"), full_page=True)
+    finally:
+        site.clear()
+        site.close()

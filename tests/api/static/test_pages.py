@@ -19,7 +19,7 @@ from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually,
 pytestmark = pytest.mark.slow
 CATALOGUES = Path(__file__).resolve().parents[3] / "appliance" / "api" / "static" / "i18n"
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "admin-page"
-PAGES = ["dashboard", "memory", "devices", "tasks", "schedules", "chat", "audit", "users"]
+PAGES = ["dashboard", "memory", "devices", "site", "tasks", "schedules", "chat", "audit", "users"]
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
     .filter((el) => el.offsetParent !== null && el.type !== 'hidden')
     .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.closest('label')

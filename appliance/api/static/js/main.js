@@ -12,13 +12,14 @@ import { renderLogin } from "./pages/login.js";
 import dashboard from "./pages/dashboard.js";
 import memory from "./pages/memory.js";
 import devices from "./pages/devices.js";
+import site from "./pages/site.js";
 import tasks from "./pages/tasks.js";
 import schedules from "./pages/schedules.js";
 import chat from "./pages/chat.js";
 import audit from "./pages/audit.js";
 import users from "./pages/users.js";
 
-const PAGES = [dashboard, memory, devices, tasks, schedules, chat, audit, users];
+const PAGES = [dashboard, memory, devices, site, tasks, schedules, chat, audit, users];
 const root = document.getElementById("app");
 let socket = null;
 let cleanup = null;
