@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bootstrap-run bootstrap-test check-fresh
+.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -88,3 +88,9 @@ bench-tasks: venv
 bench-admin: venv
 	@scripts/bootstrap.sh test
 	$(PY) bench/admin.py
+
+# The site model: 2,000 entities discovered at once (time to registry complete, RSS), then 1,000 state
+# changes a second (publish to stored, and to the /control entities topic, p50/p95) (bench/site.py).
+bench-site: venv
+	@scripts/bootstrap.sh test
+	$(PY) bench/site.py
