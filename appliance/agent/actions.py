@@ -14,6 +14,7 @@ import asyncio
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from pydantic import JsonValue
 
@@ -23,7 +24,7 @@ from appliance.config import ApplianceConfig, SandboxLimits
 from appliance.control.caller import Caller, Permission, Role, role_allows
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
-from appliance.protocol.tasks import TaskRow
+from appliance.protocol.tasks import STORE_TASK_GET, TaskDetailQuery, TaskRow
 from appliance.taskkinds import KINDS
 from appliance.taskkinds.action import action_names
 from appliance.taskkinds.base import Ran, RunFailed, Running, Sandbox, Step
@@ -50,7 +51,13 @@ class Actions:
         if not role_allows(role, Permission(kind.least_role.value)):
             raise RunFailed(f"a {kind.name} task needs the {kind.least_role.value} role; it runs as {role.value}")
         caller = Caller(task.created_by, role, "agent").for_task(task.id)
-        running = Running(task, caller, self.dispatcher, self.config, step, self._sandbox(task, step), self.log)
+
+        async def history() -> list[dict[str, Any]]:
+            detail = await self.dispatcher.peers.store.call(STORE_TASK_GET, TaskDetailQuery(id=task.id, steps=1000))
+            return [step.model_dump(mode="json") for step in detail.steps]
+
+        running = Running(task, caller, self.dispatcher, self.config, step, self._sandbox(task, step), self.log,
+                          history)
         try:
             return await kind.run(running, kind.stored(task.spec.fields()))
         except CommandError as exc:

@@ -36,10 +36,12 @@ from appliance.protocol.tasks import (
     STORE_TASK_NEXT,
     STORE_TASK_STEP,
     STORE_TASK_UPDATE,
+    STORE_TASKS,
     STORE_TASKS_RECOVER,
     Resumable,
     StepIn,
     TaskNew,
+    TaskQuery,
     TaskRow,
     TaskState,
     TaskUpdate,
@@ -47,7 +49,7 @@ from appliance.protocol.tasks import (
 from appliance.schedules.model import Schedule
 from appliance.taskkinds import KINDS, resumable
 from appliance.taskkinds.action import needs_approval
-from appliance.taskkinds.base import RunFailed
+from appliance.taskkinds.base import RunFailed, WaitsForApproval
 
 POLL_S = 2.0
 CANCEL_WAIT_S = 10.0
@@ -76,6 +78,7 @@ class TaskRunner:
         while True:
             try:
                 await self._start_due()
+                await self._expire_waiting()
             except IpcError as exc:
                 self.log.warning("cannot read the task queue: %s", exc)
             self.wake.clear()
@@ -132,6 +135,18 @@ class TaskRunner:
         except Exception:  # a spec that no longer parses fails when it runs, saying why
             return False
 
+    async def _expire_waiting(self) -> None:
+        """A task nobody approved or rejected within its timeout ends timed out, saying so."""
+        waiting = await self.store.call(STORE_TASKS, TaskQuery(state=[TaskState.WAITING_APPROVAL], limit=500))
+        now = time.time()
+        for task in waiting.items:
+            if task.updated_at + task.spec.timeout_s < now:
+                with contextlib.suppress(Conflict):
+                    await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
+                        id=task.id, state=TaskState.TIMED_OUT, expect=[TaskState.WAITING_APPROVAL],
+                        error=f"no one approved or rejected it within its timeout of {task.spec.timeout_s:g} s"))
+                    self.finished[TaskState.TIMED_OUT.value] += 1
+
     async def _start_due(self) -> None:
         for task in (await self.store.call(STORE_TASK_NEXT)).items:
             if self._needs_approval(task):
@@ -183,6 +198,8 @@ class TaskRunner:
             return TaskState.CANCELLED, None, "cancelled while it ran"
         except RunFailed as exc:
             return TaskState.FAILED, exc.result, str(exc)
+        except WaitsForApproval as exc:
+            return TaskState.WAITING_APPROVAL, None, str(exc)
         except IpcError as exc:
             return TaskState.FAILED, None, f"a service it needed failed: {exc}"
         except Exception as exc:  # a fault of ours (or a missing tool): the task must still end, saying why
@@ -190,6 +207,11 @@ class TaskRunner:
             return TaskState.FAILED, None, f"{type(exc).__name__}: {exc}"[:4000]
 
     async def _settle(self, task: TaskRow, state: TaskState, result: JsonValue, error: str) -> None:
+        if state is TaskState.WAITING_APPROVAL:  # not an end: a person decides (tasks.approve / reject)
+            with contextlib.suppress(Conflict):
+                await self.store.call(STORE_TASK_UPDATE, TaskUpdate(id=task.id, state=state, error=error[:4000],
+                                                                    expect=[TaskState.RUNNING]))
+            return
         self.finished[state.value] += 1
         attempts = task.attempts
         if state in (TaskState.FAILED, TaskState.TIMED_OUT) and attempts < task.max_attempts:

@@ -23,7 +23,7 @@ from appliance.ipc.client import IpcClient
 from appliance.protocol.common import Empty, Store
 from appliance.protocol.tasks import STORE_SCHEDULE_FIRE, STORE_SCHEDULE_MARKS, Fire, Fires, TaskNew
 from appliance.schedules.model import Schedule
-from appliance.schedules.triggers import MqttTrigger, missed_fires, next_fire
+from appliance.schedules.triggers import EVENT_TRIGGERS, missed_fires, next_fire
 
 MAX_SLEEP_S = 30.0
 
@@ -32,7 +32,7 @@ class Scheduler:
     def __init__(self, schedules: list[Schedule], store: IpcClient[Store], actions: Callable[[], set[str]],
                  wake: Callable[[], None], log: logging.Logger, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.schedules = [s for s in schedules if s.enabled and not isinstance(s.parsed_trigger(), MqttTrigger)]
+        self.schedules = [s for s in schedules if s.enabled and not isinstance(s.parsed_trigger(), EVENT_TRIGGERS)]
         self.store = store
         self.actions = actions
         self.wake = wake

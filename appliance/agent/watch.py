@@ -1,4 +1,5 @@
-"""Event side of schedules: device events start the tasks of ``mqtt:<topic filter>`` schedules.
+"""Event side of schedules: device events start the tasks of ``mqtt:<topic filter>`` schedules, and
+changes of an entity's state those of ``entity:<pattern>[=<state>]`` schedules.
 
 The agent does not hold a broker connection of its own: the mqtt service stores every accepted
 event (acknowledged only once stored), and this reads the store's new events after a cursor,
@@ -12,6 +13,7 @@ the event that fired it.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +28,7 @@ from appliance.protocol.store import MemoryRecord
 from appliance.protocol.tasks import STORE_SCHEDULE_MARK, STORE_SCHEDULE_MARKS, STORE_TASK_CREATE, ScheduleMark, TaskNew
 from appliance.protocol.topics import topic_filter
 from appliance.schedules.model import Schedule
-from appliance.schedules.triggers import MqttTrigger
+from appliance.schedules.triggers import EntityTrigger, MqttTrigger
 
 POLL_S = 1.0
 CURSOR = "events:cursor"  # a mark no schedule can be named (names have no colon)
@@ -37,6 +39,8 @@ class EventTriggers:
                  wake: Callable[[], None], log: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
         self.watched = [(s, topic_filter((trigger.topic_filter,))) for s in schedules
                         if s.enabled and isinstance(trigger := s.parsed_trigger(), MqttTrigger)]
+        self.entities = [(s, trigger) for s in schedules
+                         if s.enabled and isinstance(trigger := s.parsed_trigger(), EntityTrigger)]
         self.store = store
         self.actions = actions
         self.wake = wake
@@ -47,7 +51,7 @@ class EventTriggers:
         self.debounced = 0
 
     async def run(self) -> None:
-        if not self.watched:
+        if not self.watched and not self.entities:
             return
         cursor = await self._cursor()
         while True:
@@ -78,21 +82,31 @@ class EventTriggers:
                 return cursor
 
     async def offer(self, event: MemoryRecord) -> None:
-        topic = str((event.metadata or {}).get("topic", ""))
+        metadata = event.metadata or {}
+        topic = str(metadata.get("topic", ""))
         for schedule, pattern in self.watched:
-            if not pattern.fullmatch(topic):
-                continue
-            now = self.clock()
-            if now - self.last_fire.get(schedule.name, -float("inf")) < schedule.debounce_s:
-                self.debounced += 1
-                continue
-            self.last_fire[schedule.name] = now
-            given: JsonValue = {"event": event.id, "device": event.source, "topic": topic, "text": event.text,
-                                "at": event.created_at}
-            task = await self.store.call(STORE_TASK_CREATE, TaskNew(
-                spec=schedule.task(self.actions(), given=given), created_by=f"schedule:{schedule.name}",
-                role=schedule.run_as, schedule=schedule.name, max_attempts=schedule.retries + 1))
-            self.fired += 1
-            self.log.info("schedule %s: event %d on %s queued task %d", schedule.name, event.id, topic, task.id,
-                          extra={"SCHEDULE": schedule.name, "TASK": task.id})
-            self.wake()
+            if pattern.fullmatch(topic):
+                await self._fire(schedule, event, {"event": event.id, "device": event.source, "topic": topic,
+                                                   "text": event.text, "at": event.created_at})
+        entity_id, state = metadata.get("entity_id"), metadata.get("state")
+        if not isinstance(entity_id, str):
+            return
+        for schedule, trigger in self.entities:
+            if fnmatch.fnmatchcase(entity_id, trigger.pattern) and trigger.state in (None, state):
+                await self._fire(schedule, event, {"event": event.id, "entity_id": entity_id, "state": state,
+                                                   "text": event.text, "at": event.created_at})
+
+    async def _fire(self, schedule: Schedule, event: MemoryRecord, given: JsonValue) -> None:
+        """One task for ``schedule`` with the event as its input, unless inside its debounce window."""
+        now = self.clock()
+        if now - self.last_fire.get(schedule.name, -float("inf")) < schedule.debounce_s:
+            self.debounced += 1
+            return
+        self.last_fire[schedule.name] = now
+        task = await self.store.call(STORE_TASK_CREATE, TaskNew(
+            spec=schedule.task(self.actions(), given=given), created_by=f"schedule:{schedule.name}",
+            role=schedule.run_as, schedule=schedule.name, max_attempts=schedule.retries + 1))
+        self.fired += 1
+        self.log.info("schedule %s: event %d (%s) queued task %d", schedule.name, event.id, event.source, task.id,
+                      extra={"SCHEDULE": schedule.name, "TASK": task.id})
+        self.wake()

@@ -14,6 +14,7 @@ import sys
 from typing import NoReturn
 
 from appliance.cli import (
+    agent,
     capabilities,
     chat,
     config,
@@ -31,7 +32,8 @@ from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
 from appliance.taskkinds.action import check_config as check_actions
 
-GROUPS = (services, config, tokens, models, engine, memory, chat, devices, entities, tasks, schedules, capabilities)
+GROUPS = (services, config, tokens, models, engine, memory, chat, agent, devices, entities, tasks, schedules,
+          capabilities)
 
 
 def parser() -> argparse.ArgumentParser:

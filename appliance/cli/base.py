@@ -65,7 +65,7 @@ def log() -> logging.Logger:
     return logging.getLogger("appliance.cli")
 
 
-async def _with_dispatcher(config: ApplianceConfig, work: Callable[[Dispatcher], Awaitable[T]]) -> T:
+async def with_dispatcher(config: ApplianceConfig, work: Callable[[Dispatcher], Awaitable[T]]) -> T:
     peers = Peers(config)
     try:
         return await work(Dispatcher(default_table(), peers, config, log()))
@@ -76,7 +76,7 @@ async def _with_dispatcher(config: ApplianceConfig, work: Callable[[Dispatcher],
 def run_command(config: ApplianceConfig, name: str, payload: dict[str, Any]) -> BaseModel:
     """One command through the table, as the person at the console."""
     try:
-        return asyncio.run(_with_dispatcher(config, lambda d: d.call(name, payload, Caller.local())))
+        return asyncio.run(with_dispatcher(config, lambda d: d.call(name, payload, Caller.local())))
     except CommandError as exc:
         raise CliError.of(exc) from None
 
@@ -92,7 +92,7 @@ def stream_command(config: ApplianceConfig, name: str, payload: dict[str, Any],
                 each(item)
 
     try:
-        asyncio.run(_with_dispatcher(config, work))
+        asyncio.run(with_dispatcher(config, work))
     except CommandError as exc:
         raise CliError.of(exc) from None
 

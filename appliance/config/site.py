@@ -26,6 +26,9 @@ class SiteConfig(Section):
                             description="where devices of the box's own convention describe themselves (retained)")
     areas: dict[str, str] = Field(default_factory=dict, max_length=10_000,
                                   description="an entity's area, by entity id (wins over the device's suggested area)")
+    names: dict[str, list[str]] = Field(default_factory=dict, max_length=10_000,
+                                        description="more names staff use for an entity, by entity id "
+                                                    "(e.g. its name in Chinese)")
     rules: list[EntityRule] = Field(default_factory=lambda: [EntityRule(match="lock.*", role="admin")],
                                     max_length=256, description="who may command what (default: locks need an admin)")
     confirm_s: float = Field(5.0, ge=0, le=60, description="how long entities.set waits for the new state")
@@ -34,6 +37,14 @@ class SiteConfig(Section):
     max_per_source: int = Field(5_000, ge=1, le=200_000,
                                 description="entities one bridge (its origin, else its topics' first level) "
                                             "may announce")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for entity_id, names in value.items():
+            if "." not in entity_id or len(names) > 16 or not all(0 < len(name) <= 128 for name in names):
+                raise ValueError(f"{entity_id!r}: an entity id and at most 16 names of 1-128 characters")
+        return value
 
     @field_validator("areas")
     @classmethod

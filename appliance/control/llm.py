@@ -19,8 +19,13 @@ from appliance.protocol.engine import (
 )
 
 
+# A long prompt (or a grammar-constrained reply, which streams nothing until it is whole) can keep
+# the engine quiet for a while on a small CPU; chat waits as long.
+GENERATE_QUIET_S = 120.0
+
+
 async def generate(ctx: Context, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
-    async for chunk in ctx.peers.engine.stream(ENGINE_GENERATE, request):
+    async for chunk in ctx.peers.engine.stream(ENGINE_GENERATE, request, timeout_s=GENERATE_QUIET_S):
         yield chunk
 
 

@@ -2,10 +2,12 @@
 themselves), one entity with its state, attributes and history, and commands by entity.
 
 An entity is named by its id (``switch.hall_fan``) or, forgivingly, by its name: case, width,
-spaces, dashes and underscores do not matter, and a name in Chinese works as written. A name two
-entities share is an error that lists them. Who may change an entity is site.rules (the first rule
-whose pattern matches: its role, or read-only for the box; locks need an admin by default); what
-an entity accepts is what it declared, checked by the mqtt service before it publishes anything.
+spaces, dashes and underscores do not matter, a name in Chinese works as written, site.names adds
+the names staff use, and "the office temperature" finds the office sensor's temperature by its
+words. A name several entities fit as well is an error that lists them. Who may change an entity is
+site.rules (the first rule whose pattern matches: its role, or read-only for the box; locks need an
+admin by default); what an entity accepts is what it declared, checked by the mqtt service before it
+publishes anything.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from appliance.protocol.site import (
     HistoryQuery,
     SetResult,
 )
-from appliance.site.entities import norm
+from appliance.site.entities import match
 
 NAME = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$",
              description="an entity id (switch.hall_fan) or its name (Hall fan, hall_fan, 大厅风扇)")
@@ -63,18 +65,17 @@ class EntitySetRequest(EntityName):
     wait_s: float | None = Field(None, ge=0, le=60, description="wait for the new state (default site.confirm_s)")
 
 
-async def resolve(ctx: Context, name: str) -> EntityRow:
-    """The entity ``name`` means; 404 when none, 400 listing them when several."""
+async def resolve(ctx: Context, name: str, action: str | None = None) -> EntityRow:
+    """The entity ``name`` means (entities.match: exact names and site.names first, then the closest
+    words; ``action`` narrows to the entities that take it); 404 when none, 400 listing them when several."""
     if re.fullmatch(ENTITY_ID, name):
         try:
             return await ctx.peers.store.call(STORE_ENTITY, EntityKey(entity_id=name))
         except IpcError as exc:
             if exc.code != "not_found":
                 raise
-    wanted = norm(name)
     page = await ctx.peers.store.call(STORE_ENTITIES, EntityQuery(limit=20_000))
-    exact = [row for row in page.items if wanted in (norm(row.entity_id), norm(row.name))]
-    found = exact or [row for row in page.items if wanted == norm(row.entity_id.split(".", 1)[1])]
+    found = match(name, page.items, ctx.config.site.names, action)
     if not found:
         raise CommandError("not_found", f"no entity called {name[:80]!r}; see entities.list", field="entity_id")
     if len(found) > 1:
@@ -107,7 +108,7 @@ async def get(ctx: Context, query: EntityDetailQuery) -> EntityDetail:
 
 
 async def set_entity(ctx: Context, request: EntitySetRequest) -> SetResult:
-    entity = await resolve(ctx, request.entity_id)
+    entity = await resolve(ctx, request.entity_id, request.action)
     if why := _may_set(ctx, entity.entity_id):
         raise CommandError("forbidden", why, field="entity_id")
     wait = request.wait_s if request.wait_s is not None else ctx.config.site.confirm_s

@@ -17,6 +17,7 @@ docs/gateways.md says how.
 from __future__ import annotations
 
 import abc
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,11 +70,35 @@ def conversation_id(message: InboundMessage) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:64]
 
 
+AGENT_PREFIX = "/agent "
+AGENT_WAIT_S = 300.0
+
+
 def agent_reply(dispatcher: Dispatcher, caller: Caller, *, max_tokens: int = 256) -> Handler:
-    """The agent answers: the `chat` command, as ``caller``, remembering the conversation."""
+    """The agent answers: the `chat` command, as ``caller``, remembering the conversation; a message
+    that starts with ``/agent`` is a goal instead: an agent task (with the gateway's role), whose
+    answer comes back when it ends."""
 
     async def reply(message: InboundMessage) -> str:
+        if message.text.startswith(AGENT_PREFIX) and message.text[len(AGENT_PREFIX):].strip():
+            return await _goal(dispatcher, caller, message.text[len(AGENT_PREFIX):].strip())
         request = {"message": message.text, "conversation": conversation_id(message), "max_tokens": max_tokens}
         return (await chat_reply(dispatcher, request, caller)).with_sources()
 
     return reply
+
+
+async def _goal(dispatcher: Dispatcher, caller: Caller, goal: str) -> str:
+    task = await dispatcher.call("tasks.create", {"kind": "agent", "goal": goal[:2000]}, caller)
+    ident = getattr(task, "id", 0)
+    deadline = asyncio.get_running_loop().time() + AGENT_WAIT_S
+    while asyncio.get_running_loop().time() < deadline:
+        row = getattr(await dispatcher.call("tasks.get", {"id": ident, "steps": 0}, caller), "task", None)
+        state = getattr(getattr(row, "state", None), "value", "")
+        if state == "succeeded":
+            result = getattr(row, "result", None)
+            return str(result.get("answer") if isinstance(result, dict) else result)
+        if state in ("failed", "cancelled", "timed_out", "waiting_approval"):
+            return f"task {ident} {state.replace('_', ' ')}: {getattr(row, 'error', '')}"
+        await asyncio.sleep(1.0)
+    return f"task {ident} is still running; see it on the admin page"

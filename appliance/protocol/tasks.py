@@ -30,8 +30,10 @@ FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, T
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.WAITING_APPROVAL, TaskState.CANCELLED,
                                  TaskState.FAILED}),
-    TaskState.WAITING_APPROVAL: frozenset({TaskState.QUEUED, TaskState.CANCELLED}),
-    TaskState.RUNNING: frozenset({TaskState.QUEUED} | FINAL),  # QUEUED: resumed after a restart
+    # TIMED_OUT: nobody decided within the task's timeout.
+    TaskState.WAITING_APPROVAL: frozenset({TaskState.QUEUED, TaskState.CANCELLED, TaskState.TIMED_OUT}),
+    # QUEUED: resumed after a restart; WAITING_APPROVAL: an agent run's call waits for a person.
+    TaskState.RUNNING: frozenset({TaskState.QUEUED, TaskState.WAITING_APPROVAL} | FINAL),
     **{state: frozenset() for state in FINAL},
 }
 # A kind's name: its declaration (fields, roles, runner) is in appliance/taskkinds/, which only the

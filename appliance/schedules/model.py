@@ -7,9 +7,11 @@
         fallback: "send_alert"             # a built-in or declared action, given the failure as input
 
 ``action`` is a declared or built-in action's name, else a command line split without a shell
-(shlex) and run as a shell task. Optional per schedule: args, retries and retry_backoff_s, timeout_s, concurrency (skip,
-queue, parallel with max_parallel), timezone, missed (skip, once, all with missed_max), priority,
-debounce_s (mqtt: triggers).
+(shlex) and run as a shell task, or ``{"agent": "<goal>"}``: the agent pursues that goal, given
+the event that fired an mqtt: trigger as its input (what perceiving the site means). Optional per
+schedule: args, retries and retry_backoff_s, timeout_s, concurrency (skip, queue, parallel with
+max_parallel), timezone, missed (skip, once, all with missed_max), priority, debounce_s (mqtt:
+triggers).
 
 A schedule is what its author wrote (ScheduleFields: what the REST body holds) plus the role its
 tasks run with (Schedule.run_as): admin for the admin's file, the author's own role for one saved
@@ -37,10 +39,14 @@ MAX_FILE_BYTES = 1 << 20
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+class AgentGoal(Message):
+    agent: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="the goal, in a person's words")
+
+
 class ScheduleFields(Message):
     name: str = Field(pattern=NAME)
     trigger: str = Field(min_length=4, max_length=300)
-    action: str = Field(min_length=1, max_length=4000)
+    action: str | AgentGoal = Field(description="an action's name, a command line, or {\"agent\": goal}")
     args: dict[str, JsonValue] = Field(default_factory=dict)
     fallback: str | None = Field(None, min_length=1, max_length=4000)
     retries: int = Field(0, ge=0, le=10)
@@ -72,8 +78,10 @@ class ScheduleFields(Message):
 
     @field_validator("action", "fallback")
     @classmethod
-    def _command_line(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _command_line(cls, value: str | AgentGoal | None) -> str | AgentGoal | None:
+        if isinstance(value, str):
+            if not 0 < len(value) <= 4000:
+                raise ValueError("an action's name or a command line of 1 to 4000 characters")
             try:
                 words = shlex.split(value)
             except ValueError as exc:  # an unclosed quote
@@ -93,9 +101,13 @@ class Schedule(ScheduleFields):
     def parsed_trigger(self) -> Trigger:
         return parse_trigger(self.trigger, self.tz)
 
-    def task(self, actions: set[str], what: str | None = None, given: JsonValue = None) -> TaskSpec:
+    def task(self, actions: set[str], what: str | AgentGoal | None = None, given: JsonValue = None) -> TaskSpec:
         """The task one fire creates (``what``: the fallback's text instead of the action's)."""
-        return spec_of(what or self.action, actions, self.args if what is None else {}, timeout_s=self.timeout_s,
+        chosen = what or self.action
+        if isinstance(chosen, AgentGoal):
+            return TaskSpec(kind="agent", goal=chosen.agent, timeout_s=self.timeout_s, priority=self.priority,
+                            input=given)
+        return spec_of(chosen, actions, self.args if what is None else {}, timeout_s=self.timeout_s,
                        priority=self.priority, given=given)
 
 

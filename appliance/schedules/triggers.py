@@ -44,7 +44,16 @@ class MqttTrigger:
     topic_filter: str
 
 
-Trigger = Cron | Interval | At | MqttTrigger
+@dataclass(frozen=True)
+class EntityTrigger:
+    """``entity:<entity id pattern>[=<state>]``: a change of an entity's state (to that state)."""
+
+    pattern: str
+    state: str | None = None
+
+
+Trigger = Cron | Interval | At | MqttTrigger | EntityTrigger
+EVENT_TRIGGERS = (MqttTrigger, EntityTrigger)  # fired by what happens on the site, not by the clock
 
 
 def parse_trigger(text: str, tz: tzinfo) -> Trigger:
@@ -81,7 +90,12 @@ def parse_trigger(text: str, tz: tzinfo) -> Trigger:
                for i, part in enumerate(levels)):
             raise ValueError(f"mqtt {rest!r}: '+' must be a whole level and '#' the last level")
         return MqttTrigger(rest)
-    raise ValueError(f"{text[:60]!r}: a trigger is cron:, interval:, at: or mqtt:")
+    if kind == "entity":
+        pattern, _, state = rest.partition("=")
+        if not re.fullmatch(r"[a-z_*?]+\.[a-z0-9_*?]{1,128}", pattern) or len(state) > 64 or "\x00" in state:
+            raise ValueError(f"entity {rest[:60]!r}: an entity id or pattern (sensor.freezer_*), optionally =state")
+        return EntityTrigger(pattern, state or None)
+    raise ValueError(f"{text[:60]!r}: a trigger is cron:, interval:, at:, mqtt: or entity:")
 
 
 def next_fire(trigger: Trigger, after: datetime, tz: tzinfo, last: datetime | None = None) -> datetime | None:

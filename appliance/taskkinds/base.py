@@ -31,6 +31,11 @@ from appliance.protocol.tasks import TaskRow
 Step = Callable[[str, JsonValue], Awaitable[None]]
 
 
+class WaitsForApproval(Exception):
+    """The task can go on only once a person approves what its last step asked for (the step says
+    what): the runner parks it in waiting_approval; tasks.approve queues it again, approved."""
+
+
 class RunFailed(Exception):
     """The task failed for a reason its creator should read; ``result`` is kept with it."""
 
@@ -74,6 +79,7 @@ class Running:
     step: Step
     sandbox: Sandbox
     log: logging.Logger
+    history: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None  # the task's step log so far
 
     async def call(self, name: str, payload: dict[str, Any]) -> Any:
         return await self.dispatcher.call(name, payload, self.caller)
