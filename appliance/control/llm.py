@@ -18,7 +18,6 @@ from appliance.protocol.engine import (
     GenerateRequest,
 )
 
-
 # A long prompt (or a grammar-constrained reply, which streams nothing until it is whole) can keep
 # the engine quiet for a while on a small CPU; chat waits as long.
 GENERATE_QUIET_S = 120.0
