@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site bootstrap-run bootstrap-test check-fresh
+.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site eval-agent bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -94,3 +94,11 @@ bench-admin: venv
 bench-site: venv
 	@scripts/bootstrap.sh test
 	$(PY) bench/site.py
+
+# The agent on a simulated site: 60 user tasks (20 in Chinese) clean and under 20 injected instructions
+# (bench/agent_eval.py; EVAL_MODEL=0.5b|1.5b, EVAL_RUNS runs per task for pass^k). Hours on 2 cores.
+EVAL_MODEL ?= 1.5b
+EVAL_RUNS ?= 4
+eval-agent: venv
+	@scripts/bootstrap.sh test
+	$(PY) bench/agent_eval.py --model $(EVAL_MODEL) --runs $(EVAL_RUNS)

@@ -91,17 +91,40 @@ def _z2m_set_topic(device: SimDevice, topic: str, payload: bytes) -> None:
         device.state[prop] = text
 
 
+def make(component: str, name: str, ieee: str, model: str, prop: str, extra: dict[str, Any], state: dict[str, Any],
+         answer: Answer = _z2m_json, commands: list[str] | None = None, object_id: str | None = None) -> SimDevice:
+    """One Zigbee2MQTT entity: its discovery config, its state on zigbee2mqtt/<name>, its set topic."""
+    config = {"availability": Z2M_AVAILABILITY, "device": _z2m_device(name, ieee, model), "name": None
+              if object_id is None else prop, "object_id": object_id or name, "origin": Z2M_ORIGIN,
+              "unique_id": f"{ieee}_{prop}_zigbee2mqtt", "state_topic": f"zigbee2mqtt/{name}", **extra}
+    return SimDevice(name, f"homeassistant/{component}/{ieee}/{prop}/config", config, f"zigbee2mqtt/{name}",
+                     state, commands if commands is not None else [f"zigbee2mqtt/{name}/set"], answer)
+
+
+def z2m_switch(name: str, ieee: str, on: bool = False) -> SimDevice:
+    """A Zigbee2MQTT smart plug or relay (its main entity: a switch named like the device)."""
+    return make("switch", name, ieee, "ZBMINI", "switch",
+                {"command_topic": f"zigbee2mqtt/{name}/set", "payload_on": "ON", "payload_off": "OFF",
+                 "value_template": "{{ value_json.state }}"}, {"state": "ON" if on else "OFF"})
+
+
+def z2m_sensor(name: str, ieee: str, prop: str, value: Any, unit: str, device_class: str) -> SimDevice:
+    """A Zigbee2MQTT sensor entity (``<name>_<prop>``) reading ``value`` from its state's ``prop``."""
+    return make("sensor", name, ieee, "SNZB-02", prop,
+                {"device_class": device_class, "state_class": "measurement", "unit_of_measurement": unit,
+                 "value_template": f"{{{{ value_json.{prop} }}}}"}, {prop: value}, commands=[],
+                object_id=f"{name}_{prop}")
+
+
+def z2m_contact(name: str, ieee: str, closed: bool = True) -> SimDevice:
+    return make("binary_sensor", name, ieee, "SNZB-04", "contact",
+                {"device_class": "door", "payload_on": False, "payload_off": True,
+                 "value_template": "{{ value_json.contact }}"}, {"contact": closed}, commands=[], object_id=name)
+
+
 def zigbee2mqtt() -> list[SimDevice]:
     """A Zigbee2MQTT site: a switch (hall_fan), a json light, a cover, a lock, a thermostat, a temperature
     sensor and a door contact."""
-    def make(component: str, name: str, ieee: str, model: str, prop: str, extra: dict[str, Any],
-             state: dict[str, Any], answer: Answer = _z2m_json, commands: list[str] | None = None,
-             object_id: str | None = None) -> SimDevice:
-        config = {"availability": Z2M_AVAILABILITY, "device": _z2m_device(name, ieee, model), "name": None
-                  if object_id is None else prop, "object_id": object_id or name, "origin": Z2M_ORIGIN,
-                  "unique_id": f"{ieee}_{prop}_zigbee2mqtt", "state_topic": f"zigbee2mqtt/{name}", **extra}
-        return SimDevice(name, f"homeassistant/{component}/{ieee}/{prop}/config", config, f"zigbee2mqtt/{name}",
-                         state, commands if commands is not None else [f"zigbee2mqtt/{name}/set"], answer)
 
     return [
         make("switch", "hall_fan", "0x00158d0001a2b3c4", "E1603", "switch",

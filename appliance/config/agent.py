@@ -68,6 +68,8 @@ class AgentConfig(Section):
                                         description="when this socket exists (the systemd units), sandboxed runs go "
                                                     "through the root helper behind it; else the agent runs bwrap")
     actions: dict[str, ActionConfig] = Field(default_factory=dict, max_length=256)
+    plan_temperature: float = Field(0.0, ge=0.0, le=2.0, description="the agent's planning temperature (0: greedy; "
+                                                                      "the evaluation samples to measure pass^k)")
 
     @field_validator("actions")
     @classmethod

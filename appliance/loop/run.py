@@ -69,6 +69,7 @@ class AgentRun:
     step: Step
     event: Any = None
     priority: str = "interactive"
+    temperature: float = 0.0  # the plan's (agent.plan_temperature); the answer is always greedy
     usage: Usage = field(default_factory=Usage)
     started: float = field(default_factory=time.monotonic)
 
@@ -77,7 +78,8 @@ class AgentRun:
         """One model call as the task's creator: its text and, with a schema, the parsed reply."""
         if self.usage.total >= TOKEN_BUDGET:
             raise RunStopped(f"the run used its budget of {TOKEN_BUDGET} tokens")
-        request: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
+        request: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens,
+                                   "temperature": self.temperature if schema is not None else 0.0,
                                    "priority": self.priority, "fit_context": True}
         if schema is not None:
             request["json_schema"] = schema
@@ -161,7 +163,7 @@ class AgentRun:
 
 
 PLAIN = frozenset({"get_entity", "set_entity", "notify", "create_schedule", "box_health", "get_task",
-                   "send_device_command", "remember"})
+                   "send_device_command", "remember", "search_memory"})
 # The answer's words, by language: a catalogue beside this file (what staff read is not written in code).
 WORDS: dict[str, dict[str, str]] = json.loads((Path(__file__).with_name("answers.json")).read_text(encoding="utf-8"))
 
@@ -190,6 +192,10 @@ def plain_answer(done: list[Done], lang: str) -> str:
             said.append(words["done"].format(name=body.get("entity_id"), state=state))
         elif step.tool == "notify":
             said.append(words["told"])
+        elif step.tool == "search_memory":
+            hits = body.get("hits") or []
+            said.append(words["memory"].format(text=str(hits[0]["record"]["text"])[:400]) if hits
+                        else words["no_memory"])
         elif step.tool == "create_schedule":
             said.append(words["schedule"].format(name=(body.get("schedule") or {}).get("name")))
         else:

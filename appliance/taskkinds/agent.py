@@ -67,7 +67,7 @@ async def run(running: Running, fields: AgentFields) -> JsonValue:
         return await _make_approved(running, pending)
     capabilities = (await running.call("capabilities", {})).model_dump(mode="json")
     agent = AgentRun(running.dispatcher, running.caller, fields.goal, running.step, event=running.task.spec.input,
-                     priority=running.task.spec.priority)
+                     priority=running.task.spec.priority, temperature=running.config.agent.plan_temperature)
     try:
         return await run_agent(agent, tools.offered(capabilities))
     except NeedsApproval as exc:
