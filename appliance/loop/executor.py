@@ -78,6 +78,8 @@ class Executor:
 
     def holds(self, when: dict[str, Any]) -> tuple[bool, str]:
         """Whether a step's condition holds, and why (what was compared)."""
+        if "invalid" in when:
+            return False, f"invalid condition: {when['invalid']}"
         have, op, want = self.value_of(int(when["step"])), when["op"], when["value"]
         if have is None:
             return False, f"step {when['step']} gave no value to compare"

@@ -111,7 +111,8 @@ def read_plan(parsed: Any, tools: list[OfferedTool]) -> Plan:
         when = raw.get("when")
         if when is not None and (not isinstance(when, dict) or not isinstance(when.get("step"), int)
                                  or not 0 <= when["step"] < n or when.get("op") not in OPS):
-            raise ValueError(f"step {n}: its condition names no earlier step")
+            # Kept, never run as if unconditional: the executor skips it and the run plans again.
+            when = {"invalid": f"its condition names no earlier step ({json.dumps(when)[:80]})"}
         steps.append(Step(raw["tool"], dict(raw["args"]), when))
     return Plan(steps)
 

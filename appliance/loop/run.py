@@ -233,7 +233,8 @@ async def run_agent(agent: AgentRun, offered_all: dict[str, tools.OfferedTool]) 
         plan = await agent.plan(offered)
         await agent.step("planned", {"steps": planner.describe(plan), "tainted": False})
         ran = await agent.execute(executor, plan)
-        failed = [done for done in ran if done.outcome not in ("ok", "skipped")]
+        failed = [done for done in ran if done.outcome not in ("ok", "skipped")
+                  or done.detail.startswith("invalid condition")]
         if failed:
             # The failures' text may carry what devices wrote (names, states): a plan made from it is tainted.
             executor.tainted = executor.untrusted_read or any(d.tool in ("get_entity", "set_entity", "list_entities")

@@ -258,3 +258,21 @@ async def test_a_task_is_its_creators_and_operators(config_file: Path, services:
         assert cancelled.status == 200 and (await cancelled.json())["state"] == "cancelled"
         assert (await client.post(f"{one}/retry", headers=bob)).status == 403
         assert (await client.post(f"{one}/retry", headers=alice)).status == 201
+
+
+async def test_an_agent_goal_is_checked_at_creation(config_file: Path, services: StartServices) -> None:
+    """A goal is 1 to 2,000 characters with something besides white space; any signed-in role may
+    give one (what the run may do is that role's tools); over /control it is the reference form."""
+    peers = await services("store")
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        viewer = bearer(dispatcher, Role.VIEWER)
+        for goal, field in (("", "goal"), ("   \n", "goal"), ("x" * 100_000, "goal"), (42, "goal")):
+            reply = await client.post("/api/v1/tasks", headers=viewer, json={"kind": "agent", "goal": goal})
+            error = (await reply.json())["error"]
+            assert reply.status in (400, 413) and (reply.status == 413 or error["field"] == field), (goal, error)
+        reply = await client.post("/api/v1/tasks", headers=viewer, json={"kind": "agent", "goal": "Is it cold?",
+                                                                         "query": "x"})
+        assert reply.status == 400 and (await reply.json())["error"]["field"] == "query"
+        made = await client.post("/api/v1/tasks", headers=viewer, json={"command": "agent", "goal": "Включи свет"})
+        assert made.status == 201 and (await made.json())["spec"] == {
+            "kind": "agent", "goal": "Включи свет", "timeout_s": 300.0, "priority": "interactive", "input": None}

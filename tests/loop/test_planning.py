@@ -50,11 +50,12 @@ async def test_the_plan_grammar_takes_only_offered_tools_with_their_arguments() 
     jsonschema.validate(good, schema)
     plan = planner.read_plan(good, chosen)
     assert [s.tool for s in plan.steps] == ["get_entity", "set_entity"] and plan.steps[1].when is not None
-    for bad in ({"steps": [{"tool": "users_create", "args": {}}]}, {"steps": "x"}, [],
-                {"steps": [{"tool": "get_entity", "args": {"entity_id": "x"}, "when": {"step": 1, "op": ">",
-                                                                                       "value": 1}}]}):
+    for bad in ({"steps": [{"tool": "users_create", "args": {}}]}, {"steps": "x"}, []):
         with pytest.raises(ValueError):
             planner.read_plan(bad, chosen)
+    own = planner.read_plan({"steps": [{"tool": "get_entity", "args": {"entity_id": "x"}, "when": {
+        "step": 1, "op": ">", "value": 1}}]}, chosen)  # a condition on itself: kept, never run unconditionally
+    assert own.steps[0].when is not None and "invalid" in own.steps[0].when
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"steps": [{"tool": "unlock_everything", "args": {}}]}, schema)
     prompt = planner.system_prompt(chosen)

@@ -63,3 +63,16 @@ def test_oversized_or_binary_files_are_refused(tmp_path: Path) -> None:
         load_schedules(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_schedules(tmp_path / "missing.yaml")
+
+
+def test_an_agent_goal_is_a_schedules_action() -> None:
+    from appliance.schedules.model import Schedule
+
+    schedule = Schedule.model_validate({"name": "freezer_watch", "trigger": "entity:sensor.freezer_temperature",
+                                        "action": {"agent": "If the freezer is above -15 °C, start its defrost"}})
+    spec = schedule.task(set(), given={"state": "-12"})
+    assert (spec.kind, spec.fields(), spec.input) == (
+        "agent", {"goal": "If the freezer is above -15 °C, start its defrost"}, {"state": "-12"})
+    for bad in ({"agent": ""}, {"agent": "x", "extra": 1}, {"agnt": "x"}, {"agent": "y" * 2001}):
+        with pytest.raises(ValueError):
+            Schedule.model_validate({"name": "s", "trigger": "interval:1h", "action": bad})

@@ -79,3 +79,13 @@ def test_bad_triggers_say_what_is_wrong(text: str, words: str) -> None:
 def test_the_reference_forms_parse() -> None:
     assert parse_trigger("cron:*/5 * * * *", UTC) == Cron("*/5 * * * *")
     assert parse_trigger("mqtt:devices/+/events", UTC) == MqttTrigger("devices/+/events")
+
+
+def test_entity_triggers_name_an_entity_pattern_and_a_state() -> None:
+    from appliance.schedules.triggers import EntityTrigger
+
+    assert parse_trigger("entity:sensor.freezer_*", UTC) == EntityTrigger("sensor.freezer_*", None)
+    assert parse_trigger("entity:binary_sensor.dock_door=on", UTC) == EntityTrigger("binary_sensor.dock_door", "on")
+    for bad in ("entity:", "entity:freezer", "entity:Sensor.X", "entity:sensor.x=" + "y" * 65):
+        with pytest.raises(ValueError, match="entity"):
+            parse_trigger(bad, UTC)

@@ -367,3 +367,101 @@ def test_the_site_page_is_live_and_commands_an_entity(open_page: OpenPage, box: 
     finally:
         site.clear()
         site.close()
+
+
+def test_agent_traces_read_on_the_page(open_page: OpenPage, box: ApplianceBox) -> None:
+    """Three agent traces on the tasks page, kept as screenshots (copied to docs/screenshots for
+    docs/agent.md): a lookup and a
+    two-step action run by the real model on simulated Zigbee2MQTT devices, and a run whose re-plan,
+    made after reading an injected instruction, was stopped by the provenance rule (that trace's steps
+    are written here in the loop's own form; its refusal is the real dispatcher's answer to the call)."""
+    import asyncio
+    import concurrent.futures
+    import logging
+
+    from appliance.config import load_config
+    from appliance.control.caller import Caller, Role
+    from appliance.control.dispatcher import Dispatcher
+    from appliance.control.errors import CommandError
+    from appliance.control.table import default_table
+    from appliance.ipc.peers import Peers
+    from appliance.protocol.tasks import (
+        STORE_TASK_CREATE,
+        STORE_TASK_STEP,
+        STORE_TASK_UPDATE,
+        StepIn,
+        TaskNew,
+        TaskSpec,
+        TaskState,
+        TaskUpdate,
+    )
+    from tests.sitesim import SimulatedSite, zigbee2mqtt
+
+    site = SimulatedSite(box.mqtt_port, zigbee2mqtt()[:4], client_id="agent-trace-devices")
+    token = box.token("otto")
+    shots = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "admin-page"
+
+    def ended(ident: int) -> bool:
+        return box.rest("GET", f"/api/v1/tasks/{ident}", None, token)[1]["task"]["state"] not in (
+            "queued", "running")
+
+    async def staged() -> int:
+        config = load_config(box.state_dir.parent / "agent.yaml")
+        peers = Peers(config)
+        try:
+            dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"))
+            otto = Caller("otto", Role.OPERATOR, "agent").for_task(0, untrusted=True)
+            args = {"entity_id": "front door", "action": "unlock"}
+            try:
+                await dispatcher.call("entities.set", args, otto)
+            except CommandError as refused:
+                why = refused.message
+            task = await peers.store.call(STORE_TASK_CREATE, TaskNew(spec=TaskSpec(
+                kind="agent", goal="What is the temperature in the office?"), created_by="otto", role="operator"))
+            await peers.store.call(STORE_TASK_UPDATE, TaskUpdate(id=task.id, state=TaskState.RUNNING))
+            for message, data in (
+                    ("tools", {"offered": ["get_entity", "set_entity", "list_entities", "search_memory", "notify"],
+                               "system_tokens": 518}),
+                    ("planned", {"steps": '[{"tool": "list_entities", "args": {"q": "office"}}]', "tainted": False}),
+                    ("list_entities: ok", {"tool": "list_entities", "args": {"q": "office"}, "effect": "read",
+                                           "outcome": "ok", "detail": "", "ms": 4.1, "untrusted_read": True,
+                                           "tainted": False}),
+                    ("planned again", {"steps": '[{"tool": "set_entity", "args": {"entity_id": "front door", '
+                                                '"action": "unlock"}}]', "tainted": True}),
+                    ("approval needed", {"tool": "set_entity", "command": "entities.set", "args": args,
+                                         "fingerprint": "-", "why": why})):
+                await peers.store.call(STORE_TASK_STEP, StepIn(id=task.id, message=message, data=data))
+            await peers.store.call(STORE_TASK_UPDATE, TaskUpdate(id=task.id, state=TaskState.WAITING_APPROVAL,
+                                                                 error=f"set_entity waits for approval: {why}"))
+            return int(task.id)
+        finally:
+            await peers.close()
+
+    try:
+        ids = {}
+        for name, goal in (("lookup", "Is the front door locked?"),
+                           ("two-step", "Turn on the hall fan, then turn on the kitchen light")):
+            status, made = box.rest("POST", "/api/v1/tasks", {"kind": "agent", "goal": goal}, token)
+            assert status == 201, made
+            ids[name] = made["id"]
+        for ident in ids.values():
+            eventually(lambda ident=ident: ended(ident), 240, f"agent task {ident} to end")
+        with concurrent.futures.ThreadPoolExecutor(1) as worker:  # the browser's loop runs in this thread
+            ids["refused"] = worker.submit(asyncio.run, staged()).result()
+        page = open_page("otto")
+        page.get_by_role("link", name="Tasks").click()
+        for name, ident in ids.items():
+            page.get_by_role("button", name=f"#{ident}", exact=True).click()
+            detail = page.locator("#task-detail")
+            expect(detail).to_contain_text(f"Task #{ident}")
+            if name == "refused":
+                expect(detail).to_contain_text("Waits for approval")
+                expect(detail).to_contain_text("untrusted-input")
+                expect(detail).to_contain_text("has read untrusted data")
+            else:
+                expect(detail.locator("li.trace").first).to_be_visible()
+                expect(detail).to_contain_text("Tools:")
+            page.locator("#task-detail").screenshot(path=str(shots / f"agent-trace-{name}.png"))
+    finally:
+        site.clear()
+        site.close()

@@ -44,6 +44,38 @@ function actions(task, act) {
   return buttons.length ? h("span", { class: "buttons" }, buttons) : null;
 }
 
+/** One step of an agent's run as a person reads it: what it did, with what, how it went, what it cost. */
+function traceStep(step) {
+  const data = step.data ?? {};
+  if (data.tool && data.outcome) {
+    return h("li", { value: step.seq, class: `trace trace-${data.outcome}`, dataset: { effect: data.effect ?? "" } },
+      h("strong", {}, data.tool), " ", h("code", {}, JSON.stringify(data.args)), " → ",
+      h("span", { class: "badge" }, t(`trace.outcome.${data.outcome}`, {}, data.outcome)),
+      data.effect ? h("span", { class: "muted" }, ` ${t(`trace.effect.${data.effect}`, {}, data.effect)}`) : null,
+      data.detail ? h("div", { class: "muted" }, data.detail) : null,
+      h("div", { class: "muted" }, t("trace.cost", { ms: Math.round(data.ms ?? 0) }),
+        data.untrusted_read ? ` · ${t("trace.untrusted")}` : "", data.tainted ? ` · ${t("trace.tainted")}` : ""));
+  }
+  if (step.message === "approval needed") {
+    return h("li", { value: step.seq, class: "trace trace-approval" }, h("strong", {}, t("trace.approval")), " ",
+      h("code", {}, `${data.tool} ${JSON.stringify(data.args)}`), h("div", { class: "muted" }, data.why ?? ""));
+  }
+  if ("tokens_in" in data) {
+    return h("li", { value: step.seq, class: "trace" }, h("strong", {}, t(`trace.model.${step.message}`, {}, step.message)),
+      h("span", { class: "muted" }, ` ${t("trace.tokens", { in: data.tokens_in, out: data.tokens_out, s: (data.ms / 1000).toFixed(1) })}`));
+  }
+  if (data.offered) {
+    return h("li", { value: step.seq, class: "trace" }, h("strong", {}, t("trace.tools")), ` ${data.offered.join(", ")} `,
+      h("span", { class: "muted" }, t("trace.system_tokens", { n: data.system_tokens })));
+  }
+  if (data.steps) {
+    return h("li", { value: step.seq, class: "trace" }, h("strong", {}, t(`trace.model.${step.message}`, {}, step.message)), " ",
+      h("code", { class: "sample" }, data.steps));
+  }
+  return h("li", { value: step.seq }, h("time", {}, time(step.at)), " ", h("strong", {}, t(`state.${step.message}`, {}, step.message)),
+    step.data !== null && step.data !== undefined ? h("code", { class: "sample" }, ` ${JSON.stringify(step.data).slice(0, 300)}`) : null);
+}
+
 function detailView(detail, act) {
   const task = detail.task;
   const facts = [
@@ -58,13 +90,13 @@ function detailView(detail, act) {
     h("h3", {}, t("tasks.task_n", { id: task.id })),
     h("dl", { class: "facts" }, facts.map(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)])),
     actions(task, act),
+    task.result?.answer ? h("p", { class: "answer", id: "agent-answer" }, task.result.answer) : null,
     task.result !== null && task.result !== undefined
-      ? h("details", { open: true }, h("summary", {}, t("tasks.result")), h("pre", { class: "payload" }, JSON.stringify(task.result, null, 2)))
+      ? h("details", { open: !task.result?.answer }, h("summary", {}, t("tasks.result")),
+        h("pre", { class: "payload" }, JSON.stringify(task.result, null, 2)))
       : null,
     h("h4", {}, t("tasks.steps")),
-    h("ol", { class: "steps", id: "steps" }, detail.steps.map((step) => h("li", { value: step.seq },
-      h("time", {}, time(step.at)), " ", h("strong", {}, t(`state.${step.message}`, {}, step.message)),
-      step.data !== null && step.data !== undefined ? h("code", { class: "sample" }, ` ${JSON.stringify(step.data).slice(0, 300)}`) : null))));
+    h("ol", { class: "steps", id: "steps" }, detail.steps.map(traceStep)));
 }
 
 /** An input for one field of a kind, from its JSON schema: text, a longer text, words (a list), JSON. */
