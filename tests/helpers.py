@@ -398,3 +398,13 @@ def sign_in(page: Page, user: str, password: str) -> None:
     page.locator("#login-form input[name=password]").fill(password)
     page.locator("#login-form button[type=submit]").click()
     live(page)
+
+
+def declarations(group: str) -> dict[str, tuple[str, str, str | None, str | None]]:
+    """Each command of one command group (appliance/control/<group>.py) as declared: its effect, its
+    permission, its owner rule's kind (OwnRow, OwnRows, or None) and its tool's name (or None)."""
+    from appliance.control.table import default_table
+
+    return {c.name: (c.effect.value, c.permission.value, type(c.owner).__name__ if c.owner else None,
+                     c.tool.name if c.tool else None)
+            for c in default_table() if c.handler.__module__ == f"appliance.control.{group}"}

@@ -13,7 +13,7 @@ import pytest
 from appliance.config import load_config
 from appliance.control.caller import Role
 from appliance.ipc.peers import Peers
-from tests.helpers import api_client, bearer, eventually_async, serve, update_config
+from tests.helpers import api_client, bearer, declarations, eventually_async, serve, update_config
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]
@@ -152,3 +152,19 @@ async def test_every_field_at_fault_is_listed_for_the_form(config_file: Path, se
         assert set(by_field) == {"name", "trigger", "timezone", "retries"}, by_field
         assert "five fields" in by_field["trigger"] and "unknown timezone 'Mars/Base'" in by_field["timezone"]
         assert "got 99" in by_field["retries"] and not by_field["trigger"].startswith("Value error")
+
+
+# What each schedules command is, pinned: a change of effect, permission, owner rule or tool face is a
+# decision, made here on purpose (the effect decides the audit; the owner rule whose rows a caller
+# may touch; the tool what the agent is offered).
+DECLARED_SCHEDULES = {
+    'schedules.list': ('read', 'viewer', None, 'list_schedules'),
+    'schedules.get': ('read', 'viewer', None, None),
+    'schedules.create': ('write', 'operator', None, 'create_schedule'),
+    'schedules.replace': ('write', 'operator', 'OwnRow', None),
+    'schedules.delete': ('write', 'operator', 'OwnRow', None),
+}
+
+
+def test_the_schedules_commands_are_declared_as_decided() -> None:
+    assert declarations('schedules') == DECLARED_SCHEDULES

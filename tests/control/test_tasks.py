@@ -13,7 +13,16 @@ import pytest
 from appliance.config import load_config
 from appliance.control.caller import Role
 from appliance.ipc.peers import Peers
-from tests.helpers import api_client, bearer, eventually, eventually_async, pids_with, serve, update_config
+from tests.helpers import (
+    api_client,
+    bearer,
+    declarations,
+    eventually,
+    eventually_async,
+    pids_with,
+    serve,
+    update_config,
+)
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]
@@ -276,3 +285,21 @@ async def test_an_agent_goal_is_checked_at_creation(config_file: Path, services:
         made = await client.post("/api/v1/tasks", headers=viewer, json={"command": "agent", "goal": "Включи свет"})
         assert made.status == 201 and (await made.json())["spec"] == {
             "kind": "agent", "goal": "Включи свет", "timeout_s": 300.0, "priority": "interactive", "input": None}
+
+
+# What each tasks command is, pinned: a change of effect, permission, owner rule or tool face is a
+# decision, made here on purpose (the effect decides the audit; the owner rule whose rows a caller
+# may touch; the tool what the agent is offered).
+DECLARED_TASKS = {
+    'tasks.create': ('write', 'viewer', None, None),
+    'tasks.get': ('read', 'viewer', 'OwnRow', 'get_task'),
+    'tasks.list': ('read', 'viewer', 'OwnRows', 'list_tasks'),
+    'tasks.cancel': ('write', 'viewer', 'OwnRow', None),
+    'tasks.retry': ('write', 'viewer', 'OwnRow', None),
+    'tasks.approve': ('write', 'operator', 'OwnRow', None),
+    'tasks.reject': ('write', 'operator', 'OwnRow', None),
+}
+
+
+def test_the_tasks_commands_are_declared_as_decided() -> None:
+    assert declarations('tasks') == DECLARED_TASKS
