@@ -18,8 +18,12 @@ from appliance.loop.tools import OfferedTool
 
 MAX_STEPS = 6
 OPS = (">", "<", ">=", "<=", "==", "!=")
-# The grammar does not need what the dispatcher checks anyway; patterns and long bounds only slow it.
-DROPPED = ("pattern", "description", "maxLength", "minLength", "maxItems", "minItems")
+# Bounds the grammar would spell out character by character (a text of 4,000) are left to the
+# dispatcher, which checks every call against the whole request model anyway.
+BOUNDS = ("maxLength", "minLength", "maxItems", "minItems")
+LONGEST_BOUND = 64
+CONDITIONAL = ("if ", "if,", "unless", "only when", "when ", "whenever", "in case",
+               "如果", "假如", "要是", "若", "倘若", "的话")
 
 SYSTEM = """You plan actions for an on-site appliance that watches and controls the site's devices.
 Reply with JSON only: {"steps": [...]}. Each step calls one tool: {"tool": NAME, "args": {...}}.
@@ -28,7 +32,8 @@ TOOLS
 Rules:
 - Name devices and sensors with the user's own words in entity_id ("hall fan", "冷库温度"); the box finds them.
 - To act only if a reading says so, read it first, then add "when": {"step": N, "op": ">", "value": X} to the act step.
-- Questions need reading steps only; do not change anything unless the user asks for it.
+- Add "when" only if the user said if, unless or only when. Questions need reading steps only.
+- Where things are, what someone said, dates, procedures: search_memory. Repeating things: create_schedule.
 - At most 6 steps. If the tools cannot do it, reply {"steps": []}.
 Examples:
 Goal: Turn on the hall fan
@@ -38,6 +43,15 @@ Goal: If the freezer is above -15 °C, start the freezer defrost
 "freezer defrost", "action": "turn_on"}, "when": {"step": 1, "op": ">", "value": -15}}]}
 Goal: 客厅的灯开着吗?
 {"steps": [{"tool": "get_entity", "args": {"entity_id": "客厅的灯"}}]}
+Goal: Set the office heating to 21.5 degrees and open the blind halfway
+{"steps": [{"tool": "set_entity", "args": {"entity_id": "office heating", "action": "set_temperature", "args": \
+{"temperature": 21.5}}}, {"tool": "set_entity", "args": {"entity_id": "blind", "action": "set_value", "args": \
+{"value": 50}}}]}
+Goal: Where is the ladder?
+{"steps": [{"tool": "search_memory", "args": {"q": "ladder"}}]}
+Goal: Every weekday at 7:00 remind the staff to water the plants
+{"steps": [{"tool": "create_schedule", "args": {"name": "water_plants", "trigger": "cron:0 7 * * 1-5", "action": \
+"send_alert", "args": {"message": "Water the plants"}}}]}
 Goal: Tell the staff the dock door is stuck
 {"steps": [{"tool": "notify", "args": {"text": "The dock door is stuck", "kind": "alert"}}]}"""
 
@@ -56,7 +70,9 @@ class Plan:
 
 def _compact(schema: Any) -> Any:
     if isinstance(schema, dict):
-        return {key: _compact(value) for key, value in schema.items() if key not in DROPPED}
+        return {key: _compact(value) for key, value in schema.items()
+                if key != "description" and not (key in BOUNDS and isinstance(value, int) and value > LONGEST_BOUND)
+                and not (key == "pattern" and len(str(value)) > 80)}
     if isinstance(schema, list):
         return [_compact(item) for item in schema]
     return schema
@@ -99,8 +115,15 @@ def plan_schema(tools: list[OfferedTool]) -> dict[str, Any]:
             "required": ["steps"], "additionalProperties": False}
 
 
-def read_plan(parsed: Any, tools: list[OfferedTool]) -> Plan:
-    """The plan from the grammar-checked reply (checked again: a tool not offered never passes)."""
+def conditional(goal: str) -> bool:
+    """Whether the person asked for something to happen only if something holds."""
+    text = f" {goal.lower()} "
+    return any(word in text for word in CONDITIONAL)
+
+
+def read_plan(parsed: Any, tools: list[OfferedTool], goal: str = "if") -> Plan:
+    """The plan from the grammar-checked reply (checked again: a tool not offered never passes). A goal
+    that asks for nothing conditional has no conditions: a small model adds them out of habit."""
     names = {tool.name for tool in tools}
     if not isinstance(parsed, dict) or not isinstance(parsed.get("steps"), list):
         raise ValueError("the plan is not {\"steps\": [...]}")
@@ -113,7 +136,7 @@ def read_plan(parsed: Any, tools: list[OfferedTool]) -> Plan:
                                  or not 0 <= when["step"] < n or when.get("op") not in OPS):
             # Kept, never run as if unconditional: the executor skips it and the run plans again.
             when = {"invalid": f"its condition names no earlier step ({json.dumps(when)[:80]})"}
-        steps.append(Step(raw["tool"], dict(raw["args"]), when))
+        steps.append(Step(raw["tool"], dict(raw["args"]), when if conditional(goal) else None))
     return Plan(steps)
 
 

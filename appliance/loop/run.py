@@ -111,7 +111,7 @@ class AgentRun:
                                             [{"role": "system", "content": system}, {"role": "user", "content": user}],
                                             schema=planner.plan_schema(offered), max_tokens=400)
         try:
-            return planner.read_plan(parsed, offered)
+            return planner.read_plan(parsed, offered, self.goal)
         except ValueError as exc:
             await self.step("plan refused", {"why": str(exc)})
             return planner.Plan([])
@@ -193,7 +193,7 @@ def plain_answer(done: list[Done], lang: str) -> str:
         elif step.tool == "notify":
             said.append(words["told"])
         elif step.tool == "search_memory":
-            hits = body.get("hits") or []
+            hits = _staff_first(body.get("hits") or [])
             said.append(words["memory"].format(text=str(hits[0]["record"]["text"])[:400]) if hits
                         else words["no_memory"])
         elif step.tool == "create_schedule":
@@ -201,6 +201,15 @@ def plain_answer(done: list[Done], lang: str) -> str:
         else:
             said.append(words["sent"].format(what=step.tool))
     return " ".join(said) if said else words["none"]
+
+
+def _staff_first(hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Memories staff wrote (source ``user:...``) before device events and documents, rank kept within
+    each: what a person told the box is what a plain answer quotes, and a device's or a document's text
+    (which anyone near the device could have written) only when nothing else matched."""
+    def by_staff(hit: dict[str, Any]) -> bool:
+        return not str((hit.get("record") or {}).get("source", "")).startswith("user:")
+    return sorted(hits, key=by_staff)
 
 
 def _reply_text(done: Done) -> str:

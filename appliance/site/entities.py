@@ -599,7 +599,7 @@ def describe_change(entity: EntityRow, before: str | None) -> str:
 # --- naming ----------------------------------------------------------------------------------------
 
 STOPWORDS = frozenset({"the", "a", "an", "my", "our", "please", "of", "in", "on", "at", "to", "is", "now"})
-CJK_STOP = "的把请将给一下"
+CJK_STOP = "的把请将给"  # particles a name never needs ("一" is kept: 一号泵 is pump 1)
 READ_FIRST = ("sensor", "binary_sensor", "climate", "event")  # a name read, not commanded, means these first
 # What people call each kind of entity, besides its component's name (English and Chinese).
 COMPONENT_WORDS = {
