@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from appliance.config import ApplianceConfig, load_config
 from appliance.ipc.peers import Peers
@@ -60,6 +61,19 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(5)
+
+
+@pytest.fixture
+def broker(tmp_path: Path, config_file: Path) -> Iterator[int]:
+    """A broker of this test's own with config_file pointed at it: what a test leaves retained there
+    (discovery configs, states) never reaches another test. Yields its port."""
+    process, port = start_mosquitto(tmp_path / "broker")
+    data = yaml.safe_load(config_file.read_text())
+    data["mqtt"]["port"] = port
+    write_config(config_file, data)
+    yield port
+    process.terminate()
+    process.wait(5)
 
 
 @pytest.fixture

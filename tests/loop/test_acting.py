@@ -5,11 +5,10 @@ confirmations, the taint rule, and the approval of an exact call through an agen
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from appliance.config import load_config
 from appliance.control.caller import Caller, Role
@@ -29,22 +28,11 @@ from appliance.protocol.tasks import (
     TaskState,
     TaskUpdate,
 )
-from tests.helpers import api_client, bearer, eventually_async, serve, start_mosquitto, write_config
+from tests.helpers import api_client, bearer, eventually_async, serve
 from tests.sitesim import SimulatedSite, zigbee2mqtt
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]
-
-
-@pytest.fixture
-def broker(tmp_path: Path, config_file: Path) -> Iterator[int]:
-    process, port = start_mosquitto(tmp_path / "broker")
-    data = yaml.safe_load(config_file.read_text())
-    data["mqtt"]["port"] = port
-    write_config(config_file, data)
-    yield port
-    process.terminate()
-    process.wait(5)
 
 
 async def site_ready(dispatcher: Dispatcher, caller: Caller) -> bool:

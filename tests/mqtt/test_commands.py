@@ -11,12 +11,11 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from appliance.config import load_config
 from appliance.control.caller import Role
@@ -24,20 +23,9 @@ from appliance.ipc.errors import IpcError
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH, ServiceState
 from appliance.protocol.store import STORE_AUDIT_LIST, AuditQuery
-from tests.helpers import Publisher, Valve, api_client, bearer, eventually_async, serve, start_mosquitto, write_config
+from tests.helpers import Publisher, Valve, api_client, bearer, eventually_async, serve
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def broker(tmp_path: Path, config_file: Path) -> Iterator[int]:
-    process, port = start_mosquitto(tmp_path / "broker")
-    data = yaml.safe_load(config_file.read_text())
-    data["mqtt"]["port"] = port
-    write_config(config_file, data)
-    yield port
-    process.terminate()
-    process.wait(5)
 
 
 @pytest.mark.parametrize("mqtt311", [False, True], ids=["mqtt5", "mqtt3.1.1"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from tests.helpers import (
     bearer,
     cli,
     eventually_async,
-    start_mosquitto,
     update_config,
     write_config,
 )
@@ -33,18 +32,6 @@ from tests.sitesim import SimulatedSite, every_bridge, zigbee2mqtt
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]
-
-
-@pytest.fixture
-def broker(tmp_path: Path, config_file: Path) -> Iterator[int]:
-    """A broker of this test's own: discovery configs are retained, and must not reach other tests."""
-    process, port = start_mosquitto(tmp_path / "broker")
-    data = yaml.safe_load(config_file.read_text())
-    data["mqtt"]["port"] = port
-    write_config(config_file, data)
-    yield port
-    process.terminate()
-    process.wait(5)
 
 
 def set_site(config_file: Path, **keys: Any) -> None:
