@@ -73,47 +73,39 @@ function reconcile(parent, wanted, kept, compareChildren = false) {
   return next;
 }
 
+/** What keyedRows and keyedList share: the "none" text while there are no rows, else the
+ * container, whose children are reconciled by key. draw(rows) gives [key, element] pairs. */
+function keyed(container, parent, draw, empty, byCell = false) {
+  const none = h("p", { class: "empty" }, t(empty));
+  const el = h("div", {}, none);
+  let kept = new Map();
+  return {
+    el,
+    update(rows) {
+      if (!rows.length) {
+        if (!none.isConnected) el.replaceChildren(none);
+      } else if (!container.isConnected) {
+        el.replaceChildren(container);
+      }
+      kept = reconcile(parent, draw(rows), kept, byCell);
+    },
+  };
+}
+
 /** A live table updated by key: ``update(rows)`` changes only the rows, and within a row only the
  * cells, whose drawing changed. columns are [header key, row => cell], as for table(). */
 export function keyedRows(columns, key, { empty = "common.none", rowAttrs } = {}) {
   const body = h("tbody");
   const wrap = h("div", { class: "table-wrap" }, h("table", {},
     h("thead", {}, h("tr", {}, columns.map(([header]) => h("th", { scope: "col" }, t(header))))), body));
-  const none = h("p", { class: "empty" }, t(empty));
-  const el = h("div", {}, none);
-  let kept = new Map();
-  return {
-    el,
-    update(rows) {
-      if (!rows.length) {
-        if (!none.isConnected) el.replaceChildren(none);
-      } else if (!wrap.isConnected) {
-        el.replaceChildren(wrap);
-      }
-      const wanted = rows.map((row) => [key(row), h("tr", rowAttrs ? rowAttrs(row) : {},
-        columns.map(([, cell]) => h("td", {}, cell(row))))]);
-      kept = reconcile(body, wanted, kept, true);
-    },
-  };
+  return keyed(wrap, body, (rows) => rows.map((row) => [key(row), h("tr", rowAttrs ? rowAttrs(row) : {},
+    columns.map(([, cell]) => h("td", {}, cell(row))))]), empty, true);
 }
 
 /** A live list (ul) updated by key, like keyedRows: ``item(row)`` draws one li. */
 export function keyedList(item, key, { empty = "common.none", attrs = {} } = {}) {
   const list = h("ul", attrs);
-  const none = h("p", { class: "empty" }, t(empty));
-  const el = h("div", {}, none);
-  let kept = new Map();
-  return {
-    el,
-    update(rows) {
-      if (!rows.length) {
-        if (!none.isConnected) el.replaceChildren(none);
-      } else if (!list.isConnected) {
-        el.replaceChildren(list);
-      }
-      kept = reconcile(list, rows.map((row) => [key(row), item(row)]), kept);
-    },
-  };
+  return keyed(list, list, (rows) => rows.map((row) => [key(row), item(row)]), empty);
 }
 
 let uid = 0;
