@@ -31,6 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.protocol.site import EntityRow
+from appliance.site import discovery, entities
+
 Answer = Callable[["SimDevice", str, bytes], None]
 
 
@@ -271,3 +274,12 @@ class SimulatedSite:
 
 def every_bridge() -> list[SimDevice]:
     return [*zigbee2mqtt(), *tasmota(), *esphome()]
+
+
+def entity_row(name: str, **state: Any) -> EntityRow:
+    """The entity the box registers for one of every_bridge()'s devices, with ``state`` set (a device
+    with several entities gives its first)."""
+    device = next(device for device in every_bridge() if device.name == name)
+    announced = discovery.parse("homeassistant", device.config_topic, json.dumps(device.config).encode()).entities[0]
+    made = entities.register(announced, lambda _id: None, {})
+    return EntityRow(**made.model_dump(), updated_at=0.0, **state)

@@ -37,7 +37,7 @@ from appliance.protocol.site import (
     HistoryQuery,
     SetResult,
 )
-from appliance.site.entities import match
+from appliance.site.names import match
 
 NAME = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$",
              description="an entity id (switch.hall_fan) or its name (Hall fan, hall_fan, 大厅风扇)")
@@ -66,7 +66,7 @@ class EntitySetRequest(EntityName):
 
 
 async def resolve(ctx: Context, name: str, action: str | None = None) -> EntityRow:
-    """The entity ``name`` means (entities.match: exact names and site.names first, then the closest
+    """The entity ``name`` means (names.match: exact names and site.names first, then the closest
     words; ``action`` narrows to the entities that take it); 404 when none, 400 listing them when several."""
     if re.fullmatch(ENTITY_ID, name):
         try:

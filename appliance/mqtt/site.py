@@ -13,9 +13,10 @@ confirmed without asking the store.
 - Devices of the box's own convention describe themselves retained on ``devices/<id>/meta``:
   they become ``device.<id>`` entities whose actions are the commands they declare.
 - States: a payload on an entity's topic is read by its templates (appliance/site/entities.py).
-- Commands (entities.set): checked against what the entity declares, published exactly as Home
-  Assistant would, then confirmed when the state the device reports shows the change within
-  wait_s (confirmed), or not (unconfirmed); refused before anything is published otherwise.
+- Commands (entities.set): checked against what the entity declares (appliance/site/changes.py),
+  published exactly as Home Assistant would, then confirmed when the state the device reports shows
+  the change within wait_s (confirmed), or not (unconfirmed); refused before anything is published
+  otherwise.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from appliance.protocol.site import (
     StatesStored,
 )
 from appliance.protocol.topics import topic_filter
-from appliance.site import discovery, entities
+from appliance.site import changes, discovery, entities, names
 from appliance.site.discovery import Announced, DiscoveryRefused
 
 SUBSCRIBE_CHUNK = 200
@@ -228,8 +229,8 @@ class SiteBridge:
             if field in body and not (isinstance(body[field], str) and len(body[field]) <= 256):
                 raise DiscoveryRefused(f"meta.{field}: a text of at most 256 characters")
         name = body.get("name") or device
-        made = EntityConfig(entity_id=f"device.{entities.slug(device) or 'device'}", key=key, component="device",
-                            name=name, area=self.site.areas.get(f"device.{entities.slug(device)}") or body.get("area"),
+        made = EntityConfig(entity_id=f"device.{names.slug(device) or 'device'}", key=key, component="device",
+                            name=name, area=self.site.areas.get(f"device.{names.slug(device)}") or body.get("area"),
                             device_id=device, device={"name": name, "identifiers": [device]}, origin="devices",
                             config={"device_id": device, "description": body.get("description", ""),
                                     "commands": commands}, actions=sorted(commands))
@@ -294,7 +295,7 @@ class SiteBridge:
         if row.component == "device":
             return await self._device_command(row, request)
         try:
-            planned = entities.plan(row, request.action, dict(request.args))
+            planned = changes.plan(row, request.action, dict(request.args))
         except entities.Refusal as exc:
             return SetResult(entity_id=row.entity_id, action=request.action, outcome="refused", reason=str(exc),
                              state=row.state, attributes=row.attributes)

@@ -1,4 +1,4 @@
-"""What an entity is, what its payloads mean, and what to publish to change it, the way Home Assistant
+"""What an entity is and what its payloads mean, the way Home Assistant
 does it for each component (its MQTT integration's documented defaults).
 
 - ``register``: an announced config becomes an EntityConfig: its id (``<component>.<object_id>``,
@@ -6,24 +6,22 @@ does it for each component (its MQTT integration's documented defaults).
   suggested area unless the site's config says otherwise) and the actions entities.set takes.
 - ``read``: a payload on one of the entity's topics becomes its new state and attributes, through
   its templates; what does not fit is kept raw and flagged, never guessed.
-- ``plan``: an action with its arguments becomes the messages to publish and what the state must
-  then look like; anything the entity does not declare (no command topic, a value out of range or
-  not among the options) is refused before anything is published.
+
+What to publish to change an entity is changes.py; which entity a person means, names.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.protocol.site import EntityConfig, EntityRow
+from appliance.protocol.site import EntityConfig
 from appliance.site import templates
 from appliance.site.discovery import Announced
+from appliance.site.names import norm, slug
 
 ON, OFF = "on", "off"
 COVER_STATES = {"state_open": "open", "state_opening": "opening", "state_closed": "closed",
@@ -37,16 +35,6 @@ CLIMATE_MODES = ["auto", "off", "cool", "heat", "dry", "fan_only"]
 
 class Refusal(ValueError):
     """entities.set will not do this; nothing was published. The message says why."""
-
-
-def slug(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9]+", "_", folded)).strip("_")[:128]
-
-
-def norm(text: str) -> str:
-    """A name as people type it: case, width, spaces, dashes and underscores do not matter."""
-    return re.sub(r"[\s_\-.·]+", "", unicodedata.normalize("NFKC", text).casefold())
 
 
 def friendly_name(config: dict[str, Any], device: dict[str, Any]) -> str:
@@ -139,14 +127,14 @@ def _value(config: dict[str, Any], template_key: str | None, variables: dict[str
     return str(variables["value"]).strip()
 
 
-def _text(value: Any) -> str:
+def payload_text(value: Any) -> str:
     """A configured payload as Home Assistant compares it: text (a JSON true is "True")."""
     return str(value)
 
 
 def _binary(config: dict[str, Any], value: str) -> str:
-    on = _text(config.get("state_on", config.get("payload_on", "ON")))
-    off = _text(config.get("state_off", config.get("payload_off", "OFF")))
+    on = payload_text(config.get("state_on", config.get("payload_on", "ON")))
+    off = payload_text(config.get("state_off", config.get("payload_off", "OFF")))
     if value == on:
         return ON
     if value == off:
@@ -211,8 +199,8 @@ def _availability(config: dict[str, Any], role: str, variables: dict[str, Any]) 
         item = config["availability"][int(role.split(":")[1])]
     template = item.get("value_template") or config.get("availability_template")
     value = templates.render(template, **variables) if template else str(variables["value"]).strip()
-    available = _text(item.get("payload_available", config.get("payload_available", "online")))
-    missing = _text(item.get("payload_not_available", config.get("payload_not_available", "offline")))
+    available = payload_text(item.get("payload_available", config.get("payload_available", "online")))
+    missing = payload_text(item.get("payload_not_available", config.get("payload_not_available", "offline")))
     if value == available:
         return True
     if value == missing:
@@ -261,11 +249,11 @@ def _state_select(config: dict[str, Any], variables: dict[str, Any], reading: Re
 def _state_cover(config: dict[str, Any], variables: dict[str, Any], reading: Reading) -> None:
     value = _value(config, "value_template", variables)
     for key, state in COVER_STATES.items():
-        if value == _text(config.get(key, state)):
+        if value == payload_text(config.get(key, state)):
             reading.state = state
             return
-    if value in (_text(config.get("payload_open", "OPEN")), _text(config.get("payload_close", "CLOSE"))):
-        reading.state = "open" if value == _text(config.get("payload_open", "OPEN")) else "closed"
+    if value in (payload_text(config.get("payload_open", "OPEN")), payload_text(config.get("payload_close", "CLOSE"))):
+        reading.state = "open" if value == payload_text(config.get("payload_open", "OPEN")) else "closed"
         return
     raise templates.TemplateProblem(f"{value[:60]!r} is not a cover state it declares")
 
@@ -279,7 +267,7 @@ def _position(config: dict[str, Any], variables: dict[str, Any], reading: Readin
 def _state_lock(config: dict[str, Any], variables: dict[str, Any], reading: Reading) -> None:
     value = _value(config, "value_template", variables)
     for key, (default, state) in LOCK_STATES.items():
-        if value == _text(config.get(key, default)):
+        if value == payload_text(config.get(key, default)):
             reading.state = state
             return
     raise templates.TemplateProblem(f"{value[:60]!r} is not a lock state it declares")
@@ -331,331 +319,3 @@ READERS: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any], Reading
     ("climate", "temperature_state"): _attribute("temperature", "temperature_state_template"),
     ("climate", "current_temperature"): _attribute("current_temperature", "current_temperature_template"),
 }
-
-
-# --- planning commands ---------------------------------------------------------------------------
-
-@dataclass
-class Plan:
-    """What to publish, and what the entity's state must show afterwards (None: it has no state to
-    show, or no state topic to show it on: the outcome can only be unconfirmed or, for a button,
-    taken by the broker)."""
-
-    messages: list[tuple[str, str]]
-    expect: Callable[[EntityRow], bool] | None
-    why_unconfirmable: str = ""
-
-
-def _payload(config: dict[str, Any], template_key: str, value: Any, **more: Any) -> str:
-    template = config.get(template_key)
-    if isinstance(template, str):
-        try:
-            return templates.render(template, value=value, **more)
-        except templates.TemplateProblem as exc:
-            raise Refusal(f"{template_key}: {exc}") from None
-    return value if isinstance(value, str) else json.dumps(value) if isinstance(value, dict | list) else _text(value)
-
-
-def _arg_number(args: dict[str, Any], name: str, low: float, high: float, step: float | None = None) -> float:
-    value = args.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise Refusal(f"args.{name}: a number is needed")
-    if not low <= value <= high:
-        raise Refusal(f"args.{name}: {value:g} is outside {low:g}..{high:g}")
-    if step and abs(round((value - low) / step) * step - (value - low)) > 1e-6:
-        raise Refusal(f"args.{name}: {value:g} is not a multiple of the step {step:g} from {low:g}")
-    return float(value)
-
-
-def _clean(number: float) -> int | float:
-    return int(number) if float(number).is_integer() else number
-
-
-def _has_state(config: dict[str, Any], key: str = "state_topic") -> bool:
-    return bool(config.get(key)) and not config.get("optimistic", False)
-
-
-def plan(entity: EntityRow, action: str, args: dict[str, Any]) -> Plan:
-    """The messages that carry out ``action``, or a Refusal; the entity's declared actions only."""
-    if action not in entity.actions:
-        declared = ", ".join(entity.actions) or "none: it is read-only"
-        raise Refusal(f"a {entity.component} takes {declared}; not {action!r}")
-    if entity.available is False:
-        raise Refusal(f"{entity.entity_id} is offline (its availability topic says so)")
-    config: dict[str, Any] = dict(entity.config)
-    planner = PLANNERS[entity.component]
-    return planner(entity, config, action, args)
-
-
-def _expect_state(state: str, config: dict[str, Any], key: str = "state_topic") -> tuple[
-        Callable[[EntityRow], bool] | None, str]:
-    if not _has_state(config, key):
-        return None, "it has no state topic (or is optimistic): the device cannot confirm"
-    return (lambda row: row.state == state), ""
-
-
-def _onoff(entity: EntityRow, action: str) -> bool:
-    if action == "toggle":
-        return entity.state != ON
-    return action == "turn_on"
-
-
-def _plan_switch(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    on = _onoff(entity, action)
-    payload = _payload(config, "command_template", _text(config.get("payload_on" if on else "payload_off",
-                                                                      "ON" if on else "OFF")))
-    expect, why = _expect_state(ON if on else OFF, config)
-    return Plan([(config["command_topic"], payload)], expect, why)
-
-
-def _plan_light(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    on = _onoff(entity, action)
-    scale = float(config.get("brightness_scale", 255))
-    brightness = _arg_number(args, "brightness", 0, 255) if "brightness" in args else None
-    color_temp = None
-    if "color_temp" in args:
-        color_temp = _arg_number(args, "color_temp", float(config.get("min_mireds", 153)),
-                                 float(config.get("max_mireds", 500)))
-    if (brightness is not None or color_temp is not None) and not on:
-        raise Refusal("brightness and color_temp go with turn_on")
-    device_brightness = round(brightness / 255 * scale) if brightness is not None else None
-    if config.get("schema") == "json":
-        body: dict[str, Any] = {"state": "ON" if on else "OFF"}
-        if device_brightness is not None:
-            body["brightness"] = device_brightness
-        if color_temp is not None:
-            body["color_temp"] = _clean(color_temp)
-        expect, why = _expect_state(ON if on else OFF, config)
-        if expect is not None and device_brightness is not None:
-            expect = _and(expect, lambda row: row.attributes.get("brightness") == device_brightness)
-        return Plan([(config["command_topic"], json.dumps(body))], expect, why)
-    messages: list[tuple[str, str]] = []
-    if device_brightness is not None:
-        if not config.get("brightness_command_topic"):
-            raise Refusal("it declares no brightness_command_topic")
-        messages.append((config["brightness_command_topic"],
-                         _payload(config, "brightness_command_template", device_brightness)))
-    if color_temp is not None:
-        if not config.get("color_temp_command_topic"):
-            raise Refusal("it declares no color_temp_command_topic")
-        messages.append((config["color_temp_command_topic"],
-                         _payload(config, "color_temp_command_template", _clean(color_temp))))
-    state = (config["command_topic"], _text(config.get("payload_on" if on else "payload_off", "ON" if on else "OFF")))
-    order = config.get("on_command_type", "last")
-    if not on or not messages:
-        messages = [state]
-    elif order == "first":
-        messages.insert(0, state)
-    elif order == "last":
-        messages.append(state)
-    expect, why = _expect_state(ON if on else OFF, config)
-    return Plan(messages, expect, why)
-
-
-def _and(first: Callable[[EntityRow], bool], second: Callable[[EntityRow], bool]) -> Callable[[EntityRow], bool]:
-    return lambda row: first(row) and second(row)
-
-
-def _plan_fan(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    if action != "set_value":
-        return _plan_switch(entity, config, action, args)
-    percentage = _arg_number(args, "value", 0, 100)
-    low, high = float(config.get("speed_range_min", 1)), float(config.get("speed_range_max", 100))
-    speed = 0 if percentage == 0 else math.ceil(percentage / 100 * (high - low + 1) + low - 1)
-    payload = _payload(config, "percentage_command_template", speed)
-    expect, why = _expect_state("", config, "percentage_state_topic")
-    if expect is not None:
-        expect = lambda row: row.attributes.get("percentage") is not None  # noqa: E731 - a changed reading
-    return Plan([(config["percentage_command_topic"], payload)], expect, why)
-
-
-def _plan_cover(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    if action == "set_value":
-        position = _arg_number(args, "value", 0, 100)
-        closed, opened = float(config.get("position_closed", 0)), float(config.get("position_open", 100))
-        device = _clean(round(closed + (opened - closed) * position / 100, 2))
-        template = config.get("set_position_template")
-        payload = templates.render(template, position=device, value=device) if isinstance(template, str) \
-            else _text(device)
-        expect, why = _expect_state("", config, "position_topic")
-        if expect is not None:
-            expect = lambda row: _near(row.attributes.get("position"), position, 1.0)  # noqa: E731
-        return Plan([(config["set_position_topic"], payload)], expect, why)
-    key, default, states = {"open": ("payload_open", "OPEN", ("open", "opening")),
-                            "close": ("payload_close", "CLOSE", ("closed", "closing")),
-                            "stop": ("payload_stop", "STOP", ())}[action]
-    payload = _payload(config, "command_template", _text(config.get(key, default)))
-    expect, why = (None, "stop has no state to wait for") if not states else _expect_state("", config)
-    if expect is not None:
-        expect = lambda row: row.state in states  # noqa: E731
-    return Plan([(config["command_topic"], payload)], expect, why)
-
-
-def _plan_lock(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    key, default, state = {"lock": ("payload_lock", "LOCK", "locked"), "unlock": ("payload_unlock", "UNLOCK",
-                                                                                  "unlocked"),
-                           "open": ("payload_open", "OPEN", "open")}[action]
-    payload = _payload(config, "command_template", _text(config.get(key, default)))
-    expect, why = _expect_state(state, config)
-    return Plan([(config["command_topic"], payload)], expect, why)
-
-
-def _plan_climate(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    modes = config.get("modes", CLIMATE_MODES)
-    if action == "set_temperature":
-        low, high = float(config.get("min_temp", 7)), float(config.get("max_temp", 35))
-        step = float(config.get("temp_step", config.get("precision", 0.5)) or 0.5)
-        temperature = _arg_number(args, "temperature", low, high, step)
-        payload = _payload(config, "temperature_command_template", _clean(temperature))
-        expect, why = _expect_state("", config, "temperature_state_topic")
-        if expect is not None:
-            expect = lambda row: row.attributes.get("temperature") == temperature  # noqa: E731
-        return Plan([(config["temperature_command_topic"], payload)], expect, why)
-    if action == "set_mode" or (action in ("turn_on", "turn_off") and not config.get("power_command_topic")):
-        mode = args.get("mode") if action == "set_mode" else ("off" if action == "turn_off" else next(
-            (m for m in ("heat", "auto", "cool") if m in modes), None))
-        if not isinstance(mode, str) or mode not in modes:
-            raise Refusal(f"args.mode: one of {', '.join(modes)}")
-        payload = _payload(config, "mode_command_template", mode)
-        expect, why = _expect_state(mode, config, "mode_state_topic")
-        return Plan([(config["mode_command_topic"], payload)], expect, why)
-    on = action == "turn_on"
-    payload = _text(config.get("payload_on" if on else "payload_off", "ON" if on else "OFF"))
-    return Plan([(config["power_command_topic"], payload)], None, "power has no state topic of its own")
-
-
-def _plan_button(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    payload = _payload(config, "command_template", _text(config.get("payload_press", "PRESS")))
-    return Plan([(config["command_topic"], payload)], None, "a button has no state")
-
-
-def _plan_value(entity: EntityRow, config: dict[str, Any], action: str, args: dict[str, Any]) -> Plan:
-    value = args.get("value")
-    if entity.component == "number":
-        number = _arg_number(args, "value", float(config.get("min", 1)), float(config.get("max", 100)),
-                             float(config.get("step", 1)) or None)
-        payload = _payload(config, "command_template", _clean(number))
-        expect, why = _expect_state("", config)
-        if expect is not None:
-            expect = lambda row: row.state is not None and _close(row.state, number)  # noqa: E731
-        return Plan([(config["command_topic"], payload)], expect, why)
-    if entity.component == "select":
-        if not isinstance(value, str) or value not in config.get("options", []):
-            raise Refusal(f"args.value: one of {', '.join(config.get('options', []))}")
-    else:
-        low, high = int(config.get("min", 0)), int(config.get("max", 255))
-        if not isinstance(value, str) or not low <= len(value) <= high:
-            raise Refusal(f"args.value: a text of {low} to {high} characters")
-        pattern = config.get("pattern")
-        if isinstance(pattern, str):
-            try:
-                matched = re.fullmatch(pattern, value, flags=0) is not None
-            except re.error:
-                raise Refusal("its pattern is not a regular expression") from None
-            if not matched:
-                raise Refusal(f"args.value: does not match {pattern!r}")
-    payload = _payload(config, "command_template", value)
-    expect, why = _expect_state(str(value), config)
-    return Plan([(config["command_topic"], payload)], expect, why)
-
-
-def _near(value: Any, number: float, within: float) -> bool:
-    return isinstance(value, int | float) and abs(value - number) < within
-
-
-def _close(text: str, number: float) -> bool:
-    try:
-        return abs(float(text) - number) < 1e-6
-    except ValueError:
-        return False
-
-
-PLANNERS: dict[str, Callable[[EntityRow, dict[str, Any], str, dict[str, Any]], Plan]] = {
-    "switch": _plan_switch, "light": _plan_light, "fan": _plan_fan, "cover": _plan_cover, "lock": _plan_lock,
-    "climate": _plan_climate, "button": _plan_button, "number": _plan_value, "select": _plan_value,
-    "text": _plan_value,
-}
-
-
-def describe_change(entity: EntityRow, before: str | None) -> str:
-    """The change as a sentence for memory: "Hall fan turned on", "Office temperature is 21.5 °C"."""
-    name, state = entity.name or entity.entity_id, entity.state
-    words = {ON: "turned on", OFF: "turned off", "locked": "was locked", "unlocked": "was unlocked",
-             "open": "opened", "closed": "closed", "opening": "is opening", "closing": "is closing",
-             "jammed": "is jammed", "stopped": "stopped"}
-    if entity.component in ("switch", "light", "fan", "binary_sensor", "lock", "cover") and state in words:
-        if entity.component == "binary_sensor" and entity.config.get("device_class") in ("door", "window", "opening"):
-            return f"{name} {'opened' if state == ON else 'closed'}"
-        return f"{name} {words[state]}"
-    unit = entity.config.get("unit_of_measurement")
-    if entity.component == "event":
-        return f"{name}: {state}"
-    if entity.component == "climate":
-        return f"{name} mode is {state}"
-    return f"{name} is {state}{' ' + unit if isinstance(unit, str) and unit else ''}" + (
-        f" (was {before})" if before is not None else "")
-
-
-# --- naming ----------------------------------------------------------------------------------------
-
-STOPWORDS = frozenset({"the", "a", "an", "my", "our", "please", "of", "in", "on", "at", "to", "is", "now"})
-CJK_STOP = "的把请将给"  # particles a name never needs ("一" is kept: 一号泵 is pump 1)
-READ_FIRST = ("sensor", "binary_sensor", "climate", "event")  # a name read, not commanded, means these first
-# What people call each kind of entity, besides its component's name (English and Chinese).
-COMPONENT_WORDS = {
-    "climate": "thermostat heating heater trv radiator hvac 温控 温控器 空调 暖气",
-    "cover": "blind curtain shade shutter 窗帘",
-    "lock": "door 锁 门锁", "light": "lamp 灯", "fan": "ventilator 风扇", "switch": "plug relay socket 开关 插座",
-    "sensor": "reading 传感器", "binary_sensor": "contact 门磁", "button": "按钮", "device": "设备",
-}
-
-
-def _tokens(text: str) -> set[str]:
-    """Words of Latin text; single characters and pairs of Han text (a Chinese name has no spaces)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    words = {w for w in re.findall(r"[a-z0-9]+", folded) if w not in STOPWORDS}
-    han = "".join(ch for ch in folded if "\u4e00" <= ch <= "\u9fff" and ch not in CJK_STOP)
-    words |= set(han) | {han[i:i + 2] for i in range(len(han) - 1)}
-    return words
-
-
-def _names_of(row: EntityRow, aliases: list[str]) -> list[str]:
-    return [row.entity_id, row.entity_id.split(".", 1)[1], row.name, *aliases]
-
-
-def match(query: str, rows: list[EntityRow], aliases: dict[str, list[str]], action: str | None = None) -> list[
-        EntityRow]:
-    """The entities ``query`` most likely means, best first (one when it is clear): an exact name, id or
-    alias; else the rows whose words cover the query's, most alike first; an action narrows to the
-    entities that take it, a read prefers sensors. Several left: the caller lists them."""
-    if action is not None:
-        rows = [row for row in rows if action in row.actions]
-    wanted = norm("".join(ch for ch in query if ch not in CJK_STOP))
-    exact = [row for row in rows if wanted in {norm(n) for n in _names_of(row, aliases.get(row.entity_id, []))}]
-    if exact:
-        return exact
-    asked = _tokens(query)
-    if not asked:
-        return []
-    scored: list[tuple[float, int, int, float, EntityRow]] = []
-    for row in rows:
-        named: set[str] = set()
-        for name in [*_names_of(row, aliases.get(row.entity_id, [])), row.area or ""]:
-            named |= _tokens(name.replace("_", " "))
-        kind = _tokens(" ".join([row.component.replace("_", " "), COMPONENT_WORDS.get(row.component, ""),
-                                 str(row.config.get("device_class") or "")]))
-        have = named | kind
-        covered = len(asked & have)
-        if covered * 2 < len(asked) or covered == 0:
-            continue
-        preferred = int(action is None and row.component in READ_FIRST)
-        # Words of its own names count before words of its kind ("plug" names the plug, not every switch).
-        scored.append((covered / len(asked), len(asked & named), preferred, covered / len(asked | have), row))
-    if not scored:
-        return []
-    scored.sort(key=lambda item: item[:4], reverse=True)
-    top = [item for item in scored if item[:3] == scored[0][:3]]
-    # Clearly the closest (its words barely go beyond the query's), or several that fit as well.
-    if len(top) == 1 or top[0][3] >= 1.5 * top[1][3]:
-        return [top[0][4]]
-    return [item[4] for item in top]

@@ -29,7 +29,7 @@ from appliance.protocol.site import (
     StateIn,
 )
 from appliance.protocol.store import MemoryIn
-from appliance.site.entities import describe_change
+from appliance.site.changes import describe_change
 from appliance.store.errors import Missing
 from appliance.store.longterm import LongTerm
 from appliance.store.sql import fetch_all, fetch_one

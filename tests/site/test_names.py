@@ -1,0 +1,31 @@
+"""Which entity a person means, in English and Chinese."""
+
+from __future__ import annotations
+
+from appliance.site import names
+from tests.sitesim import entity_row as row
+from tests.sitesim import every_bridge
+
+
+def test_names_are_found_by_their_words_in_english_and_chinese() -> None:
+    rows = [row(device.name) for device in every_bridge()]
+    aliases = {"switch.livingroom_relay": ["客厅继电器"], "climate.office_trv": ["办公室温控器"]}
+
+    def found(query: str, action: str | None = None) -> list[str]:
+        return [r.entity_id for r in names.match(query, rows, aliases, action)]
+
+    assert found("hall fan") == found("Hall_Fan") == ["switch.hall_fan"]
+    assert found("the front door", "unlock") == ["lock.front_door"]  # an action narrows to what takes it
+    assert found("door") == ["binary_sensor.front_door_contact"]  # a read prefers sensors
+    assert found("office temperature") == ["sensor.office_sensor_temperature"]
+    assert found("thermostat", "set_temperature") == ["climate.office_trv"]  # what people call a climate entity
+    assert found("客厅的继电器", "turn_on") == ["switch.livingroom_relay"]  # site.names, "的" aside
+    assert found("办公室温控器") == ["climate.office_trv"]
+    assert found("plug", "turn_on") == ["switch.workshop_plug_tasmota"]  # its own name beats its kind's words
+    assert set(found("temperature")) == {"sensor.office_sensor_temperature", "sensor.livingroom_temperature"}
+    assert found("the moon") == [] and found("") == []
+
+
+def test_names_are_forgiving_as_people_type_them() -> None:
+    assert names.norm("Hall Fan") == names.norm("hall_fan") == names.norm("HALL-FAN ")
+    assert names.norm("大厅 风扇") == names.norm("大厅风扇") and names.slug("大厅风扇") == ""
