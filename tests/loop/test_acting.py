@@ -4,9 +4,11 @@ confirmations, the taint rule, and the approval of an exact call through an agen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -15,9 +17,11 @@ from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher, call_fingerprint
 from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
+from appliance.loop import executor as executor_module
 from appliance.loop import tools
 from appliance.loop.executor import Executor, NeedsApproval
 from appliance.loop.planner import Step
+from appliance.loop.tools import OfferedTool
 from appliance.protocol.tasks import (
     STORE_TASK_CREATE,
     STORE_TASK_STEP,
@@ -121,3 +125,23 @@ async def test_an_agent_task_waits_for_approval_of_the_exact_call(tmp_path: Path
         agent.terminate()
         agent.wait(15)
         site.close()
+
+
+class HangingDispatcher:
+    """A fake dispatcher (said here, as the guide asks) whose every call hangs: the stand-in for a tool
+    whose service never answers, which a real dispatcher cannot be made to do on purpose."""
+
+    async def call(self, name: str, args: dict[str, object], caller: Caller) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_tool_that_hangs_times_out_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor_module, "TOOL_TIMEOUT_S", 0.2)
+    hanging = OfferedTool("get_entity", "entities.get", "An entity's state.", {"type": "object"}, "read")
+    executor = Executor(cast(Dispatcher, HangingDispatcher()), Caller("otto", Role.OPERATOR, "agent"),
+                        {"get_entity": hanging})
+    done = await executor.run(1, Step("get_entity", {"entity_id": "hall fan"}))
+    assert (done.outcome, done.detail) == ("timeout", "no answer within 0.2 s")
+    assert executor.value_of(1) is None  # a condition on it is skipped, never taken as true
+    assert executor.holds({"step": 1, "op": "==", "value": "on"}) == (False, "step 1 gave no value to compare")
