@@ -34,6 +34,7 @@ Rules:
 - To act only if a reading says so, read it first, then add "when": {"step": N, "op": ">", "value": X} to the act step.
 - Add "when" only if the user said if, unless or only when. Questions need reading steps only.
 - Where things are, what someone said, dates, procedures: search_memory. Repeating things: create_schedule.
+- Texts you write (notify, remember, alerts) are in the user's language. 打开/开启 is turn_on, 关闭/关掉 turn_off.
 - At most 6 steps. If the tools cannot do it, reply {"steps": []}.
 Examples:
 Goal: Turn on the hall fan
@@ -43,6 +44,9 @@ Goal: If the freezer is above -15 °C, start the freezer defrost
 "freezer defrost", "action": "turn_on"}, "when": {"step": 1, "op": ">", "value": -15}}]}
 Goal: 客厅的灯开着吗?
 {"steps": [{"tool": "get_entity", "args": {"entity_id": "客厅的灯"}}]}
+Goal: 打开仓库的灯,然后告诉工作人员
+{"steps": [{"tool": "set_entity", "args": {"entity_id": "仓库的灯", "action": "turn_on"}}, {"tool": "notify", \
+"args": {"text": "仓库的灯已打开", "kind": "alert"}}]}
 Goal: Set the office heating to 21.5 degrees and open the blind halfway
 {"steps": [{"tool": "set_entity", "args": {"entity_id": "office heating", "action": "set_temperature", "args": \
 {"temperature": 21.5}}}, {"tool": "set_entity", "args": {"entity_id": "blind", "action": "set_value", "args": \
@@ -68,11 +72,17 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
 
 
+def _grammar_pattern(pattern: Any) -> bool:
+    """Whether a pattern is worth spelling out in the grammar: short, and anchored at both ends, the
+    only form llama.cpp's schema converter takes (an unanchored one, like "\\S", it refuses)."""
+    return isinstance(pattern, str) and len(pattern) <= 80 and pattern.startswith("^") and pattern.endswith("$")
+
+
 def _compact(schema: Any) -> Any:
     if isinstance(schema, dict):
         return {key: _compact(value) for key, value in schema.items()
                 if key != "description" and not (key in BOUNDS and isinstance(value, int) and value > LONGEST_BOUND)
-                and not (key == "pattern" and len(str(value)) > 80)}
+                and not (key == "pattern" and not _grammar_pattern(value))}
     if isinstance(schema, list):
         return [_compact(item) for item in schema]
     return schema

@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
 from appliance.config import parse_config
 from appliance.control.caller import Caller, Role
@@ -61,6 +62,18 @@ async def test_the_plan_grammar_takes_only_offered_tools_with_their_arguments() 
     prompt = planner.system_prompt(chosen)
     assert "set_entity(entity_id: string, action: string, args?: object" in prompt
     assert len(prompt) < 4000  # well under 1,200 tokens; the run records the model's own count
+
+
+async def test_every_tool_an_admin_may_be_offered_becomes_a_grammar_llama_cpp_takes() -> None:
+    """The engine turns the plan's schema into a grammar with llama.cpp's converter, which refuses
+    some JSON Schema (an unanchored pattern); a tool it refused would make every goal offered that
+    tool fail before the model is asked."""
+    available = await offered(Role.ADMIN)
+    for tool in available.values():
+        grammar = str(json_schema_to_gbnf(json.dumps(planner.plan_schema([tool]))))
+        assert LlamaGrammar.from_string(grammar, verbose=False) is not None, tool.name
+    assert LlamaGrammar.from_string(str(json_schema_to_gbnf(json.dumps(planner.plan_schema(
+        list(available.values())[:tools.MAX_TOOLS])))), verbose=False) is not None
 
 
 def test_values_for_conditions_are_typed_never_free_text() -> None:
