@@ -53,12 +53,16 @@ def _names_of(row: EntityRow, aliases: list[str]) -> list[str]:
 def match(query: str, rows: list[EntityRow], aliases: dict[str, list[str]], action: str | None = None) -> list[
         EntityRow]:
     """The entities ``query`` most likely means, best first (one when it is clear): an exact name, id or
-    alias; else the rows whose words cover the query's, most alike first; an action narrows to the
+    alias (one such is meant even if it does not take ``action``: its own refusal then says what it
+    takes); else the rows whose words cover the query's, most alike first; an action narrows to the
     entities that take it, a read prefers sensors. Several left: the caller lists them."""
-    if action is not None:
-        rows = [row for row in rows if action in row.actions]
     wanted = norm("".join(ch for ch in query if ch not in CJK_STOP))
     exact = [row for row in rows if wanted in {norm(n) for n in _names_of(row, aliases.get(row.entity_id, []))}]
+    if len(exact) == 1:
+        return exact
+    if action is not None:
+        rows = [row for row in rows if action in row.actions]
+        exact = [row for row in exact if action in row.actions]
     if exact:
         return exact
     asked = _tokens(query)

@@ -29,3 +29,10 @@ def test_names_are_found_by_their_words_in_english_and_chinese() -> None:
 def test_names_are_forgiving_as_people_type_them() -> None:
     assert names.norm("Hall Fan") == names.norm("hall_fan") == names.norm("HALL-FAN ")
     assert names.norm("大厅 风扇") == names.norm("大厅风扇") and names.slug("大厅风扇") == ""
+
+
+def test_an_exact_name_is_meant_even_for_an_action_it_does_not_take() -> None:
+    """So that the entity's own refusal says what it takes, instead of "no entity called hall_fan"."""
+    rows = [row(device.name) for device in every_bridge()]
+    assert [r.entity_id for r in names.match("hall_fan", rows, {}, "unlock")] == ["switch.hall_fan"]
+    assert names.match("hall fan thing", rows, {}, "unlock") == []  # words alone: only what takes it

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from appliance.control.caller import Role
+from appliance.control.capabilities import kinds_for
 from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually, live, pids_with
 
 pytestmark = pytest.mark.slow
@@ -94,9 +96,10 @@ def test_a_viewer_sees_no_control_they_may_not_use(open_page: OpenPage) -> None:
     expect(page.locator("#task-list")).to_be_visible()
     expect(page.locator("#task-list button", has_text="Cancel")).to_have_count(0)
     expect(page.locator("#task-list button", has_text="Retry")).to_have_count(0)
-    # What the box's capabilities say a viewer may start: ask, search, and the action kind for the one
-    # action a viewer may run (heartbeat); nothing else is offered.
-    expect(page.locator("#task-form select[name=kind] option")).to_have_count(3)
+    # What the box's capabilities say a viewer may start: ask, search, agent, and the action kind for
+    # the one action a viewer may run (heartbeat); nothing else is offered.
+    expect(page.locator("#task-form select[name=kind] option")).to_have_count(len(kinds_for(Role.VIEWER)))
+    assert {kind.name for kind in kinds_for(Role.VIEWER)} == {"ask", "search", "agent", "action"}
     expect(page.locator("#known-actions option")).to_have_count(1)
     expect(page.locator("#known-actions option")).to_have_attribute("value", "heartbeat")
     visit(page, "schedules")
