@@ -22,6 +22,8 @@ OPS = (">", "<", ">=", "<=", "==", "!=")
 # dispatcher, which checks every call against the whole request model anyway.
 BOUNDS = ("maxLength", "minLength", "maxItems", "minItems")
 LONGEST_BOUND = 64
+# Escapes that match no quote, backslash or control character inside a JSON string.
+SAFE_ESCAPES = frozenset("dw.-_+*?()[]{}|^$/")
 CONDITIONAL = ("if ", "if,", "unless", "only when", "when ", "whenever", "in case",
                "如果", "假如", "要是", "若", "倘若", "的话")
 
@@ -73,9 +75,26 @@ class Plan:
 
 
 def _grammar_pattern(pattern: Any) -> bool:
-    """Whether a pattern is worth spelling out in the grammar: short, and anchored at both ends, the
-    only form llama.cpp's schema converter takes (an unanchored one, like "\\S", it refuses)."""
-    return isinstance(pattern, str) and len(pattern) <= 80 and pattern.startswith("^") and pattern.endswith("$")
+    """Whether a pattern may go into the grammar as it is. llama.cpp's converter takes only patterns
+    anchored at both ends, and puts the pattern's characters between the string's quotes as they
+    are: a negated class ("[^\\x00-\\x1f]"), a dot or an \\S would let the string swallow its own
+    closing quote and the rest of the plan. So only short patterns of listed characters are kept;
+    the dispatcher checks every call against the whole model anyway."""
+    if not (isinstance(pattern, str) and len(pattern) <= 80 and pattern.startswith("^") and pattern.endswith("$")):
+        return False
+    body, i = pattern[1:-1], 0
+    while i < len(body):
+        char = body[i]
+        if char == "[":
+            end = body.find("]", i + 2)
+            if end < 0 or body[i + 1] == "^" or '"' in body[i:end] or "\\" in body[i:end]:
+                return False
+            i = end + 1
+        elif char in '."' or (char == "\\" and body[i + 1:i + 2] not in SAFE_ESCAPES):
+            return False
+        else:
+            i += 2 if char == "\\" else 1
+    return True
 
 
 def _compact(schema: Any) -> Any:
