@@ -37,6 +37,7 @@ Rules:
 - Add "when" only if the user said if, unless or only when. Questions need reading steps only.
 - Where things are, what someone said, dates, procedures: search_memory. Repeating things: create_schedule.
 - Texts you write (notify, remember, alerts) are in the user's language. 打开/开启 is turn_on, 关闭/关掉 turn_off.
+- Blinds, doors and valves: "open" and "close" are actions; a percentage is set_value.
 - At most 6 steps. If the tools cannot do it, reply {"steps": []}.
 Examples:
 Goal: Turn on the hall fan
@@ -49,10 +50,10 @@ Goal: 客厅的灯开着吗?
 Goal: 打开仓库的灯,然后告诉工作人员
 {"steps": [{"tool": "set_entity", "args": {"entity_id": "仓库的灯", "action": "turn_on"}}, {"tool": "notify", \
 "args": {"text": "仓库的灯已打开", "kind": "alert"}}]}
-Goal: Set the office heating to 21.5 degrees and open the blind halfway
+Goal: Set the office heating to 21.5 degrees and the awning to 30 %
 {"steps": [{"tool": "set_entity", "args": {"entity_id": "office heating", "action": "set_temperature", "args": \
-{"temperature": 21.5}}}, {"tool": "set_entity", "args": {"entity_id": "blind", "action": "set_value", "args": \
-{"value": 50}}}]}
+{"temperature": 21.5}}}, {"tool": "set_entity", "args": {"entity_id": "awning", "action": "set_value", "args": \
+{"value": 30}}}]}
 Goal: Where is the ladder?
 {"steps": [{"tool": "search_memory", "args": {"q": "ladder"}}]}
 Goal: Every weekday at 7:00 remind the staff to water the plants
@@ -97,14 +98,31 @@ def _grammar_pattern(pattern: Any) -> bool:
     return True
 
 
+# Any JSON value, spelled out: llama.cpp's converter reads an empty schema ({}, what a JsonValue
+# field gives) as "an object", which would leave {"temperature": 21.5} impossible to write.
+ANY_VALUE = {"anyOf": [{"type": kind} for kind in ("number", "string", "boolean", "null", "object", "array")]}
+
+
 def _compact(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {key: _compact(value) for key, value in schema.items()
-                if key != "description" and not (key in BOUNDS and isinstance(value, int) and value > LONGEST_BOUND)
-                and not (key == "pattern" and not _grammar_pattern(value))}
-    if isinstance(schema, list):
-        return [_compact(item) for item in schema]
-    return schema
+    """A JSON schema as the grammar needs it (every value here is a schema, never a keyword's data)."""
+    if schema == {} or schema is True:
+        return ANY_VALUE
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "description" or (key in BOUNDS and isinstance(value, int) and value > LONGEST_BOUND) or (
+                key == "pattern" and not _grammar_pattern(value)):
+            continue
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            kept[key] = {name: _compact(sub) for name, sub in value.items()}
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+            kept[key] = [_compact(sub) for sub in value]
+        elif key in ("items", "additionalProperties", "not"):
+            kept[key] = _compact(value)
+        else:
+            kept[key] = value
+    return kept
 
 
 def _kind(schema: dict[str, Any]) -> str:

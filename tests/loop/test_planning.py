@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import jsonschema
@@ -72,6 +73,9 @@ async def test_every_tool_an_admin_may_be_offered_becomes_a_grammar_llama_cpp_ta
     for tool in available.values():
         grammar = str(json_schema_to_gbnf(json.dumps(planner.plan_schema([tool]))))
         assert LlamaGrammar.from_string(grammar, verbose=False) is not None, tool.name
+        # A free-form value (set_entity's args, an action's args) is any JSON value, not only an object
+        # (what the converter makes of an empty schema): {"temperature": 21.5} must be writable.
+        assert not re.search(r"-value ::= object\s*$", grammar, re.MULTILINE), tool.name
     assert LlamaGrammar.from_string(str(json_schema_to_gbnf(json.dumps(planner.plan_schema(
         list(available.values())[:tools.MAX_TOOLS])))), verbose=False) is not None
 
@@ -129,3 +133,9 @@ def test_a_memory_answer_quotes_what_staff_wrote_before_what_a_device_or_documen
 def test_only_patterns_of_listed_characters_go_into_the_grammar(pattern: str, kept: bool) -> None:
     schema = planner._compact({"type": "string", "pattern": pattern})
     assert ("pattern" in schema) == kept
+
+
+def test_an_empty_schema_is_any_value_and_an_empty_property_list_stays_empty() -> None:
+    compact = planner._compact({"type": "object", "properties": {"args": {}}, "additionalProperties": True})
+    assert compact["properties"]["args"] == planner.ANY_VALUE and compact["additionalProperties"] == planner.ANY_VALUE
+    assert planner._compact({"type": "object", "properties": {}}) == {"type": "object", "properties": {}}
