@@ -123,6 +123,8 @@ unshare --mount --pid --fork --propagation private bash -c "$inner" inner "$root
   grep -h '^bootstrap: installed' "$log" | sed 's/^/  /' || true
   grep -h -E '^check-fresh: (all services ready|make test)' "$log" | sed 's/^check-fresh: /  /' || true
   grep -h -E '[0-9]+ passed' "$log" | tail -1 | sed 's/^/  pytest: /' || true
+  # The failing tests by name: CI shows only the tail of this output, never the log itself.
+  grep -h -E '^(FAILED|ERROR) ' "$log" | sed 's/^/  /' || true
 } | tee -a "$log" >&2
 say "total $(( $(date +%s) - started )) s; log: $log"
 exit $status
