@@ -326,7 +326,9 @@ class MqttService(Service[Mqtt]):
         if self.link is None or self.link.lost.is_set():
             raise LinkDownIpc(f"not connected to the broker: {self._broker_problem}")
         try:
-            mid = await self.link.publish(request.topic, json.dumps(request.payload).encode(), retain=request.retain)
+            # UTF-8, not \u escapes: staff read alerts in their language with any MQTT client.
+            body = json.dumps(request.payload, ensure_ascii=False).encode()
+            mid = await self.link.publish(request.topic, body, retain=request.retain)
         except LinkDown as exc:
             raise LinkDownIpc(str(exc)) from None
         return Published(topic=request.topic, mid=mid)

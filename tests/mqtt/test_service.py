@@ -20,7 +20,14 @@ import yaml
 from appliance.config import ApplianceConfig, load_config
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH, SAMPLES
-from appliance.protocol.devices import STORE_DEVICES, STORE_QUARANTINE, DeviceQuery, QuarantineQuery
+from appliance.protocol.devices import (
+    MQTT_PUBLISH,
+    STORE_DEVICES,
+    STORE_QUARANTINE,
+    DeviceQuery,
+    Publish,
+    QuarantineQuery,
+)
 from appliance.protocol.store import STORE_STATS
 from tests.helpers import Publisher, eventually_async, serve, start_mosquitto, wait_ready, write_config
 
@@ -75,8 +82,16 @@ async def test_events_quarantine_and_availability(config_file: Path, broker: int
         await eventually_async(lambda: _online(peers, "door-1", False), 10, "door-1 offline")
         health = await peers.mqtt.call(HEALTH)
         assert "4 stored, 1 duplicates, 3 quarantined, 0 throttled" in health.detail, health.detail
+        device.subscribe("site/alerts")
+        await peers.mqtt.call(MQTT_PUBLISH, Publish(topic="site/alerts", payload={"text": "冷库报警"}))
+        await eventually_async(lambda: _true(device.received), 10, "the published alert")
+        assert device.received[0].payload == '{"text": "冷库报警"}'.encode()  # UTF-8, no \u escapes
     finally:
         device.close()
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
 
 
 async def _quarantined(peers: Peers, count: int) -> bool:
