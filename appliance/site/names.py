@@ -4,7 +4,8 @@
 - ``slug``: a name as an entity id's object part (ASCII; a Chinese name has none, and the id then
   comes from the config's unique_id or topic).
 - ``match``: an exact name, id or alias (site.names) first; else the entities whose words cover the
-  query's, most alike first; one when it is clear, several for the caller to list.
+  query's, most alike first (the action only breaks ties: a worse fit is never acted on because a
+  better one does not take the action); one when it is clear, several for the caller to list.
 """
 
 from __future__ import annotations
@@ -54,14 +55,13 @@ def match(query: str, rows: list[EntityRow], aliases: dict[str, list[str]], acti
         EntityRow]:
     """The entities ``query`` most likely means, best first (one when it is clear): an exact name, id or
     alias (one such is meant even if it does not take ``action``: its own refusal then says what it
-    takes); else the rows whose words cover the query's, most alike first; an action narrows to the
-    entities that take it, a read prefers sensors. Several left: the caller lists them."""
+    takes); else the rows whose words cover the query's, most alike first; among equally good fits
+    those that take the action, or for a read the sensors. Several left: the caller lists them."""
     wanted = norm("".join(ch for ch in query if ch not in CJK_STOP))
     exact = [row for row in rows if wanted in {norm(n) for n in _names_of(row, aliases.get(row.entity_id, []))}]
     if len(exact) == 1:
         return exact
     if action is not None:
-        rows = [row for row in rows if action in row.actions]
         exact = [row for row in exact if action in row.actions]
     if exact:
         return exact
@@ -71,16 +71,20 @@ def match(query: str, rows: list[EntityRow], aliases: dict[str, list[str]], acti
     scored: list[tuple[float, int, int, float, EntityRow]] = []
     for row in rows:
         named: set[str] = set()
-        for name in [*_names_of(row, aliases.get(row.entity_id, [])), row.area or ""]:
+        for name in _names_of(row, aliases.get(row.entity_id, [])):
             named |= _tokens(name.replace("_", " "))
         kind = _tokens(" ".join([row.component.replace("_", " "), COMPONENT_WORDS.get(row.component, ""),
                                  str(row.config.get("device_class") or "")]))
-        have = named | kind
+        have = named | kind | _tokens(row.area or "")
         covered = len(asked & have)
         if covered * 2 < len(asked) or covered == 0:
             continue
-        preferred = int(action is None and row.component in READ_FIRST)
-        # Words of its own names count before words of its kind ("plug" names the plug, not every switch).
+        # The name decides; the action (or, for a read, being a sensor) only breaks a tie. An entity
+        # that fits better but does not take the action is still the one meant: its refusal says
+        # what it takes, where a worse fit would act on the wrong device.
+        preferred = int(action in row.actions if action is not None else row.component in READ_FIRST)
+        # Words of its own names count before words of its kind or area ("plug" names the plug, not
+        # every switch; "living room blind" names the blind, not the living room's relay).
         scored.append((covered / len(asked), len(asked & named), preferred, covered / len(asked | have), row))
     if not scored:
         return []

@@ -35,4 +35,17 @@ def test_an_exact_name_is_meant_even_for_an_action_it_does_not_take() -> None:
     """So that the entity's own refusal says what it takes, instead of "no entity called hall_fan"."""
     rows = [row(device.name) for device in every_bridge()]
     assert [r.entity_id for r in names.match("hall_fan", rows, {}, "unlock")] == ["switch.hall_fan"]
-    assert names.match("hall fan thing", rows, {}, "unlock") == []  # words alone: only what takes it
+    assert [r.entity_id for r in names.match("hall fan thing", rows, {}, "unlock")] == ["switch.hall_fan"]
+
+
+def test_a_worse_fit_is_never_acted_on_because_the_better_one_does_not_take_the_action() -> None:
+    """"Turn on the living room blind": the blind is meant (and refuses turn_on, saying it takes open),
+    not the living room relay, which fits two of the three words but does take turn_on."""
+    rows = [row(device.name) for device in every_bridge()]
+
+    def found(query: str, action: str | None = None) -> list[str]:
+        return [r.entity_id for r in names.match(query, rows, {}, action)]
+
+    assert found("living room blind", "turn_on") == found("living room blind", "open") == ["cover.living_blind"]
+    assert found("living room relay", "turn_on") == ["switch.livingroom_relay"]
+    assert "switch.livingroom_relay" not in found("living room blind", "turn_off")
