@@ -36,8 +36,9 @@ Rules:
 - To act only if a reading says so, read it first, then add "when": {"step": N, "op": ">", "value": X} to the act step.
 - Add "when" only if the user said if, unless or only when. Questions need reading steps only.
 - Where things are, what someone said, dates, procedures: search_memory. Repeating things: create_schedule.
-- Texts you write (notify, remember, alerts) are in the user's language. 打开/开启 is turn_on, 关闭/关掉 turn_off.
-- Blinds, doors and valves: "open" and "close" are actions; a percentage is set_value.
+- Texts you write (notify, remember, alerts) are in the user's language.
+- 打开/开启 is turn_on, 关闭/关掉/关上 turn_off; but blinds, curtains (窗帘), doors and valves take open
+  and close, and a percentage is set_value.
 - At most 6 steps. If the tools cannot do it, reply {"steps": []}.
 Examples:
 Goal: Turn on the hall fan
