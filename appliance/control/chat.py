@@ -30,6 +30,7 @@ from appliance.protocol.store import (
     RingRead,
 )
 
+NO_REPLY = "(no reply)"  # what an empty answer is remembered and shown as
 SYSTEM_PROMPT = ("You are the assistant of an on-site appliance. Answer briefly and plainly. When the numbered "
                  "notes below help, use them and cite them as [1], [2]; do not invent facts that are not there.")
 SNIPPET_CHARS = 400
@@ -109,7 +110,7 @@ async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
                 yield ChatEvent(type="token", text=chunk.text)
                 continue
             if request.conversation:
-                for role, text in (("user", request.message), ("assistant", "".join(pieces) or "(no reply)")):
+                for role, text in (("user", request.message), ("assistant", "".join(pieces) or NO_REPLY)):
                     await ctx.peers.store.call(STORE_RING_APPEND, RingEntryIn(
                         conversation=request.conversation, role=role, text=text[:65536]))
             # Notes are the system message's last lines: those the engine left out to fit were not used.

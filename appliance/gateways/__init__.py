@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from appliance.control.caller import Caller
-from appliance.control.chat import chat_reply
+from appliance.control.chat import NO_REPLY, chat_reply
 from appliance.control.dispatcher import Dispatcher
 
 
@@ -83,7 +83,9 @@ def agent_reply(dispatcher: Dispatcher, caller: Caller, *, max_tokens: int = 256
         if message.text.startswith(AGENT_PREFIX) and message.text[len(AGENT_PREFIX):].strip():
             return await _goal(dispatcher, caller, message.text[len(AGENT_PREFIX):].strip())
         request = {"message": message.text, "conversation": conversation_id(message), "max_tokens": max_tokens}
-        return (await chat_reply(dispatcher, request, caller)).with_sources()
+        answer = (await chat_reply(dispatcher, request, caller)).with_sources()
+        # Silence on a chat platform reads as "the box is down": say that the model had nothing.
+        return answer if answer.strip() else NO_REPLY
 
     return reply
 

@@ -5,13 +5,15 @@ necessity (a gateway needs a platform); the agent, the store and the engine behi
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from appliance.config import load_config
 from appliance.control.caller import Caller, Role
+from appliance.control.chat import NO_REPLY, ChatEvent
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.gateways import ChatGateway, InboundMessage, agent_reply, conversation_id
@@ -58,6 +60,23 @@ async def test_what_comes_in_is_answered_by_the_agent(config_file: Path, service
     assert conversation == "c1" and reply.strip()
     ring = await peers.store.call(STORE_RING_READ, RingRead(conversation="recorder-c1-ada"))
     assert [entry.role for entry in ring.entries] == ["user", "assistant"]  # the chat's own conversation
+
+
+class SilentModel:
+    """A fake dispatcher whose `chat` streams only its end: a model that answered nothing (a tiny
+    random model does that on some machines, so the real one cannot pin this case)."""
+
+    async def stream(self, name: str, request: object, caller: Caller) -> AsyncIterator[ChatEvent]:
+        assert name == "chat"
+        yield ChatEvent(type="done")
+
+
+async def test_an_empty_answer_is_still_answered() -> None:
+    """Silence on a chat platform would read as "the box is down"."""
+    gateway = Recorder()
+    gateway.register_handler(agent_reply(cast(Dispatcher, SilentModel()), Caller("recorder", Role.VIEWER, "agent")))
+    await gateway.deliver(InboundMessage("recorder", "c1", "ada", "hello"))
+    assert gateway.sent == [("c1", NO_REPLY)]
 
 
 async def test_the_webhook_gateway_queues_in_the_outbox(config_file: Path, services: StartServices) -> None:
