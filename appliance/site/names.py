@@ -61,8 +61,8 @@ def match(query: str, rows: list[EntityRow], aliases: dict[str, list[str]], acti
     exact = [row for row in rows if wanted in {norm(n) for n in _names_of(row, aliases.get(row.entity_id, []))}]
     if len(exact) == 1:
         return exact
-    if action is not None:
-        exact = [row for row in exact if action in row.actions]
+    if action is not None:  # several of that name: those that take the action, else all of them to list
+        exact = [row for row in exact if action in row.actions] or exact
     if exact:
         return exact
     asked = _tokens(query)

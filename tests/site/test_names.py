@@ -49,3 +49,7 @@ def test_a_worse_fit_is_never_acted_on_because_the_better_one_does_not_take_the_
     assert found("living room blind", "turn_on") == found("living room blind", "open") == ["cover.living_blind"]
     assert found("living room relay", "turn_on") == ["switch.livingroom_relay"]
     assert "switch.livingroom_relay" not in found("living room blind", "turn_off")
+    # Two entities of that exact name, neither unlocks: both are listed, never the "hall fan lock".
+    twins = [row("hall_fan"), row("hall_fan").model_copy(update={"entity_id": "fan.hall_fan"}),
+             row("front_door").model_copy(update={"entity_id": "lock.hall_fan_lock", "name": "hall fan lock"})]
+    assert {r.entity_id for r in names.match("hall fan", twins, {}, "unlock")} == {"switch.hall_fan", "fan.hall_fan"}
