@@ -38,8 +38,13 @@ fi
 
 broker_pid=
 if [[ $host == 127.0.0.1 || $host == localhost ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  mkdir -p var
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" > var/mosquitto.conf
+  # The shipped broker settings (persistent queues limited by bytes, not 1,000 messages) plus a
+  # loopback listener and a persistence folder of our own.
+  mkdir -p var/mosquitto
+  { printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence_location %s/\n' "$port" "$PWD/var/mosquitto"
+    # As root it would switch to the mosquitto user, who may not reach this folder (/root is 0700).
+    if [[ $EUID -eq 0 ]]; then echo "user root"; fi
+    cat config/mosquitto/appliance.conf; } > var/mosquitto.conf
   "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -c var/mosquitto.conf &
   broker_pid=$!
   echo "started mosquitto on 127.0.0.1:$port (pid $broker_pid)" >&2

@@ -39,6 +39,8 @@ from appliance.protocol.common import HEALTH, ServiceState
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -167,8 +169,8 @@ def start_mosquitto(folder: Path, *settings: str, port: int | None = None, host:
     """A real mosquitto on ``host`` (in network namespace ``netns`` if given) with these extra lines
     of configuration; returns once it listens.
 
-    Sessions and queues as a site broker should be set up for the appliance: no cap on queued
-    QoS 1 messages, so nothing is dropped while the bridge is away (docs/mqtt.md).
+    Sessions and queues as the box ships them for a site broker (config/mosquitto/appliance.conf,
+    the same file `make run` starts its broker with), persisted in ``folder``.
     """
     import shutil
 
@@ -176,9 +178,10 @@ def start_mosquitto(folder: Path, *settings: str, port: int | None = None, host:
     port = port or free_port()
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "mosquitto.conf"
-    lines = [f"listener {port} {host}", "persistence false", "max_queued_messages 0", "max_inflight_messages 0",
+    shipped = (REPO / "config" / "mosquitto" / "appliance.conf").read_text().splitlines()
+    lines = [f"listener {port} {host}", f"persistence_location {folder}/", "max_inflight_messages 0",
              # As root it would switch to the mosquitto user, who cannot read files in a private tmp_path.
-             *(["user root"] if os.geteuid() == 0 else []), *settings]
+             *(["user root"] if os.geteuid() == 0 else []), *shipped, *settings]
     if not any(line.startswith(("allow_anonymous", "password_file")) for line in settings):
         lines.append("allow_anonymous true")
     conf.write_text("\n".join(lines) + "\n")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
 from appliance.config.base import Section
+
+# A device id as the topics carry it (protocol/devices.py's DEVICE_ID; config imports no protocol).
+DeviceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
 class TlsClientConfig(Section):
@@ -109,8 +112,12 @@ class MqttConfig(Section):
     max_json_depth: int = Field(8, ge=1, le=64)
     dedupe_window_s: float = Field(600.0, ge=1, le=7 * 86_400,
                                    description="a payload without an id is a duplicate if seen again this soon")
-    device_rate_per_s: float = Field(50.0, gt=0, le=100_000, description="sustained events per device")
+    device_rate_per_s: float = Field(50.0, gt=0, le=100_000,
+                                     description="sustained events per device; faster ones are stored marked flood")
     device_burst: int = Field(200, ge=1, le=1_000_000, description="events a device may send at once")
+    drop_flood_devices: list[DeviceName] = Field(
+        default_factory=list, max_length=10_000,
+        description="devices whose events past the rate are dropped (acknowledged and counted), not stored")
     batch_max: int = Field(500, ge=1, le=10_000, description="events committed to the store together")
     batch_wait_s: float = Field(0.01, ge=0, le=5, description="longest an event waits for its batch")
     command_topic: str = Field("devices/{device}/commands", min_length=1, max_length=256)

@@ -12,9 +12,12 @@ first, then events, then entity states, so a state that arrives with its entity'
 finds it; the rows a batch changed are handed to ``on_states``.
 
 A batch goes to the store when it holds mqtt.batch_max events or its first event has waited
-mqtt.batch_wait_s. Each device has a token bucket (mqtt.device_rate_per_s, mqtt.device_burst):
-a flooding device's excess is acknowledged and counted as rate_limited (one sample and one
-warning a minute), so it can neither fill the store nor slow the other devices.
+mqtt.batch_wait_s. Each device has a token bucket (mqtt.device_rate_per_s, mqtt.device_burst).
+Flood protection limits cost, never data: an event past the bucket is stored all the same,
+marked ``flood`` in its metadata and counted per device (one warning a minute), because the
+broker acknowledged it and a device that flushes its backlog after an outage sends exactly such
+a burst. Only a device named in mqtt.drop_flood_devices has its excess dropped: acknowledged,
+counted as rate_limited, one sample a minute kept in quarantine.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Bucket:
     tokens: float
     at: float
     warned_at: float = 0.0
-    dropped: int = 0
+    over: int = 0  # events past the rate, ever (stored as flood, or dropped where so configured)
 
 
 @dataclass
@@ -88,7 +91,8 @@ class Ingest:
         self._buckets: dict[str, Bucket] = {}
         self._ready = asyncio.Event()
         self.problem: str | None = None  # why the store is not taking batches, while it is not
-        self.stored = self.duplicates = self.rejected = self.throttled = 0
+        self.stored = self.duplicates = self.rejected = self.throttled = self.flooded = 0
+        self._drop_flood = frozenset(config.drop_flood_devices)
         # Told what each batch changed: the states, and the entities announced and withdrawn.
         self.on_states: Callable[[StatesStored], Awaitable[None]] | None = None
         self.on_entities: Callable[[list[EntityConfig], list[str]], Awaitable[None]] | None = None
@@ -129,8 +133,10 @@ class Ingest:
         else:
             if self._allowed(event.device, now):
                 self.pending.events.append(event)
-            else:
+            elif event.device in self._drop_flood:
                 self._throttle(event, message, now)
+            else:
+                self._flood(event, now)
         self._take(message)
 
     def _allowed(self, device: str, now: float) -> bool:
@@ -147,16 +153,32 @@ class Ingest:
             return True
         return False
 
+    def flood_counts(self) -> dict[str, int]:
+        """Events past the rate per device, the most first (stored as flood, or dropped where configured)."""
+        return dict(sorted(((d, b.over) for d, b in self._buckets.items() if b.over), key=lambda i: -i[1]))
+
+    def _flood(self, event: EventIn, now: float) -> None:
+        bucket = self._buckets[event.device]
+        bucket.over += 1
+        self.flooded += 1
+        self.pending.events.append(event.model_copy(update={"flood": True}))
+        self.metrics.inc("appliance_mqtt_flood_events_total", "events past a device's rate, stored marked flood")
+        if now - bucket.warned_at >= WARN_EVERY_S:
+            self.log.warning("device %s sends faster than %g events/s: its events are stored marked flood "
+                             "(%d so far)", event.device, self.config.device_rate_per_s, bucket.over,
+                             extra={"DEVICE_ID": event.device})
+            bucket.warned_at = now
+
     def _throttle(self, event: EventIn, message: Incoming, now: float) -> None:
         bucket = self._buckets[event.device]
-        bucket.dropped += 1
+        bucket.over += 1
         self.throttled += 1
         self.pending.throttled += 1
         self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", outcome="rate_limited")
         if now - bucket.warned_at >= WARN_EVERY_S:
-            self.log.warning("device %s sends faster than %g events/s: throttled (%d dropped so far)",
-                             event.device, self.config.device_rate_per_s, bucket.dropped,
-                             extra={"DEVICE_ID": event.device})
+            self.log.warning("device %s sends faster than %g events/s: dropped as configured "
+                             "(mqtt.drop_flood_devices; %d so far)", event.device, self.config.device_rate_per_s,
+                             bucket.over, extra={"DEVICE_ID": event.device})
             bucket.warned_at = now
             self.pending.quarantined.append(QuarantineIn(
                 kind="rate_limited", reason=f"over {self.config.device_rate_per_s:g} events/s; dropped, counted",

@@ -60,6 +60,9 @@ MAX_BACKOFF_S = 30.0
 HOME_ASSISTANT = Caller("homeassistant", Role.VIEWER, "mqtt")
 CHAT = Caller("mqtt:chat", Role.VIEWER, "mqtt")
 DISCOVERY_DELAY_S = (0.5, 5.0)  # Home Assistant asks for a random delay before re-announcing
+# mosquitto's count of messages it dropped on full queues since it started (published every sys_interval,
+# 10 s by default); other brokers, or an ACL, may not give it: then health says it is not readable.
+BROKER_DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
 
 
 class MqttService(Service[Mqtt]):
@@ -89,6 +92,8 @@ class MqttService(Service[Mqtt]):
         self._state_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._stored_at_last_state = (0, time.monotonic())
+        self._broker_dropped: int | None = None  # the broker's $SYS counter, last read
+        self._broker_dropped_at_connect: int | None = None
         self.metrics.gauge("appliance_mqtt_outbox_pending", "items waiting to go upstream", lambda: self.outbox.pending)
         self.metrics.gauge("appliance_mqtt_outbox_oldest_age_seconds", "age of the oldest item waiting to go upstream",
                            lambda: time.time() - self.outbox.oldest_at if self.outbox.oldest_at else 0.0)
@@ -152,8 +157,10 @@ class MqttService(Service[Mqtt]):
         health, i = super().health(), self.ingest
         oldest = f", oldest {time.time() - self.outbox.oldest_at:.0f} s" if self.outbox.oldest_at else ""
         site = f"; {self.site.summary()}" if self.site is not None else ""
-        counts = (f"{i.stored} stored, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} "
-                  f"throttled{site}; "
+        flood = (f", {i.flooded} past a device's rate stored as flood (most: "
+                 + ", ".join(f"{d} {n}" for d, n in list(i.flood_counts().items())[:3]) + ")") if i.flooded else ""
+        counts = (f"{i.stored} stored{flood}, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} "
+                  f"dropped as configured{site}; {self._broker_drops()}; "
                   f"network {'up' if self.network.online else 'down'} ({self.network.why}); "
                   f"outbox {self.outbox.pending} waiting{oldest}")
         return health.model_copy(update={"detail": f"{health.detail} ({counts})"})
@@ -183,6 +190,8 @@ class MqttService(Service[Mqtt]):
                 await link.subscribe([*cfg.topics, *cfg.availability_topics, self.commander.response_topic,
                                       *(self.topics.commands if cfg.home_assistant.enabled else []),
                                       *([cfg.chat.in_topic] if cfg.chat.enabled else [])])
+                self._broker_dropped_at_connect = None
+                await link.subscribe([BROKER_DROPPED_TOPIC], qos=0)  # refused by an ACL: simply never comes
                 if self.site is not None:
                     site_filters = self.site.filters()
                     for start in range(0, len(site_filters), 200):
@@ -224,6 +233,9 @@ class MqttService(Service[Mqtt]):
         if topic == self.commander.response_topic:
             self.commander.on_response(message)
             message.ack()
+        elif topic == BROKER_DROPPED_TOPIC:
+            self._on_broker_dropped(message.payload)
+            message.ack()
         elif cfg.home_assistant.enabled and topic in self.topics.commands:
             message.ack()
             self._background(self._home_assistant(topic, message.payload))
@@ -236,6 +248,31 @@ class MqttService(Service[Mqtt]):
             self.site.offer(message, self.ingest)
         else:
             self.ingest.offer(message)
+
+    def _on_broker_dropped(self, payload: bytes) -> None:
+        try:
+            count = int(payload.strip())
+        except ValueError:
+            return
+        if self._broker_dropped_at_connect is None:
+            self._broker_dropped_at_connect = count
+            if count:
+                self.log.warning("the broker has dropped %d messages since it started (full queues): check its "
+                                 "max_queued_messages and max_queued_bytes (docs/mqtt.md)", count)
+        elif self._broker_dropped is not None and count > self._broker_dropped:
+            self.log.warning("the broker dropped %d more messages (%d since it started): its queues are full",
+                             count - self._broker_dropped, count)
+        self._broker_dropped = count
+        self.metrics.set("appliance_mqtt_broker_dropped_messages", "messages the broker dropped on full queues "
+                         "since it started ($SYS)", float(count))
+
+    def _broker_drops(self) -> str:
+        if self._broker_dropped is None:
+            return "broker drops not known (no $SYS counter yet)"
+        if not self._broker_dropped:
+            return "broker dropped nothing"
+        return (f"warning: the broker dropped {self._broker_dropped} messages on full queues since it started "
+                f"(its queue limits: docs/mqtt.md)")
 
     async def _availability(self, message: Incoming) -> None:
         """``online``/``offline`` on a device's availability topic (or its last will) into the registry."""

@@ -28,6 +28,7 @@ class EventIn(Message):
     key: str = Field(min_length=1, max_length=200, description="id:<payload id> or h:<content hash>: the dedupe key")
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="the payload as received")
     received_at: float
+    flood: bool = Field(False, description="sent faster than the device's rate: stored, marked, counted")
 
 
 class EventBatch(Message):

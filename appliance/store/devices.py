@@ -94,7 +94,10 @@ class DeviceBook:
                 if not self._is_new(event, now):
                     duplicates += 1
                     continue
-                metadata = {"topic": event.topic, "event": event.kind, "type": event.type, "ts": event.ts}
+                metadata: dict[str, object] = {"topic": event.topic, "event": event.kind, "type": event.type,
+                                               "ts": event.ts}
+                if event.flood:
+                    metadata["flood"] = True
                 self.longterm.insert(MemoryIn(text=event.text, kind="event", source=event.device,
                                               metadata=metadata, created_at=event.received_at))
                 count = latest.get(event.device, (0, event))[0]

@@ -81,7 +81,8 @@ async def test_events_quarantine_and_availability(config_file: Path, broker: int
         device.publish("devices/door-1/availability", "offline", retain=True)
         await eventually_async(lambda: _online(peers, "door-1", False), 10, "door-1 offline")
         health = await peers.mqtt.call(HEALTH)
-        assert "4 stored, 1 duplicates, 3 quarantined, 0 throttled" in health.detail, health.detail
+        assert "4 stored, 1 duplicates, 3 quarantined, 0 dropped as configured" in health.detail, health.detail
+        assert "broker dropped nothing" in health.detail or "no $SYS counter yet" in health.detail
         device.subscribe("site/alerts")
         await peers.mqtt.call(MQTT_PUBLISH, Publish(topic="site/alerts", payload={"text": "冷库报警"}))
         await eventually_async(lambda: _true(device.received), 10, "the published alert")
@@ -161,20 +162,88 @@ async def _degraded(peers: Peers, words: str) -> bool:
     return health.state.value == "degraded" and words in health.detail
 
 
-async def test_a_flooding_device_is_throttled_and_the_others_are_not(
+async def test_acknowledged_events_sent_while_the_bridge_is_down_are_all_stored(
+        config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
+    """Issue 26's reproduction on the shipped broker settings: 30 devices publish 1,500 QoS 1 events, each
+    acknowledged by the broker, while the bridge is stopped. mosquitto's default queue (1,000 messages
+    a client) dropped 500 of them; config/mosquitto/appliance.conf limits the queue by bytes instead."""
+    bridged(config_file, broker)
+    peers = await services("store")
+    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    await wait_ready(peers.mqtt)
+    bridge.send_signal(signal.SIGTERM)
+    bridge.wait(10)
+    devices = [Publisher(broker, f"meter-{n}") for n in range(30)]
+    try:
+        sent = [devices[i % 30].client.publish(f"devices/meter-{i % 30}/events", json.dumps({"id": i, "kwh": i}),
+                                               qos=1) for i in range(1500)]
+        for info in sent:
+            info.wait_for_publish(timeout=30)
+        assert all(info.is_published() for info in sent)  # every one acknowledged by the broker
+    finally:
+        for device in devices:
+            device.close()
+    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    try:
+        await eventually_async(lambda: _count_at_least(peers, 1500), 60, "all 1,500 acknowledged events stored")
+        await asyncio.sleep(1)
+        assert await memories(peers) == 1500
+        health = await peers.mqtt.call(HEALTH)
+        assert "warning" not in health.detail, health.detail
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+
+
+async def test_a_burst_from_one_device_is_stored_marked_flood_and_the_others_are_not_slowed(
+        config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
+    """2,000 QoS 1 events in about a second from one device (a backlog flushed after an outage), on the
+    default rate (50/s, burst 200): all stored, those past the rate marked flood and counted."""
+    config = bridged(config_file, broker)
+    peers = await services("store", "mqtt")
+    flood, neighbour = Publisher(broker, "flood"), Publisher(broker, "neighbour")
+    try:
+        sent = [flood.client.publish("devices/backlog/events", json.dumps({"id": i, "t": i}), qos=1)
+                for i in range(2000)]
+        for i in range(5):
+            neighbour.publish("devices/calm/events", json.dumps({"id": i}))
+        for info in sent:
+            info.wait_for_publish(timeout=30)
+        await eventually_async(lambda: _count_at_least(peers, 2005), 60, "all 2,005 events stored")
+        page = await peers.store.call(STORE_DEVICES, DeviceQuery())
+        counts = {d.device_id: d.event_count for d in page.items}
+        assert counts == {"backlog": 2000, "calm": 5}
+        flooded = await asyncio.to_thread(_flood_marked, config.memory_dir / "memory.db")
+        assert flooded == {"backlog": flooded["backlog"]} and 1000 <= flooded["backlog"] <= 1800, flooded
+        health = await peers.mqtt.call(HEALTH)
+        assert f"{flooded['backlog']} past a device's rate stored as flood (most: backlog" in health.detail
+        assert "0 dropped as configured" in health.detail
+    finally:
+        flood.close()
+        neighbour.close()
+
+
+def _flood_marked(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("SELECT source, count(*) FROM memories WHERE json_extract(metadata, '$.flood') "
+                               "GROUP BY source").fetchall())
+
+
+async def test_a_device_configured_to_drop_its_flood_is_dropped_and_counted(
         config_file: Path, broker: int, services: Callable[..., Awaitable[Peers]]) -> None:
-    bridged(config_file, broker, device_rate_per_s=5, device_burst=10)
+    bridged(config_file, broker, device_rate_per_s=5, device_burst=10, drop_flood_devices=["noisy"])
     peers = await services("store", "mqtt")
     flood, neighbour = Publisher(broker, "flood"), Publisher(broker, "neighbour")
     try:
         for i in range(300):
             flood.client.publish("devices/noisy/events", json.dumps({"id": i}), qos=1)
-        for i in range(5):
-            neighbour.publish("devices/calm/events", json.dumps({"id": i}))
+        for i in range(300):
+            neighbour.client.publish("devices/eager/events", json.dumps({"id": i}), qos=1)
         await eventually_async(lambda: _throttled(peers, 280), 20, "the flood counted")
+        await eventually_async(lambda: _count_at_least(peers, 300 + 10), 20, "the other device's events")
         page = await peers.store.call(STORE_DEVICES, DeviceQuery())
         counts = {d.device_id: d.event_count for d in page.items}
-        assert counts["calm"] == 5 and 10 <= counts["noisy"] <= 20
+        assert counts["eager"] == 300 and 10 <= counts["noisy"] <= 20  # eager is over its rate too: stored
     finally:
         flood.close()
         neighbour.close()
@@ -183,6 +252,42 @@ async def test_a_flooding_device_is_throttled_and_the_others_are_not(
 async def _throttled(peers: Peers, at_least: int) -> bool:
     counts = (await peers.store.call(STORE_QUARANTINE, QuarantineQuery())).counts
     return counts.get("rate_limited", 0) >= at_least
+
+
+async def test_health_warns_when_the_broker_drops_what_it_acknowledged(
+        config_file: Path, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
+    """A foreign broker with mosquitto's default-sized queue (here 10, to be quick): its $SYS counter
+    of dropped messages shows in the bridge's health as a warning."""
+    process, port = start_mosquitto(tmp_path / "small-broker", "max_queued_messages 10", "sys_interval 1")
+    try:
+        bridged(config_file, port)
+        peers = await services("store")
+        bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+        await wait_ready(peers.mqtt)
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(10)
+        device = Publisher(port)
+        try:
+            for i in range(50):
+                device.publish("devices/meter-1/events", json.dumps({"id": i}))
+        finally:
+            device.close()
+        bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+        try:
+            await wait_ready(peers.mqtt)
+            await eventually_async(lambda: _health_says(peers, "warning: the broker dropped"), 20,
+                                   "the broker's drops in health")
+            assert await memories(peers) < 50
+        finally:
+            bridge.terminate()
+            bridge.wait(10)
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+async def _health_says(peers: Peers, words: str) -> bool:
+    return words in (await peers.mqtt.call(HEALTH)).detail
 
 
 async def test_fuzzed_messages_are_quarantined_and_the_bridge_stays_up(
