@@ -22,6 +22,7 @@ import sqlite_vec
 
 from appliance.config import MemoryConfig, MqttConfig, SecurityConfig
 from appliance.protocol.store import BackupDone, KeyRotated, RecallRequest, RecallResponse, StoreStats
+from appliance.store import textindex, words
 from appliance.store.accounts import AccountBook
 from appliance.store.archive import Archive
 from appliance.store.audit import AuditLog
@@ -46,6 +47,7 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     conn = apsw.Connection(str(path), flags=flags)
     conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    words.register(conn)  # memory_fts's tokenizer: without it the full-text index cannot be read
     conn.enable_load_extension(True)
     conn.load_extension(sqlite_vec.loadable_path())  # version 1 files hold a vec0 table
     conn.enable_load_extension(False)
@@ -86,6 +88,7 @@ class MemoryDB:
             raise StoreError(str(exc)) from None
         self.sealer = Sealer(self.keys, self._new_epoch)
         self.longterm = LongTerm(self.conn, config, self.sealer)
+        self.longterm.text_rebuild = textindex.pending(self.conn)
         self.ring = Ring(self.conn, config.ring_size, self.sealer)
         self.archive = Archive(self.conn, config, self.sealer, self.longterm)
         self.audit = AuditLog(self.conn)
@@ -118,6 +121,16 @@ class MemoryDB:
                 raise StoreError("this key's nonce epochs are used up; rotate it (appliance memory rotate-key)")
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(epoch)))
         return epoch
+
+    def index_text(self, batch: int = textindex.BATCH) -> bool:
+        """One batch of the full-text rebuild a migration left (textindex.py); whether more is left."""
+        rebuild = self.longterm.text_rebuild
+        if rebuild is None:
+            return False
+        more = textindex.step(self.conn, rebuild, batch)
+        if not more:
+            self.longterm.text_rebuild = None
+        return more
 
     def recall(self, request: RecallRequest) -> RecallResponse:
         return recall_memories(self.longterm, request)

@@ -34,6 +34,7 @@ from appliance.store.errors import StoreError
 from appliance.store.index import KIND_CODE, BinaryIndex
 from appliance.store.sealed import MEMORY
 from appliance.store.sql import fetch_all, fetch_one, ids_json
+from appliance.store.textindex import Rebuild
 
 LOAD_BATCH = 8192
 TERM_CACHE_S = 300.0
@@ -50,6 +51,7 @@ class LongTerm:
         self.dim = config.vector_dim
         self.index = BinaryIndex(self.dim, keep_floats=config.index_type == "flat")
         self.purge_due = False
+        self.text_rebuild: Rebuild | None = None  # set while the full-text index is rebuilt (textindex.py)
         self._terms: dict[str, int] = {}
         self._terms_since = time.monotonic()
         self._load_index()
@@ -105,7 +107,7 @@ class LongTerm:
             secret = json.dumps({"text": memory.text, "metadata": memory.metadata}).encode()
             self.conn.execute("UPDATE memories SET sealed = ? WHERE id = ?",
                               (self.sealer.seal(secret, MEMORY.context(new_id)), new_id))
-        else:
+        elif self.text_rebuild is None or not self.text_rebuild.covers(new_id):
             self.conn.execute("INSERT INTO memory_fts(rowid, text) VALUES (?, ?)", (new_id, memory.text))
         self.conn.executemany("INSERT INTO memory_tags(tag, memory_id) VALUES (?, ?)",
                               [(tag, new_id) for tag in dict.fromkeys(memory.tags)])

@@ -11,7 +11,6 @@ the BM25 top list counts 0 for text. Pure-vector mode ranks by cosine alone.
 
 from __future__ import annotations
 
-import re
 import time
 
 import numpy as np
@@ -21,9 +20,8 @@ from appliance.protocol.store import RecallFilters, RecallHit, RecallRequest, Re
 from appliance.store.index import KIND_CODE, IndexFilter
 from appliance.store.longterm import LongTerm
 from appliance.store.sql import fetch_all, ids_json, time_range
+from appliance.store.words import query_terms
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-MAX_QUERY_TERMS = 32
 # Words in more than this share of memories are stop words for BM25 (their IDF is near zero,
 # their posting lists are the whole index); at most MAX_TEXT_TERMS of the rarest words are used.
 STOP_WORD_SHARE = 0.05
@@ -34,14 +32,10 @@ POOL_FACTOR = 5
 POOL_MIN = 100
 
 
-def fts_query(text: str) -> str | None:
-    """Free text as an FTS5 query: each word quoted, OR-ed; FTS5 syntax in the input stays inert."""
-    words = _WORD.findall(text)[:MAX_QUERY_TERMS]
-    return " OR ".join(f'"{w}"' for w in words) if words else None
-
-
-def query_words(text: str) -> list[str]:
-    return list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+def fts_query(terms: list[str]) -> str | None:
+    """Terms as an FTS5 query, each quoted, OR-ed. A term holds only letters and digits (words.py),
+    so FTS5 syntax in the asked text stays inert."""
+    return " OR ".join(f'"{term}"' for term in terms) if terms else None
 
 
 def tag_ids(lt: LongTerm, tags: list[str]) -> npt.NDArray[np.int64]:
@@ -95,7 +89,7 @@ def vector_scores(lt: LongTerm, query: npt.NDArray[np.float32], count: int,
 
 def text_match(lt: LongTerm, query: str) -> str | None:
     """The FTS5 query for ``query``: its rarest words that occur at all, stop words dropped."""
-    words = query_words(query)
+    words = query_terms(query)
     if not words:
         return None
     frequency = lt.term_frequencies(words)
@@ -103,7 +97,7 @@ def text_match(lt: LongTerm, query: str) -> str | None:
     total = max(lt.index.live, max(frequency.values(), default=0))
     limit = max(STOP_WORD_SHARE * total, STOP_WORD_MIN_DOCS)
     rare = [w for w in present if frequency[w] <= limit] or present[:1]
-    return fts_query(" ".join(rare[:MAX_TEXT_TERMS]))
+    return fts_query(rare[:MAX_TEXT_TERMS])
 
 
 def text_scores(lt: LongTerm, query: str, f: RecallFilters, pool: int) -> dict[int, float]:

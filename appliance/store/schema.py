@@ -303,7 +303,22 @@ CREATE INDEX entity_history_entity ON entity_history(entity_id, at);
 CREATE INDEX entity_history_at ON entity_history(at);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9)
+# Version 10: full-text search that cuts Chinese into characters and bigrams (store/words.py, the
+# ``bilingual`` tokenizer every connection registers). The old index is dropped here and rebuilt
+# in the background from the memories, resumably (store/textindex.py): a big file migrates in
+# seconds and stays searchable while the index fills.
+V10 = """
+DROP TABLE memory_fts_terms;
+DROP TABLE memory_fts;
+CREATE VIRTUAL TABLE memory_fts USING fts5(
+    text, content='', contentless_delete=1, tokenize='bilingual'
+);
+CREATE VIRTUAL TABLE memory_fts_terms USING fts5vocab(memory_fts, 'row');
+INSERT INTO meta(key, value) SELECT 'fts_rebuild', json_object('next', 0, 'until', max(id)) FROM memories
+    HAVING count(*) > 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 import apsw
 
 from appliance.config import ApplianceConfig
-from appliance.ipc.errors import BadRequest, NotFound, Unavailable
+from appliance.ipc.errors import BadRequest, IpcError, NotFound, Unavailable
 from appliance.ipc.errors import Conflict as IpcConflict
 from appliance.ipc.server import IpcServer
 from appliance.protocol.accounts import (
@@ -40,7 +40,15 @@ from appliance.protocol.accounts import (
     LatestExpiry,
     Users,
 )
-from appliance.protocol.common import Changed, Empty, MetricFamily, MetricSample, ServiceState, Store
+from appliance.protocol.common import (
+    Changed,
+    Empty,
+    MetricFamily,
+    MetricSample,
+    ServiceHealth,
+    ServiceState,
+    Store,
+)
 from appliance.protocol.devices import (
     STORE_AVAILABILITY,
     STORE_DEVICE,
@@ -151,6 +159,7 @@ class StoreService(Service[Store]):
 
     db: MemoryDB | None = None
     _purger: asyncio.Task[None] | None = None
+    _indexer: asyncio.Task[None] | None = None
 
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
@@ -245,7 +254,32 @@ class StoreService(Service[Store]):
             return
         stats = await self._on_db(MemoryDB.stats)
         self._purger = asyncio.create_task(self._purge_forgotten(), name="purge-forgotten")
+        self._indexer = asyncio.create_task(self._index_text(), name="index-text")
         self.set_state(ServiceState.READY, f"{stats.memories} memories, {stats.archived} archived; {stats.index}")
+
+    async def _index_text(self) -> None:
+        """The full-text rebuild a migration left, a batch at a time between requests (textindex.py)."""
+        rebuild = self.db.longterm.text_rebuild if self.db is not None else None
+        if rebuild is None:
+            return
+        self.log.info("%s; resumable, searchable meanwhile", rebuild.describe())
+        try:
+            more = True
+            while more:  # each batch is one unit of work on the SQLite thread: requests go between
+                more = await self._on_db(MemoryDB.index_text)
+        except (IpcError, apsw.Error) as exc:  # left for the next start, which resumes at the cursor
+            self.log.error("the full-text rebuild stopped at memory %d: %s", rebuild.next_id, exc)
+            return
+        self.log.info("full-text index rebuilt: %d memories in %.1f s", rebuild.done,
+                      time.monotonic() - rebuild.started)
+
+    def health(self) -> ServiceHealth:
+        """The state as set, plus the full-text rebuild's progress while it runs (never logged)."""
+        health = super().health()
+        rebuild = self.db.longterm.text_rebuild if self.db is not None else None
+        if rebuild is None:
+            return health
+        return health.model_copy(update={"detail": f"{health.detail}; {rebuild.describe()}"})
 
     def _register_devices(self, ipc: IpcServer[Store]) -> None:
         """Devices (appliance/store/devices.py): events, registry, quarantine, outbox."""
@@ -335,10 +369,11 @@ class StoreService(Service[Store]):
                 await self._on_db(lambda db: db.site.prune(self.config.site.history_days * 86_400))
 
     async def stop(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+        for task in (self._purger, self._indexer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.db is not None:
             await asyncio.get_running_loop().run_in_executor(self._sqlite, self.db.close)
             self.db = None

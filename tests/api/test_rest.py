@@ -185,3 +185,26 @@ async def test_a_document_upload_takes_only_what_it_should(api: Api) -> None:
     admin = await client.post("/api/v1/memory/documents", headers=bearer(dispatcher, Role.ADMIN),
                               data=form(b"# Pump\nprime it three times"))
     assert admin.status == 201 and (await admin.json())["replaced"] == 1
+
+
+@pytest.mark.parametrize("api", [("store",)], indirect=True)
+async def test_chinese_questions_find_chinese_facts_over_rest(api: Api) -> None:
+    """Issue 27's probe over REST: five facts remembered in Chinese, seven short Chinese questions,
+    the answering fact first for each (text search: this box runs no engine)."""
+    client, dispatcher, _, _ = api
+    writer, reader = bearer(dispatcher, Role.OPERATOR), bearer(dispatcher, Role.VIEWER)
+    facts = ["二号实验室的冰箱温度必须保持在零下十八度以下。", "锅炉每年十月由供应商检修保养一次。",
+             "投影仪的遥控器放在三楼会议室的抽屉里。", "北门的门禁密码是四七一一，每月第一天更换。",  # noqa: RUF001
+             "仓库的灭火器由保安每周检查一次，上次检查是十一月三日。"]  # noqa: RUF001
+    ids = []
+    for fact in facts:
+        reply = await client.post("/api/v1/memory", headers=writer, json={"text": fact, "kind": "fact"})
+        assert reply.status == 201, await reply.text()
+        ids.append((await reply.json())["id"])
+    for question, answer in [("冰箱应该多冷", 0), ("锅炉什么时候保养", 1), ("投影仪遥控器在哪", 2),
+                             ("北门密码是多少", 3), ("门禁密码多久换一次", 3), ("灭火器多久检查一次", 4),
+                             ("實驗室冰箱的溫度要求", 0)]:  # the last in traditional characters
+        found = await client.get("/api/v1/memory/search", params={"q": question, "k": "3"}, headers=reader)
+        assert found.status == 200, await found.text()
+        hits = (await found.json())["hits"]
+        assert hits and hits[0]["record"]["id"] == ids[answer], (question, [h["record"]["text"] for h in hits])

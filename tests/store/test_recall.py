@@ -13,6 +13,7 @@ from appliance.protocol.store import MemoryIn, RecallFilters, RecallRequest
 from appliance.store import recall
 from appliance.store.db import MemoryDB
 from appliance.store.recall import fts_query, text_match
+from appliance.store.words import query_terms
 from tests.store.conftest import DIM, open_db, unit
 
 
@@ -98,8 +99,8 @@ def test_injection_attempts_are_just_text(db: MemoryDB, rng: np.random.Generator
     hits = db.recall(RecallRequest(query=hostile, k=5, filters=RecallFilters(sources=["' OR '1'='1"]))).hits
     assert [h.record.id for h in hits] == [memory_id]
     assert db.stats().memories == 2
-    assert fts_query('a" OR b') == '"a" OR "OR" OR "b"'  # operators become plain words
-    assert fts_query("*** ---") is None
+    assert fts_query(query_terms('a" OR b')) == '"a" OR "or" OR "b"'  # operators become plain words
+    assert fts_query(query_terms("*** ---")) is None
 
 
 def test_stop_words_do_not_drown_the_rare_word(db: MemoryDB) -> None:

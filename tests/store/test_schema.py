@@ -42,6 +42,12 @@ def test_every_earlier_version_opens_and_migrates(tmp_path: Path, version: int) 
     if version == 1:
         record = db.longterm.get(7)
         assert record is not None and record.text == "the gate closed" and record.metadata == {"a": 1}
+        # Schema 10 rebuilds the full-text index in the background: found by its vector meanwhile.
+        hits = db.recall(RecallRequest(query="gate", embedding=vector.tolist(), k=1)).hits
+        assert hits[0].record.id == 7 and hits[0].text_score is None
+        assert db.longterm.text_rebuild is not None and db.longterm.text_rebuild.total == 1
+        while db.index_text():
+            pass
         hits = db.recall(RecallRequest(query="gate", embedding=vector.tolist(), k=1)).hits
         assert hits[0].record.id == 7 and hits[0].text_score == 1.0
         assert hits[0].similarity == pytest.approx(1.0)

@@ -13,6 +13,7 @@ import pytest
 from appliance.config import ApplianceConfig, load_config
 from appliance.ipc import BadRequest, NotFound
 from appliance.ipc.client import IpcClient
+from appliance.protocol.common import HEALTH
 from appliance.protocol.store import (
     STORE_ARCHIVE,
     STORE_ARCHIVE_FIND,
@@ -43,7 +44,8 @@ from appliance.protocol.store import (
 )
 from appliance.store.offline import OfflineError, restore_backup
 from appliance.store.schema import SCHEMA_VERSION
-from tests.helpers import serve, vec, wait_ready, write_config
+from tests.helpers import eventually_async, serve, vec, wait_ready, write_config
+from tests.store.conftest import file_at_version_9
 
 pytestmark = pytest.mark.slow
 
@@ -170,3 +172,34 @@ async def test_hostile_frames_get_clear_errors_and_write_nothing(store: IpcClien
                 assert named in payload["error"]["message"], (method, payload)
     stats = await store.call(STORE_STATS)
     assert (stats.memories, stats.ring_entries) == (0, 0)
+
+
+async def test_an_upgraded_file_rebuilds_its_text_index_in_the_background(store_config: Path, tmp_path: Path) -> None:
+    """A file from before schema 10 opens at once; its full-text index fills behind the service, which
+    says how far it got and stays searchable (vectors at once, text as it is indexed)."""
+    config = load_config(store_config)
+    file_at_version_9(config.memory_dir / "memory.db", 20_000, dim=8)
+    log = tmp_path / "store.log"
+    process = serve(store_config, "store", log=log)
+    client = IpcClient("store", config.socket_path("store"), 10.0)
+    try:
+        await wait_ready(client)
+        vector = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        assert len((await client.call(STORE_RECALL, RecallRequest(embedding=vector, k=3, mode="vector"))).hits) == 3
+
+        async def alarm_found() -> bool:
+            hits = await client.call(STORE_RECALL, RecallRequest(query="冷库温度", k=1, mode="text"))
+            return bool(hits.hits) and hits.hits[0].record.id == 4321
+
+        await eventually_async(alarm_found, 60, "the Chinese alarm found by text once indexed")
+        await eventually_async(lambda: _logged(log, "full-text index rebuilt: 20000 memories"), 60, "the rebuild's end")
+        assert await _logged(log, "full-text index rebuilding: 0 of 20,000 memories")
+        assert "rebuilding" not in (await client.call(HEALTH)).detail
+    finally:
+        await client.close()
+        process.terminate()
+        process.wait(10)
+
+
+async def _logged(log: Path, words: str) -> bool:
+    return words in await asyncio.to_thread(log.read_text)
