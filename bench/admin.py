@@ -56,6 +56,7 @@ def start(work: Path) -> tuple[list[subprocess.Popen[bytes]], str, int, ssl.SSLC
     config = {
         "paths": {"state_dir": str(work / "state"), "runtime_dir": str(work / "run")},
         "engine": {"chat_model": str(write_tiny_llama(CACHE / "bench-admin-chat.gguf", CHAT_SHAPE)),
+                   "embedding_encoder": "gguf",
                    "embedding_model": str(write_tiny_llama(CACHE / "bench-embedding.gguf", embedding_shape(384)))},
         "api": {"host": "127.0.0.1", "port": port, "tls": {"mode": "self-signed"}},
         "mqtt": {"port": broker_port, "home_assistant": {"enabled": False}},

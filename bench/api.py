@@ -126,7 +126,8 @@ def main(seconds: int) -> None:
     config_file = folder / "agent.yaml"
     config_file.write_text(yaml.safe_dump({
         "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
-        "engine": {"chat_model": str(chat), "embedding_model": str(embedding), "n_ctx": 1024},
+        "engine": {"chat_model": str(chat), "embedding_encoder": "gguf",
+                   "embedding_model": str(embedding), "n_ctx": 1024},
         "api": {"host": "127.0.0.1", "port": api_port},
         "security": {"login_per_ip_per_minute": 10_000},
         "logging": {"level": "warning"},

@@ -89,7 +89,8 @@ def start_engine(model: Path, threads: int, workdir: Path) -> tuple[subprocess.P
     config = workdir / "engine.yaml"
     config.write_text(yaml.safe_dump({
         "paths": {"state_dir": str(workdir / "state"), "runtime_dir": str(workdir / "run")},
-        "engine": {"chat_model": str(model), "embedding_model": str(embedding), "n_ctx": N_CTX,
+        "engine": {"chat_model": str(model), "embedding_encoder": "gguf",
+                   "embedding_model": str(embedding), "n_ctx": N_CTX,
                    "n_threads": threads, "kv_type": "f16"},
         "resource": {"max_concurrency": 4, "gpu_enabled": False}, "logging": {"level": "warning"}}))
     process = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "serve", "engine"])

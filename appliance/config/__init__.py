@@ -148,10 +148,17 @@ class SecurityConfig(Section):
         return value
 
 
+# Sentence encoders shipped as packages (engine/encoders.py), with their vector dimensions.
+PACKAGED_ENCODERS: dict[str, int] = {"use-multilingual-v3": 512}
+
+
 class EngineConfig(Section):
     chat_model: Path | None = Field(None, description="GGUF chat model; default <state_dir>/models/chat.gguf")
+    embedding_encoder: Literal["gguf", "use-multilingual-v3"] = Field(
+        "use-multilingual-v3", description="what embeds memories and questions: the packaged multilingual "
+        "Universal Sentence Encoder (Chinese and English, 512 dims), or gguf: embedding_model run by llama.cpp")
     embedding_model: Path | None = Field(
-        None, description="GGUF embedding model; default <state_dir>/models/embedding.gguf"
+        None, description="GGUF embedding model (embedding_encoder gguf); default <state_dir>/models/embedding.gguf"
     )
     n_ctx: int = Field(4096, ge=512, le=1 << 20, description="context wanted; the tuner may plan less")
     n_threads: int | None = Field(None, ge=1, le=512, description="unset: the tuner's choice")
@@ -262,6 +269,19 @@ class ApplianceConfig(Section):
     logging: LoggingConfig = LoggingConfig()
     paths: PathsConfig = Field(default_factory=PathsConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vector_dim_of_the_encoder(cls, data: Any) -> Any:
+        """Unless memory.vector_dim is given, it is the packaged encoder's (a GGUF's is 384 by default)."""
+        if not isinstance(data, dict):
+            return data
+        engine, memory = data.get("engine") or {}, data.get("memory") or {}
+        if isinstance(engine, dict) and isinstance(memory, dict) and "vector_dim" not in memory:
+            encoder = engine.get("embedding_encoder", EngineConfig.model_fields["embedding_encoder"].default)
+            if encoder in PACKAGED_ENCODERS:
+                data = {**data, "memory": {**memory, "vector_dim": PACKAGED_ENCODERS[encoder]}}
+        return data
+
     @model_validator(mode="after")
     def _auth_off_only_on_loopback(self) -> ApplianceConfig:
         if not self.security.auth_required and not self.api.loopback_only:
@@ -284,6 +304,13 @@ class ApplianceConfig(Section):
     @property
     def embedding_model_path(self) -> Path:
         return self.engine.embedding_model or self.paths.state_dir / "models" / "embedding.gguf"
+
+    @property
+    def embedding_identity(self) -> str:
+        """Which model makes the vectors, as the store records it: vectors of two models are never compared."""
+        if self.engine.embedding_encoder != "gguf":
+            return self.engine.embedding_encoder
+        return f"gguf:{self.embedding_model_path.resolve().name}"
 
     def socket_path(self, service: str) -> Path:
         return self.paths.runtime_dir / f"{service}.sock"

@@ -18,6 +18,7 @@ import llama_cpp
 from appliance.config import ApplianceConfig
 from appliance.engine.chat import ChatEngine
 from appliance.engine.embedder import EmbeddingModel
+from appliance.engine.encoders import ENCODER_RESERVE_BYTES, PackagedEncoder, encoder_threads
 from appliance.engine.errors import EngineBusy, EngineError, RequestRefused
 from appliance.engine.metrics import EngineCounters, families
 from appliance.engine.plan import cpu_repack, embedding_reserve, plan_for_config
@@ -61,7 +62,7 @@ class EngineService(Service[Engine]):
     name = "engine"
 
     chat: ChatEngine | None = None
-    embedder: EmbeddingModel | None = None
+    embedder: EmbeddingModel | PackagedEncoder | None = None
 
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
@@ -79,7 +80,8 @@ class EngineService(Service[Engine]):
         problems = self.problems
         async with extending_start_timeout():
             embed_info = await self._load_embedder(problems)
-            await self._load_chat(problems, embedding_reserve(embed_info))
+            reserve = embedding_reserve(embed_info) if embed_info is not None else ENCODER_RESERVE_BYTES
+            await self._load_chat(problems, reserve if self.embedder is not None else 0)
         if self.embedder is not None and self.embedder.dim != self.config.memory.vector_dim:
             problems.append(f"embedding model gives {self.embedder.dim}-dim vectors but "
                             f"memory.vector_dim is {self.config.memory.vector_dim}")
@@ -91,6 +93,15 @@ class EngineService(Service[Engine]):
                            f"gpu layers {plan.n_gpu_layers}, kv {plan.kv_type}, threads {plan.n_threads}")
 
     async def _load_embedder(self, problems: list[str]) -> ModelInfo | None:
+        encoder = self.config.engine.embedding_encoder
+        if encoder != "gguf":
+            self.set_state(self.state, f"loading the {encoder} sentence encoder")
+            try:
+                self.embedder = await PackagedEncoder.load(encoder, counters=self.counters,
+                                                           n_threads=encoder_threads(self.config.engine.n_threads))
+            except EngineError as exc:
+                problems.append(f"no embedding model: {exc}")
+            return None
         path = self.config.embedding_model_path
         self.set_state(self.state, f"loading embedding model {path}")
         try:
@@ -149,6 +160,10 @@ class EngineService(Service[Engine]):
                 async for chunk in chunks:
                     yield chunk
 
+    def _embedding_name(self) -> str:
+        encoder = self.config.engine.embedding_encoder
+        return self.config.embedding_model_path.name if encoder == "gguf" else encoder
+
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
         if self.embedder is None:
             raise Unavailable("no embedding model loaded; see the engine's health detail")
@@ -158,7 +173,7 @@ class EngineService(Service[Engine]):
     async def status(self, _: Empty) -> EngineStatus:
         return EngineStatus(
             chat_model=self.config.chat_model_path.name if self.chat else "",
-            embedding_model=self.config.embedding_model_path.name if self.embedder else "",
+            embedding_model=self._embedding_name() if self.embedder else "",
             plan=self.chat.plan.as_dict() if self.chat else None,
             hardware=self.hardware.as_dict() if self.hardware else {},
             gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()), problems=list(self.problems))
@@ -176,7 +191,7 @@ class EngineService(Service[Engine]):
             total = self.chat.ctx.n_ctx
         return EngineMetrics(
             chat_model=self.config.chat_model_path.name if self.chat else "",
-            embedding_model=self.config.embedding_model_path.name if self.embedder else "",
+            embedding_model=self._embedding_name() if self.embedder else "",
             max_concurrency=self.config.resource.max_concurrency, queue_depth=waiting, active_streams=active,
             kv_cells_used=used, kv_cells_total=total, requests_total=c.requests, completed_total=c.completed,
             cancelled_total=c.cancelled, rejected_busy_total=c.rejected, prefix_cache_hits_total=c.prefix_hits,

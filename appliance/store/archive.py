@@ -31,6 +31,7 @@ from appliance.store.errors import Missing, StoreError
 from appliance.store.longterm import RECORD_COLUMNS, LongTerm
 from appliance.store.sealed import DICTIONARY, SEGMENT
 from appliance.store.sql import fetch_all, fetch_one, integer, time_range
+from appliance.store.vectormodel import vector_usable
 
 LEVEL = 9
 DICT_BYTES = 64 << 10
@@ -93,10 +94,11 @@ class Archive:
             raise StoreError(f"archive dictionary {dict_id} is missing")
         return zstandard.ZstdCompressionDict(self.sealer.open(row[0], DICTIONARY.context(dict_id)))
 
-    @staticmethod
-    def _line(record: MemoryRecord, document: str | None, chunk: int | None) -> bytes:
+    def _line(self, record: MemoryRecord, document: str | None, chunk: int | None) -> bytes:
         fields = record.model_dump(exclude={"embedding", "archived"})
         fields.update(document=document, chunk=chunk, vector=record.embedding is not None)
+        if record.embedding is not None and self.longterm.vector_model is not None:
+            fields["vector_model"] = self.longterm.vector_model  # vectormodel.py, rule 4
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
     def steps(self, older_than_s: float) -> Generator[ArchiveProgress, None, None]:
@@ -182,9 +184,11 @@ class Archive:
         text = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(payload[4 : 4 + text_len])
         vectors = unshuffle_bytes(zstandard.ZstdDecompressor().decompress(payload[4 + text_len :]))
         records: dict[int, dict[str, Any]] = {}
-        offset, width = 0, self.longterm.dim * 4
-        for line in text.split(b"\n"):
-            fields = json.loads(line)
+        lines = [json.loads(line) for line in text.split(b"\n")]
+        # A segment written before a change of embedding model holds vectors of the old dimension.
+        with_vector = sum(1 for fields in lines if fields["vector"])
+        offset, width = 0, len(vectors) // with_vector if with_vector else 0
+        for fields in lines:
             if fields.pop("vector"):  # vectors follow in record order
                 fields["embedding_bytes"] = vectors[offset : offset + width]
                 offset += width
@@ -204,9 +208,8 @@ class Archive:
         found = []
         for memory_id, segment_id in rows:
             fields = dict(self._segment(segment_id)[memory_id])
-            fields.pop("embedding_bytes", None)
-            fields.pop("document", None)
-            fields.pop("chunk", None)
+            for extra in ("embedding_bytes", "document", "chunk", "vector_model"):
+                fields.pop(extra, None)
             found.append(MemoryRecord(archived=True, **fields))
         return found
 
@@ -223,7 +226,9 @@ class Archive:
                 document, chunk = fields.pop("document"), fields.pop("chunk")
                 fields.pop("id")
                 fields["pinned"] = True
-                if blob is not None:
+                made_by = fields.pop("vector_model", None)
+                current = self.longterm.vector_model
+                if blob is not None and (current is None or vector_usable(self.conn, made_by, current)):
                     fields["embedding"] = np.frombuffer(blob, dtype=np.float32).tolist()
                 self.longterm.insert(MemoryIn(**fields), memory_id=memory_id, document=document, chunk=chunk)
                 self.conn.execute("DELETE FROM archive_index WHERE memory_id = ?", (memory_id,))

@@ -22,7 +22,7 @@ import sqlite_vec
 
 from appliance.config import MemoryConfig, MqttConfig, SecurityConfig
 from appliance.protocol.store import BackupDone, KeyRotated, RecallRequest, RecallResponse, StoreStats
-from appliance.store import textindex, words
+from appliance.store import textindex, vectormodel, words
 from appliance.store.accounts import AccountBook
 from appliance.store.archive import Archive
 from appliance.store.audit import AuditLog
@@ -60,7 +60,9 @@ def connect(path: Path, *, readonly: bool = False) -> apsw.Connection:
     return conn
 
 
-def migrate(conn: apsw.Connection, path: Path, dim: int) -> None:
+def migrate(conn: apsw.Connection, path: Path, dim: int, *, strict_dim: bool = True) -> None:
+    """Bring the file to this release's schema. With ``strict_dim`` a file of another vector dimension
+    is refused; without it the caller re-embeds (vectormodel.py)."""
     version = integer(conn, "PRAGMA user_version")
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} has schema {version}, newer than this release's {SCHEMA_VERSION}")
@@ -68,19 +70,24 @@ def migrate(conn: apsw.Connection, path: Path, dim: int) -> None:
         with conn:
             conn.execute(migration_sql(target, dim))
     stored = integer(conn, "SELECT value FROM meta WHERE key = 'vector_dim'")
-    if stored != dim:
+    if strict_dim and stored != dim:
         raise StoreError(f"{path} holds {stored}-dim vectors but memory.vector_dim is {dim}; "
                          "keep the dimension or start a new file")
 
 
 class MemoryDB:
     def __init__(self, path: Path, config: MemoryConfig, key_path: Path,
-                 security: SecurityConfig | None = None, mqtt: MqttConfig | None = None) -> None:
+                 security: SecurityConfig | None = None, mqtt: MqttConfig | None = None, *,
+                 vector_model: str | None = None) -> None:
+        """``vector_model``: the embedding model's identity (config.embedding_identity); a file whose
+        vectors another model made is re-embedded (vectormodel.py). None (tools, tests): no such
+        check, and a file of another vector dimension is refused."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
         self.config = config
         self.conn = connect(path)
-        migrate(self.conn, path, config.vector_dim)
+        migrate(self.conn, path, config.vector_dim, strict_dim=vector_model is None)
+        reembed = vectormodel.reconcile(self.conn, config.vector_dim, vector_model) if vector_model else None
         try:
             self.keys = KeyRing.load_or_create(key_path)
         except (KeyRingError, OSError) as exc:
@@ -89,6 +96,7 @@ class MemoryDB:
         self.sealer = Sealer(self.keys, self._new_epoch)
         self.longterm = LongTerm(self.conn, config, self.sealer)
         self.longterm.text_rebuild = textindex.pending(self.conn)
+        self.longterm.vector_model, self.longterm.reembed = vector_model, reembed
         self.ring = Ring(self.conn, config.ring_size, self.sealer)
         self.archive = Archive(self.conn, config, self.sealer, self.longterm)
         self.audit = AuditLog(self.conn)

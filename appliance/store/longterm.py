@@ -35,6 +35,7 @@ from appliance.store.index import KIND_CODE, BinaryIndex
 from appliance.store.sealed import MEMORY
 from appliance.store.sql import fetch_all, fetch_one, ids_json
 from appliance.store.textindex import Rebuild
+from appliance.store.vectormodel import Reembed, finish
 
 LOAD_BATCH = 8192
 TERM_CACHE_S = 300.0
@@ -52,6 +53,8 @@ class LongTerm:
         self.index = BinaryIndex(self.dim, keep_floats=config.index_type == "flat")
         self.purge_due = False
         self.text_rebuild: Rebuild | None = None  # set while the full-text index is rebuilt (textindex.py)
+        self.vector_model: str | None = None  # who made the vectors, and a re-embedding under way (vectormodel.py)
+        self.reembed: Reembed | None = None
         self._terms: dict[str, int] = {}
         self._terms_since = time.monotonic()
         self._load_index()
@@ -234,6 +237,12 @@ class LongTerm:
                                np.array([self.index.source_code(row[1])], dtype=np.int32),
                                np.array([row[2]], dtype=np.float64))
                 stored += 1
+            reembed = self.reembed
+            if reembed is not None:
+                reembed.done += stored
+                if reembed.done >= reembed.total and not self.unembedded(1):
+                    finish(self.conn, reembed)
+                    self.reembed = None
         return stored
 
     # --- reading ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -245,9 +246,9 @@ class StoreService(Service[Store]):
             # The index is rebuilt from the file at open: ~2.6 s per million memories from the page
             # cache, longer from a cold eMMC, so ask systemd for time while it runs.
             async with extending_start_timeout():
-                self.db = await loop.run_in_executor(
-                    self._sqlite, MemoryDB, path, self.config.memory, self.config.memory_key_path,
-                    self.config.security, self.config.mqtt)
+                self.db = await loop.run_in_executor(self._sqlite, functools.partial(
+                    MemoryDB, path, self.config.memory, self.config.memory_key_path, self.config.security,
+                    self.config.mqtt, vector_model=self.config.embedding_identity))
         except (StoreError, apsw.Error, OSError) as exc:
             # Stay up and say why: a restart loop would not fix a wrong file, a bad key or a full disk.
             self.set_state(ServiceState.DEGRADED, f"cannot open {path}: {exc}")
@@ -274,12 +275,11 @@ class StoreService(Service[Store]):
                       time.monotonic() - rebuild.started)
 
     def health(self) -> ServiceHealth:
-        """The state as set, plus the full-text rebuild's progress while it runs (never logged)."""
+        """The state as set, plus the progress of a text index rebuild or a re-embedding (never logged)."""
         health = super().health()
-        rebuild = self.db.longterm.text_rebuild if self.db is not None else None
-        if rebuild is None:
-            return health
-        return health.model_copy(update={"detail": f"{health.detail}; {rebuild.describe()}"})
+        longterm = self.db.longterm if self.db is not None else None
+        work = [job.describe() for job in (longterm.text_rebuild, longterm.reembed) if job] if longterm else []
+        return health.model_copy(update={"detail": "; ".join([health.detail, *work])}) if work else health
 
     def _register_devices(self, ipc: IpcServer[Store]) -> None:
         """Devices (appliance/store/devices.py): events, registry, quarantine, outbox."""

@@ -47,7 +47,8 @@ def config_path(real_model: Path, models: dict[str, Path], tmp_path_factory: pyt
     folder = tmp_path_factory.mktemp("real")
     return write_config(folder / "agent.yaml", {
         "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
-        "engine": {"chat_model": str(real_model), "embedding_model": str(models["embedding"]), "n_ctx": 4096},
+        "engine": {"chat_model": str(real_model), "embedding_encoder": "gguf",
+                   "embedding_model": str(models["embedding"]), "n_ctx": 4096},
         "api": {"port": free_port()}, "mqtt": {"port": free_port()}})
 
 

@@ -68,6 +68,7 @@ def container(tmp_path: Path, models: dict[str, Path], mosquitto: int) -> Iterat
     api_port = free_port()
     write_config(stage / "agent.yaml", {
         "engine": {"chat_model": "/opt/appliance/models/chat.gguf",
+                   "embedding_encoder": "gguf",
                    "embedding_model": "/opt/appliance/models/embedding.gguf", "n_ctx": 512, "n_threads": 1},
         "mqtt": {"host": "127.0.0.1", "port": mosquitto},
         "api": {"host": "127.0.0.1", "port": api_port},

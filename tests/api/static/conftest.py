@@ -38,7 +38,8 @@ def start_box(folder: Path, models: dict[str, Path], mqtt_port: int, **sections:
     port = free_port()
     config: dict[str, dict[str, Any]] = {
         "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
-        "engine": {"chat_model": str(models["chat"]), "embedding_model": str(models["embedding"]), "n_ctx": 4096,
+        "engine": {"chat_model": str(models["chat"]), "embedding_encoder": "gguf",
+                   "embedding_model": str(models["embedding"]), "n_ctx": 4096,
                    "n_threads": 1},
         "api": {"host": "127.0.0.1", "port": port, "tls": {"mode": "self-signed"}},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": f"appliance-{folder.name}"[:64],
