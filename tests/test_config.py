@@ -25,7 +25,7 @@ security:
 
 def test_defaults_are_complete() -> None:
     config = parse_config("")
-    assert config.memory.vector_dim == 384
+    assert config.memory.vector_dim == 512  # the default encoder's (use-multilingual-v3)
     assert config.api.port == 8080
     assert config.mqtt.topics == ["devices/+/events", "devices/+/state"]
     assert config.security.auth_required is True
