@@ -106,11 +106,12 @@ MODELS: dict[str, Callable[[], Embed]] = {"minilm": minilm, "e5": e5, "use": use
 
 def cached(model: str, kind: str, texts: list[str], make: Callable[[], Embed], queries: bool,
            holder: dict[str, Embed]) -> tuple[np.ndarray, float]:
-    """Vectors of ``texts`` (and seconds per text when embedded now, 0.0 from the cache)."""
+    """Vectors of ``texts`` and the seconds per text they took (when they were embedded)."""
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
     path = CACHE / f"bilingual-{model}-{kind}-{digest}.npy"
+    cost = path.with_suffix(".cost")  # seconds per text when it was embedded, for the results table
     if path.exists():
-        return np.load(path), 0.0
+        return np.load(path), float(cost.read_text()) if cost.exists() else 0.0
     if model not in holder:
         holder[model] = make()
     started = time.perf_counter()
@@ -118,6 +119,7 @@ def cached(model: str, kind: str, texts: list[str], make: Callable[[], Embed], q
     spent = (time.perf_counter() - started) / len(texts)
     CACHE.mkdir(exist_ok=True)
     np.save(path, vectors)
+    cost.write_text(f"{spent:.6f}")
     return vectors, spent
 
 

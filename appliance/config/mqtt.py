@@ -115,6 +115,9 @@ class MqttConfig(Section):
     device_rate_per_s: float = Field(50.0, gt=0, le=100_000,
                                      description="sustained events per device; faster ones are stored marked flood")
     device_burst: int = Field(200, ge=1, le=1_000_000, description="events a device may send at once")
+    device_quota_events: int = Field(
+        1_000_000, ge=100, le=1_000_000_000,
+        description="live events one device may hold; its oldest beyond this go to the archive (checked each minute)")
     drop_flood_devices: list[DeviceName] = Field(
         default_factory=list, max_length=10_000,
         description="devices whose events past the rate are dropped (acknowledged and counted), not stored")

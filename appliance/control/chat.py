@@ -31,7 +31,8 @@ from appliance.protocol.store import (
 )
 
 NO_REPLY = "(no reply)"  # what an empty answer is remembered and shown as
-SYSTEM_PROMPT = ("You are the assistant of an on-site appliance. Answer briefly and plainly. When the numbered "
+SYSTEM_PROMPT = ("You are the assistant of an on-site appliance. Answer briefly, in a full sentence, in the "
+                 "same language as the question, even when the notes are in another language. When the numbered "
                  "notes below help, use them and cite them as [1], [2]; do not invent facts that are not there.")
 SNIPPET_CHARS = 400
 

@@ -130,6 +130,22 @@ class Archive:
             yield progress
         yield progress.model_copy(update={"finished": True})
 
+    def overflow(self, source: str, keep: int) -> int:
+        """Archive the oldest of ``source``'s live events beyond its newest ``keep`` (the per-device
+        storage quota): one committed segment at most, so the store serves requests between calls;
+        how many moved (0: within the quota)."""
+        eligible = "source = ? AND kind = 'event' AND pinned = 0 AND forgotten_at IS NULL"  # the partial index
+        excess = integer(self.conn, f"SELECT count(*) FROM memories WHERE {eligible}", (source,)) - keep  # noqa: S608
+        if excess <= 0:
+            return 0
+        ids = [r[0] for r in self.conn.execute(
+            f"SELECT id FROM memories WHERE {eligible} ORDER BY created_at, id LIMIT ?",  # noqa: S608
+            (source, min(self.config.archive_segment_records, excess)))]
+        dict_id, dictionary = self._latest_dictionary() or (None, None)
+        self._pack(ids, dict_id, zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary),
+                   zstandard.ZstdCompressor(level=LEVEL))
+        return len(ids)
+
     def _pack(self, ids: list[int], dict_id: int | None, text_zstd: zstandard.ZstdCompressor,
               vector_zstd: zstandard.ZstdCompressor) -> tuple[int, int]:
         records = self.longterm.records(ids, with_vectors=True)

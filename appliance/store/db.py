@@ -140,6 +140,10 @@ class MemoryDB:
             self.longterm.text_rebuild = None
         return more
 
+    def devices_over_quota(self, quota: int) -> list[str]:
+        """Devices that may hold more live events than ``quota`` (they sent more than that, ever)."""
+        return [str(r[0]) for r in self.conn.execute("SELECT id FROM devices WHERE event_count > ?", (quota,))]
+
     def recall(self, request: RecallRequest) -> RecallResponse:
         return recall_memories(self.longterm, request)
 

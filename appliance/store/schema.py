@@ -318,7 +318,14 @@ INSERT INTO meta(key, value) SELECT 'fts_rebuild', json_object('next', 0, 'until
     HAVING count(*) > 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10)
+# Version 11: each device's live events in time order, so the per-device storage quota counts
+# them and finds the oldest from the index alone (store/db.py, enforce_device_quota).
+V11 = """
+CREATE INDEX memories_device_events ON memories(source, created_at)
+    WHERE kind = 'event' AND pinned = 0 AND forgotten_at IS NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

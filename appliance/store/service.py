@@ -155,6 +155,10 @@ PURGE_INTERVAL_S = 60.0
 _DONE = object()
 
 
+def _overflow(db: MemoryDB, *, device: str, keep: int) -> int:
+    return db.archive.overflow(device, keep)
+
+
 class StoreService(Service[Store]):
     name = "store"
 
@@ -166,6 +170,7 @@ class StoreService(Service[Store]):
         super().__init__(config)
         self._sqlite = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._job = asyncio.Lock()  # one archive or backup at a time
+        self.over_quota: dict[str, int] = {}  # events each device had archived by its quota, since start
 
     def register(self, ipc: IpcServer[Store]) -> None:
         ipc.add(STORE_REMEMBER, self.remember)
@@ -279,6 +284,11 @@ class StoreService(Service[Store]):
         health = super().health()
         longterm = self.db.longterm if self.db is not None else None
         work = [job.describe() for job in (longterm.text_rebuild, longterm.reembed) if job] if longterm else []
+        if self.over_quota:
+            most = sorted(self.over_quota.items(), key=lambda item: -item[1])[:3]
+            work.append(f"device quota ({self.config.mqtt.device_quota_events:,} events): "
+                        f"{sum(self.over_quota.values()):,} events archived since start (most: "
+                        + ", ".join(f"{d} {n:,}" for d, n in most) + ")")
         return health.model_copy(update={"detail": "; ".join([health.detail, *work])}) if work else health
 
     def _register_devices(self, ipc: IpcServer[Store]) -> None:
@@ -365,8 +375,25 @@ class StoreService(Service[Store]):
                 await self._on_db(lambda db: db.longterm.purge())
                 await self._on_db(MemoryDB.checkpoint)
             if self.db is not None:
+                await self._enforce_device_quota()
                 await self._on_db(lambda db: db.devices.prune())
                 await self._on_db(lambda db: db.site.prune(self.config.site.history_days * 86_400))
+
+    async def _enforce_device_quota(self) -> None:
+        """mqtt.device_quota_events: a device's oldest events beyond it go to the archive, oldest first,
+        a segment per unit of work (never while an archive run or a backup holds the job lock)."""
+        quota = self.config.mqtt.device_quota_events
+        if self._job.locked():
+            return
+        async with self._job:
+            for device in await self._on_db(lambda db: db.devices_over_quota(quota)):
+                moved = 0
+                while step := await self._on_db(functools.partial(_overflow, device=device, keep=quota)):
+                    moved += step
+                if moved:
+                    self.over_quota[device] = self.over_quota.get(device, 0) + moved
+                    self.log.warning("device %s holds more than %d events: its %d oldest went to the archive",
+                                     device, quota, moved, extra={"DEVICE_ID": device})
 
     async def stop(self) -> None:
         for task in (self._purger, self._indexer):

@@ -146,3 +146,22 @@ def test_events_survive_reopening(tmp_path: Path) -> None:
         assert item is not None and item.payload == "kept"
     finally:
         second.close()
+
+
+def test_a_device_over_its_quota_has_its_oldest_events_archived_and_no_other(book: MemoryDB) -> None:
+    """mqtt.device_quota_events: what the store's minute job does (service.py _enforce_device_quota)."""
+    start = time.time() - 10_000
+    book.devices.ingest([event("backlog", f"id:{n}", f'{{"n": {n}}}', at=start + n) for n in range(3000)])
+    book.devices.ingest([event("calm", f"id:c{n}", at=start + n) for n in range(10)])
+    assert book.devices_over_quota(1000) == ["backlog"]
+    moved, steps = 0, 0
+    while step := book.archive.overflow("backlog", 1000):
+        moved, steps = moved + step, steps + 1
+    assert moved == 2000 and steps == 1  # the segment size (2,000) a step
+    live = [r[0] for r in book.conn.execute("SELECT text FROM memories WHERE source = 'backlog' ORDER BY created_at")]
+    assert len(live) == 1000 and live[0] == '{"n": 2000}'  # the newest 1,000 stay
+    archived = book.conn.execute("SELECT count(*), max(created_at) FROM archive_index WHERE source = 'backlog'")
+    count, newest_archived = archived.fetchone()
+    assert count == 2000 and newest_archived == pytest.approx(start + 1999)  # the oldest went, nothing lost
+    assert book.conn.execute("SELECT count(*) FROM memories WHERE source = 'calm'").fetchone()[0] == 10
+    assert book.archive.overflow("backlog", 1000) == 0  # within the quota now
