@@ -32,8 +32,8 @@ from appliance.protocol.store import (
 
 NO_REPLY = "(no reply)"  # what an empty answer is remembered and shown as
 SYSTEM_PROMPT = ("You are the assistant of an on-site appliance. Answer briefly, in a full sentence, in the "
-                 "same language as the question, even when the notes are in another language. When the numbered "
-                 "notes below help, use them and cite them as [1], [2]; do not invent facts that are not there.")
+                 "same language as the question, even when the notes are in another. Cite the numbered notes "
+                 "below as [1], [2] when they help; do not invent facts.")
 SNIPPET_CHARS = 400
 
 
