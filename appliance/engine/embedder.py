@@ -8,8 +8,6 @@ cannot read further.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from pathlib import Path
 
 import llama_cpp
@@ -18,6 +16,7 @@ import numpy as np
 from appliance.engine.errors import EngineError
 from appliance.engine.llama import Batch, ContextSettings, LlamaContext, LlamaModel
 from appliance.engine.metrics import EngineCounters
+from appliance.engine.sharedbatch import SharedBatches
 from appliance.protocol.engine import EmbedResponse
 from appliance.runtime.threads import in_daemon_thread
 
@@ -33,8 +32,7 @@ class EmbeddingModel:
         limit = model.metadata("sentence_transformers.max_seq_length")  # written by our converter
         self.max_tokens = min(int(limit) if limit and limit.isdigit() else model.n_ctx_train, BATCH_TOKENS)
         self._batch = Batch(BATCH_TOKENS)
-        self._waiting: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._batches = SharedBatches(self._embed_sync, MAX_SEQS, "embed")
 
     @classmethod
     async def load(cls, path: Path, *, n_threads: int, n_gpu_layers: int, counters: EngineCounters,
@@ -91,38 +89,11 @@ class EmbeddingModel:
         return out
 
     async def embed(self, texts: list[str]) -> EmbedResponse:
-        """Requests that arrive while a decode runs wait and then share the next one: under load,
-        one llama_decode embeds many callers' texts instead of one each."""
-        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((texts, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="embed")
-        vectors = await future
+        """Texts of callers that arrive together share one llama_decode (engine/sharedbatch.py)."""
+        vectors = await self._batches.embed(texts)
         self.counters.embed_requests += 1
         self.counters.embed_texts += len(texts)
         return EmbedResponse(dim=self.dim, vectors=vectors)
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            taken: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
-            total = 0
-            while self._waiting and (not taken or total + len(self._waiting[0][0]) <= MAX_SEQS):
-                texts, future = self._waiting.pop(0)
-                total += len(texts)
-                taken.append((texts, future))
-            everything = [text for texts, _ in taken for text in texts]
-            try:
-                vectors = await in_daemon_thread(functools.partial(self._embed_sync, everything), "embed")
-            except Exception as exc:
-                for _, future in taken:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for texts, future in taken:
-                if not future.done():
-                    future.set_result(vectors[start : start + len(texts)])
-                start += len(texts)
 
     def close(self) -> None:
         self._batch.close()

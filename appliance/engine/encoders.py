@@ -16,8 +16,6 @@ thread (NumPy releases the GIL in its matrix products), so the event loop never 
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 
 from appliance.engine.errors import EngineError
 from appliance.engine.metrics import EngineCounters
+from appliance.engine.sharedbatch import SharedBatches
 from appliance.protocol.engine import EmbedResponse
 from appliance.runtime.threads import in_daemon_thread
 
@@ -37,8 +36,7 @@ class PackagedEncoder:
     def __init__(self, name: str, model: Any, dim: int, counters: EngineCounters) -> None:
         self.name, self.dim, self.counters = name, dim, counters
         self._model = model
-        self._waiting: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._batches = SharedBatches(self._encode, MAX_BATCH, "encode")
 
     @classmethod
     async def load(cls, name: str, *, n_threads: int, counters: EngineCounters) -> PackagedEncoder:
@@ -68,36 +66,16 @@ class PackagedEncoder:
         return (rows / norms).tolist()  # type: ignore[no-any-return]
 
     async def embed(self, texts: list[str]) -> EmbedResponse:
-        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((texts, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="encode")
-        vectors = await future
+        """Texts of callers that arrive together share one pass (engine/sharedbatch.py)."""
+        try:
+            vectors = await self._batches.embed(texts)
+        except EngineError:
+            raise
+        except Exception as exc:  # NumPy or the tokenizer: the caller gets a reason, the engine lives on
+            raise EngineError(f"encoding failed: {exc}") from None
         self.counters.embed_requests += 1
         self.counters.embed_texts += len(texts)
         return EmbedResponse(dim=self.dim, vectors=vectors)
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            taken: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
-            total = 0
-            while self._waiting and (not taken or total + len(self._waiting[0][0]) <= MAX_BATCH):
-                texts, future = self._waiting.pop(0)
-                total += len(texts)
-                taken.append((texts, future))
-            everything = [text for texts, _ in taken for text in texts]
-            try:
-                vectors = await in_daemon_thread(functools.partial(self._encode, everything), "encode")
-            except Exception as exc:  # every waiter gets the reason; the worker lives on
-                for _, future in taken:
-                    if not future.done():
-                        future.set_exception(EngineError(f"encoding failed: {exc}"))
-                continue
-            start = 0
-            for texts, future in taken:
-                if not future.done():
-                    future.set_result(vectors[start : start + len(texts)])
-                start += len(texts)
 
     def close(self) -> None:
         self._model = None
