@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -93,6 +93,7 @@ class Ingest:
         self.problem: str | None = None  # why the store is not taking batches, while it is not
         self.stored = self.duplicates = self.rejected = self.throttled = self.flooded = 0
         self._drop_flood = frozenset(config.drop_flood_devices)
+        self.flooded_by_device: Counter[str] = Counter()  # stored as flood, per device (only those that flooded)
         # Told what each batch changed: the states, and the entities announced and withdrawn.
         self.on_states: Callable[[StatesStored], Awaitable[None]] | None = None
         self.on_entities: Callable[[list[EntityConfig], list[str]], Awaitable[None]] | None = None
@@ -153,14 +154,11 @@ class Ingest:
             return True
         return False
 
-    def flood_counts(self) -> dict[str, int]:
-        """Events past the rate per device, the most first (stored as flood, or dropped where configured)."""
-        return dict(sorted(((d, b.over) for d, b in self._buckets.items() if b.over), key=lambda i: -i[1]))
-
     def _flood(self, event: EventIn, now: float) -> None:
         bucket = self._buckets[event.device]
         bucket.over += 1
         self.flooded += 1
+        self.flooded_by_device[event.device] += 1
         self.pending.events.append(event.model_copy(update={"flood": True}))
         self.metrics.inc("appliance_mqtt_flood_events_total", "events past a device's rate, stored marked flood")
         if now - bucket.warned_at >= WARN_EVERY_S:

@@ -158,7 +158,7 @@ class MqttService(Service[Mqtt]):
         oldest = f", oldest {time.time() - self.outbox.oldest_at:.0f} s" if self.outbox.oldest_at else ""
         site = f"; {self.site.summary()}" if self.site is not None else ""
         flood = (f", {i.flooded} past a device's rate stored as flood (most: "
-                 + ", ".join(f"{d} {n}" for d, n in list(i.flood_counts().items())[:3]) + ")") if i.flooded else ""
+                 + ", ".join(f"{d} {n}" for d, n in i.flooded_by_device.most_common(3)) + ")") if i.flooded else ""
         counts = (f"{i.stored} stored{flood}, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} "
                   f"dropped as configured{site}; {self._broker_drops()}; "
                   f"network {'up' if self.network.online else 'down'} ({self.network.why}); "
