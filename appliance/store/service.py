@@ -388,8 +388,11 @@ class StoreService(Service[Store]):
         async with self._job:
             for device in await self._on_db(lambda db: db.devices_over_quota(quota)):
                 moved = 0
-                while step := await self._on_db(functools.partial(_overflow, device=device, keep=quota)):
-                    moved += step
+                try:
+                    while step := await self._on_db(functools.partial(_overflow, device=device, keep=quota)):
+                        moved += step
+                except (IpcError, apsw.Error) as exc:  # the minute loop goes on; the next round tries again
+                    self.log.error("device %s: its events past the quota could not be archived: %s", device, exc)
                 if moved:
                     self.over_quota[device] = self.over_quota.get(device, 0) + moved
                     self.log.warning("device %s holds more than %d events: its %d oldest went to the archive",

@@ -70,7 +70,8 @@ def reconcile(conn: apsw.Connection, dim: int, model: str) -> Reembed | None:
             _set(conn, "vector_model", model)
             _set(conn, "vector_dim", str(dim))
             waiting = integer(conn, "SELECT count(*) FROM memories WHERE forgotten_at IS NULL")
-            _set(conn, "reembed", json.dumps({"model": model, "total": waiting, "since": time.time()}))
+            if waiting:
+                _set(conn, "reembed", json.dumps({"model": model, "total": waiting, "since": time.time()}))
         log.warning("the embedding model is now %s (%d dims; the file held %s, %d dims): its %d vectors were "
                     "dropped and its %d memories are re-embedded in the background", model, dim,
                     stored_model or "an unrecorded model", stored_dim, dropped, waiting)
@@ -78,9 +79,14 @@ def reconcile(conn: apsw.Connection, dim: int, model: str) -> Reembed | None:
     if state is None:
         return None
     recorded = json.loads(state)
-    have = integer(conn, "SELECT count(*) FROM vectors")
-    return Reembed(model=str(recorded["model"]), total=int(recorded["total"]), since=float(recorded["since"]),
-                   done=have)
+    reembed = Reembed(model=str(recorded["model"]), total=int(recorded["total"]), since=float(recorded["since"]),
+                      done=integer(conn, "SELECT count(*) FROM vectors"))
+    if fetch_one(conn, "SELECT 1 FROM memories m WHERE forgotten_at IS NULL AND NOT EXISTS "
+                       "(SELECT 1 FROM vectors v WHERE v.id = m.id) LIMIT 1") is None:
+        with conn:  # finished while the store was last running, or everything was forgotten since
+            finish(conn, reembed)
+        return None
+    return reembed
 
 
 def finish(conn: apsw.Connection, reembed: Reembed) -> None:

@@ -90,3 +90,10 @@ def test_an_archived_vector_of_another_model_does_not_come_back(tmp_path: Path) 
     list(db.archive.steps(older_than_s=60))  # archived under model b, restored under model b: kept
     assert db.archive.restore(new[:2]) == 2 and db.stats().vectors == 2
     db.close()
+
+
+def test_an_empty_file_changes_model_with_nothing_to_re_embed(tmp_path: Path) -> None:
+    open_as(tmp_path, "model-a").close()
+    db = open_as(tmp_path, "model-b", dim=24)
+    assert db.longterm.reembed is None and meta(db, "reembed") is None and meta(db, "vector_model") == "model-b"
+    db.close()
