@@ -107,8 +107,13 @@ async def set_default(ctx: Context, request: DefaultModel) -> DefaultSet:
     if entry is None:
         raise CommandError("not_found", f"no imported model {request.name!r}; see GET /api/v1/models", field="name")
     await asyncio.to_thread(catalog.make_default, entry)
-    return DefaultSet(name=entry.name, kind=entry.kind,
-                      detail="the engine loads it at its next start (systemctl restart appliance-engine)")
+    # A new embedding model makes vectors the file's old ones cannot be compared with: the store
+    # re-embeds when it starts with the new one (store/vectormodel.py), so both restart together.
+    restart = "appliance-engine appliance-store" if entry.kind == "embedding" else "appliance-engine"
+    detail = "the engine loads it at its next start"
+    if entry.kind == "embedding":
+        detail += " (with engine.embedding_encoder: gguf); the store then re-embeds the memory"
+    return DefaultSet(name=entry.name, kind=entry.kind, detail=f"{detail} (systemctl restart {restart})")
 
 
 async def plan(ctx: Context, _: Empty) -> EngineStatus:
