@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
 from typing import Any, Literal
 
 from pydantic import Field
@@ -54,8 +56,25 @@ async def _service_health(ctx: Context, name: ServiceName) -> ServiceHealth:
         return ServiceHealth(name=name, state=ServiceState.DOWN, version="", uptime_s=0.0, detail=str(exc))
 
 
-async def all_health(ctx: Context) -> list[ServiceHealth]:
+# Every service's health, read at most once per HEALTH_FRESH_S per process: under load, health and
+# status requests share one read instead of each asking five services (bench/results/api-vm.md).
+HEALTH_FRESH_S = 0.5
+_reads: weakref.WeakKeyDictionary[object, tuple[float, asyncio.Task[list[ServiceHealth]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+async def _read_all(ctx: Context) -> list[ServiceHealth]:
     return list(await asyncio.gather(*(_service_health(ctx, n) for n in SERVICE_NAMES)))
+
+
+async def all_health(ctx: Context) -> list[ServiceHealth]:
+    """The services' health as of at most HEALTH_FRESH_S ago; callers that arrive meanwhile share the read."""
+    now = time.monotonic()
+    cached = _reads.get(ctx.peers)
+    if cached is None or now - cached[0] > HEALTH_FRESH_S or cached[1].get_loop() is not asyncio.get_running_loop():
+        cached = (now, asyncio.create_task(_read_all(ctx)))
+        _reads[ctx.peers] = cached
+    return list(await asyncio.shield(cached[1]))
 
 
 def overall(services: list[ServiceHealth]) -> Overall:

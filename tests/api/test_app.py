@@ -6,6 +6,7 @@ that need running services are in test_rest.py. Tokens, signing and HTTP are all
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -55,6 +56,32 @@ async def test_public_get_health_is_a_summary(client: TestClient) -> None:  # ty
     reply = await client.get("/api/v1/health")
     assert reply.status == 200
     assert await reply.json() == {"status": "degraded", "services": {n: "down" for n in SERVICE_NAMES}}
+
+
+async def test_health_under_load_reads_the_services_once_for_many_requests(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    """200 requests at once: they share one read of the five services (control/system.py), and a
+    request after HEALTH_FRESH_S reads again, so a change shows within half a second."""
+    from appliance.control import system
+
+    reads = 0
+    real_read = system._read_all
+
+    async def counted(ctx: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await real_read(ctx)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(system, "_read_all", counted)
+    started = time.monotonic()
+    replies = await asyncio.gather(*(client.get("/api/v1/health") for _ in range(200)))
+    took = time.monotonic() - started
+    assert {r.status for r in replies} == {200}
+    assert reads <= 1 + took / system.HEALTH_FRESH_S  # one read per half second, however many requests
+    assert {(await r.json())["status"] for r in replies} == {"degraded"}
+    before = reads
+    await asyncio.sleep(system.HEALTH_FRESH_S + 0.1)
+    assert (await client.get("/api/v1/health")).status == 200 and reads == before + 1
 
 
 async def test_post_health_with_token_lists_all_five(client: TestClient, authority: TokenAuthority) -> None:  # type: ignore[type-arg]
