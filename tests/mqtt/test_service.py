@@ -55,6 +55,15 @@ async def memories(peers: Peers) -> int:
     return (await peers.store.call(STORE_STATS)).memories
 
 
+async def _session_left_waiting(config_file: Path, peers: Peers, log: Path) -> None:
+    """The bridge connects once (its persistent session and subscriptions now exist at the broker),
+    then stops cleanly: the broker keeps the session and queues for it while the bridge is away."""
+    bridge = serve(config_file, "mqtt", log=log)
+    await wait_ready(peers.mqtt)
+    bridge.send_signal(signal.SIGTERM)
+    bridge.wait(10)
+
+
 async def test_events_quarantine_and_availability(config_file: Path, broker: int,
                                                   services: Callable[..., Awaitable[Peers]]) -> None:
     bridged(config_file, broker)
@@ -108,10 +117,7 @@ async def test_events_sent_while_the_bridge_is_away_arrive_when_it_returns(
         config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
     bridged(config_file, broker)
     peers = await services("store")
-    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
-    await wait_ready(peers.mqtt)
-    bridge.send_signal(signal.SIGTERM)  # a clean stop: the broker keeps the session and queues for it
-    bridge.wait(10)
+    await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
     device = Publisher(broker)
     try:
         for i in range(100):
@@ -169,10 +175,7 @@ async def test_acknowledged_events_sent_while_the_bridge_is_down_are_all_stored(
     a client) dropped 500 of them; config/mosquitto/appliance.conf limits the queue by bytes instead."""
     bridged(config_file, broker)
     peers = await services("store")
-    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
-    await wait_ready(peers.mqtt)
-    bridge.send_signal(signal.SIGTERM)
-    bridge.wait(10)
+    await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
     devices = [Publisher(broker, f"meter-{n}") for n in range(30)]
     try:
         sent = [devices[i % 30].client.publish(f"devices/meter-{i % 30}/events", json.dumps({"id": i, "kwh": i}),
@@ -262,10 +265,7 @@ async def test_health_warns_when_the_broker_drops_what_it_acknowledged(
     try:
         bridged(config_file, port)
         peers = await services("store")
-        bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
-        await wait_ready(peers.mqtt)
-        bridge.send_signal(signal.SIGTERM)
-        bridge.wait(10)
+        await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
         device = Publisher(port)
         try:
             for i in range(50):
