@@ -411,3 +411,28 @@ def declarations(group: str) -> dict[str, tuple[str, str, str | None, str | None
     return {c.name: (c.effect.value, c.permission.value, type(c.owner).__name__ if c.owner else None,
                      c.tool.name if c.tool else None)
             for c in default_table() if c.handler.__module__ == f"appliance.control.{group}"}
+
+
+def bundle_parts(folder: Path) -> dict[str, Path]:
+    """What an update bundle carries, small: a root filesystem stand-in (its bytes are what matter to
+    the format and the slot writer), its zstd form, a kernel and an initrd."""
+    import zstandard
+
+    root = os.urandom(64 * 1024) + b"\0" * 64 * 1024
+    (folder / "rootfs.ext4").write_bytes(root)
+    (folder / "rootfs.ext4.zst").write_bytes(zstandard.ZstdCompressor().compress(root))
+    (folder / "vmlinuz").write_bytes(b"kernel " + os.urandom(1000))
+    (folder / "initrd").write_bytes(b"initrd " + os.urandom(2000))
+    return {name: folder / name for name in ("rootfs.ext4", "rootfs.ext4.zst", "vmlinuz", "initrd")}
+
+
+def make_bundle(parts: dict[str, Path], out: Path, key: Any, *, version: str = "0.2.0", arch: str = "x86_64",
+                raw_size: int | None = None) -> Path:
+    """A signed update bundle of `parts` (appliance/update/bundle.py), signed with the Ed25519 `key`."""
+    from appliance.update.bundle import write_bundle
+
+    write_bundle(out, version=version, build="test", arch=arch, created="2026-12-07T00:00:00Z",
+                 rootfs_zst=parts["rootfs.ext4.zst"],
+                 rootfs_raw_size=raw_size if raw_size is not None else parts["rootfs.ext4"].stat().st_size,
+                 kernel=parts["vmlinuz"], initrd=parts["initrd"], key=key)
+    return out
