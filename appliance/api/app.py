@@ -25,11 +25,12 @@ from appliance.api.control_ws import control_socket
 from appliance.api.hub import Hub
 from appliance.api.openai import add_openai_routes, openai_error
 from appliance.api.openapi import add_spec_routes
-from appliance.api.rest import CALLER_KEY, MAX_BODY_KEY, Handler, add_command_routes, error_response
+from appliance.api.rest import CALLER_KEY, MAX_BODY_KEY, UPLOAD_DIR_KEY, Handler, add_command_routes, error_response
 from appliance.config import ApiConfig
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
+from appliance.control.update import uploads_folder
 from appliance.runtime.metrics import Metrics
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -125,9 +126,12 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
         header_caller = request[CALLER_KEY] if bearer(request) is not None else None
         return await control_socket(request, dispatcher, hub, api, auth_required, header_caller)
 
-    largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http])
+    # Routes that stream their body to a file (body_file) set no bound on what is read into memory.
+    largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http
+                                          if r.body_file is None])
     app = web.Application(client_max_size=largest, middlewares=[headers_and_errors, caller])
     app[MAX_BODY_KEY] = api.max_body_bytes
+    app[UPLOAD_DIR_KEY] = uploads_folder(dispatcher.config.paths.state_dir)
     add_command_routes(app, dispatcher)
     add_spec_routes(app, dispatcher.table)
     add_openai_routes(app, dispatcher)

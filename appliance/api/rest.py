@@ -9,12 +9,15 @@ A streaming command answers newline-delimited JSON, one object per item.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import secrets
 import types
 import typing
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -30,6 +33,7 @@ from appliance.control.system import MetricsReport, prometheus
 
 CALLER_KEY = web.RequestKey("caller", Caller)
 MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+UPLOAD_DIR_KEY = web.AppKey("upload_dir", Path)  # where body_file routes store what they receive
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -158,6 +162,31 @@ def _render(route: HttpRoute, reply: BaseModel) -> web.Response:
     return web.Response(body=reply.model_dump_json(), status=route.status, content_type="application/json")
 
 
+async def store_body(request: web.Request, route: HttpRoute) -> Path:
+    """The raw body into a new file of the upload folder, at most the route's limit; its path.
+    A body cut short or too long leaves no file behind."""
+    limit = route.max_body_bytes or request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit, route)
+    folder = request.app[UPLOAD_DIR_KEY]
+    await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"{secrets.token_hex(8)}.upload"
+    written = 0
+    try:
+        with path.open("xb") as out:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                written += len(chunk)
+                if written > limit:
+                    raise _too_large(limit, route)
+                await asyncio.to_thread(out.write, chunk)
+        if request.content_length is not None and written != request.content_length:
+            raise CommandError("bad_request", f"body: {written:,} of {request.content_length:,} bytes arrived")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _path_value(model: type[BaseModel], name: str, value: str) -> Any:
     """A path segment is text; an integer field takes its digits as a number, also in a strict JSON body."""
     field = model.model_fields.get(name)
@@ -169,8 +198,14 @@ def command_handler(dispatcher: Dispatcher, command: Command[Any, Any], route: H
     where = "body" if reads_body else "query"
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        payload, strict = (await body_payload(request, route, command.request) if reads_body
-                           else (query_payload(request, command.request), False))
+        if route.body_file is not None:
+            payload, strict = query_payload(request, command.request), False
+            # The role first: nobody without it gets to fill the disk.
+            dispatcher.authorize(command, request[CALLER_KEY])
+            payload[route.body_file] = str(await store_body(request, route))
+        else:
+            payload, strict = (await body_payload(request, route, command.request) if reads_body
+                               else (query_payload(request, command.request), False))
         for name, value in request.match_info.items():
             if name in payload and payload[name] != value:
                 raise CommandError("bad_request", f"{name} is given in the path and differs in the {where}",

@@ -27,13 +27,14 @@ from appliance.cli import (
     services,
     tasks,
     tokens,
+    update,
 )
 from appliance.cli.base import EXIT_BAD_INPUT, CliError
 from appliance.config import ConfigError, load_config, resolve_config_path
 from appliance.taskkinds.action import check_config as check_actions
 
 GROUPS = (services, config, tokens, models, engine, memory, chat, agent, devices, entities, tasks, schedules,
-          capabilities)
+          capabilities, update)
 
 
 def parser() -> argparse.ArgumentParser:

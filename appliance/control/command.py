@@ -123,6 +123,9 @@ class HttpRoute:
     form: bool = False  # also take application/x-www-form-urlencoded (OAuth2 clients post forms)
     # A multipart upload: (field that gets the file's text, field that gets its file name).
     upload: tuple[str, str] | None = None
+    # A large file as the raw body: streamed to the api's upload folder (after the role check, never
+    # into memory); this request field gets its path. The query string gives the other fields.
+    body_file: str | None = None
 
 
 def _no_details(_request: Any, reply: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from appliance.control import (
     site,
     system,
     tasks,
+    update,
     users,
 )
 from appliance.control.command import CommandTable
@@ -24,4 +25,4 @@ from appliance.control.command import CommandTable
 def default_table() -> CommandTable:
     return CommandTable(system.COMMANDS, capabilities.COMMANDS, admin.COMMANDS, auth.COMMANDS, users.COMMANDS,
                         memory.COMMANDS, chat.COMMANDS, llm.COMMANDS, devices.COMMANDS, tasks.COMMANDS,
-                        schedules.COMMANDS, messages.COMMANDS, notify.COMMANDS, site.COMMANDS)
+                        schedules.COMMANDS, messages.COMMANDS, notify.COMMANDS, site.COMMANDS, update.COMMANDS)
