@@ -3,7 +3,9 @@
 // latency. Both topics are pushed over the WebSocket; the page never polls.
 import { t } from "../i18n.js";
 import { LineChart } from "../chart.js";
-import { badge, bytes, duration, fill, h, number, table } from "../dom.js";
+import { upload } from "../api.js";
+import { capabilities } from "../capabilities.js";
+import { badge, bytes, duration, errorText, fill, h, notice, number, table } from "../dom.js";
 
 /** The sum of a family's samples (with this suffix) across services, or null when none reports it. */
 function total(metrics, name, suffix = "", labels = {}) {
@@ -108,6 +110,54 @@ function box(resources, engine) {
       : h("p", { class: "muted" }, t("dashboard.no_sensors")));
 }
 
+/** The software card: running slot and version, an install in progress, the last boots' verdicts
+ * (GET /api/v1/system/update), and for an admin on the image the bundle upload. */
+function software(state) {
+  const facts = [
+    ["dashboard.update.version", state.running_version],
+    ["dashboard.update.slot", state.running_slot ?? t("dashboard.update.no_slot")],
+    ["dashboard.update.state", badge(state.state)],
+  ];
+  if (state.version) facts.push(["dashboard.update.bundle", state.version]);
+  if (state.progress !== null && state.progress !== undefined) {
+    facts.push(["dashboard.update.progress", `${number(state.progress * 100)} %`]);
+  }
+  return h("div", {},
+    h("dl", { class: "facts" }, facts.map(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)])),
+    state.detail ? h("p", { class: "muted" }, state.detail) : null,
+    state.boots.length ? table([
+      ["dashboard.update.at", (b) => b.at],
+      ["dashboard.update.slot", (b) => b.slot],
+      ["dashboard.update.version", (b) => b.version],
+      ["dashboard.state", (b) => badge(b.result)],
+      ["dashboard.detail", (b) => b.reason],
+    ], state.boots.slice(-5).reverse()) : null);
+}
+
+function installForm(onDone) {
+  const file = h("input", { type: "file", name: "bundle", accept: ".bundle" });
+  const progress = h("progress", { max: 1, value: 0, hidden: true });
+  const status = h("p", { class: "status", role: "status" });
+  const button = h("button", { type: "button", disabled: true }, t("dashboard.update.install"));
+  file.addEventListener("change", () => { button.disabled = !file.files.length; });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    progress.hidden = false;
+    try {
+      await upload("/api/v1/system/update", file.files[0], (share) => { progress.value = share; });
+      notice(status, t("dashboard.update.handed_over"), "ok");
+    } catch (error) {
+      notice(status, errorText(error));
+    } finally {
+      progress.hidden = true;
+      button.disabled = false;
+      onDone();
+    }
+  });
+  return h("div", { class: "update-form" }, h("label", {}, t("dashboard.update.file"), " ", file), button, progress,
+    status);
+}
+
 export default {
   id: "dashboard",
   title: "nav.dashboard",
@@ -117,6 +167,7 @@ export default {
     const servicesBox = h("div", { id: "services" }, h("p", { class: "muted" }, t("common.loading")));
     const modelBox = h("div", { id: "model" });
     const boxBox = h("div", { id: "box" });
+    const softwareBox = h("div", { id: "software" });
     const charts = {};
     const figures = CHARTS.map(([key, label, digits, color]) => {
       const canvas = h("canvas", { class: "chart", role: "img", "aria-label": t(label) });
@@ -131,7 +182,23 @@ export default {
       h("div", { class: "grid" },
         h("section", { class: "card wide" }, h("h2", {}, t("dashboard.services")), servicesBox),
         h("section", { class: "card" }, h("h2", {}, t("dashboard.model")), modelBox),
-        h("section", { class: "card" }, h("h2", {}, t("dashboard.box")), boxBox)));
+        h("section", { class: "card" }, h("h2", {}, t("dashboard.box")), boxBox),
+        h("section", { class: "card wide" }, h("h2", {}, t("dashboard.update.title")), softwareBox)));
+
+    // The update state is not a pushed topic: read it now, and again every 5 s while an install runs.
+    let timer = null;
+    const readUpdate = async () => {
+      clearTimeout(timer);
+      try {
+        const state = await socket.request("system.update_status");
+        fill(softwareBox, software(state),
+          capabilities.may("system.update") && state.running_slot ? installForm(readUpdate) : null);
+        if (state.state === "requested" || state.state === "installing") timer = setTimeout(readUpdate, 5000);
+      } catch (error) {
+        fill(softwareBox, h("p", { class: "notice error" }, errorText(error)));
+      }
+    };
+    if (capabilities.may("system.update_status")) readUpdate();
 
     const offStatus = socket.subscribe("status", (status) => {
       fill(overall, badge(status.health.status));
@@ -151,6 +218,6 @@ export default {
       }
       previous = { metrics, at: frame.at };
     });
-    return () => { offStatus(); offMetrics(); };
+    return () => { offStatus(); offMetrics(); clearTimeout(timer); };
   },
 };
