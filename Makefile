@@ -7,7 +7,7 @@ CONFIG ?= config/agent.yaml
 
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site eval-agent eval-memory bootstrap-run bootstrap-test check-fresh
+.PHONY: run test test-fast lint venv clean bench bench-memory bench-engine bench-model bench-realtime bench-api bench-mqtt bench-tasks bench-admin bench-site eval-agent eval-memory bootstrap-run bootstrap-test check-fresh image check-image bundle
 
 # Debian packages first (scripts/debian-packages.txt): checked every time, installed when missing.
 bootstrap-run:
@@ -27,7 +27,7 @@ run: venv
 	scripts/dev-run.sh $(CONFIG)
 
 lint: bootstrap-test venv
-	$(VENV)/bin/ruff check appliance tests bench
+	$(VENV)/bin/ruff check appliance tests bench image
 	$(VENV)/bin/mypy
 
 test: lint
@@ -41,6 +41,20 @@ test-fast: lint
 check-fresh:
 	@scripts/bootstrap.sh check
 	scripts/check-fresh.sh
+
+# The appliance image (image/README.md): a raw GPT disk for x86_64 UEFI mini PCs, and its boot test
+# in qemu (OVMF; KVM where /dev/kvm works, TCG otherwise).
+image: venv
+	@scripts/bootstrap.sh image
+	image/build.sh
+
+check-image: venv
+	@scripts/bootstrap.sh image
+	$(PY) image/check.py
+
+# The signed update bundle of the image last built (var/image/appliance-VERSION.bundle).
+bundle: venv
+	$(PY) image/bundle.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

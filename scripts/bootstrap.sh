@@ -5,6 +5,7 @@
 #   scripts/bootstrap.sh test    the [run] and [test] packages
 #   scripts/bootstrap.sh check   those and [check] (`make check-fresh`)
 #   scripts/bootstrap.sh bench   [run] and [bench] (`make bench-*`)
+#   scripts/bootstrap.sh image   [run] and [image] (`make image`, `make check-image`)
 #
 # Each package is checked with dpkg-query; when none is missing this takes a few milliseconds
 # and never touches apt. Missing ones are installed with apt-get, as root directly or through
@@ -20,7 +21,8 @@ case $what in
   test) sections=" run test " ;;
   check) sections=" run test check " ;;
   bench) sections=" run bench " ;;
-  *) echo "usage: $0 run|test|check|bench" >&2; exit 2 ;;
+  image) sections=" run image " ;;
+  *) echo "usage: $0 run|test|check|bench|image" >&2; exit 2 ;;
 esac
 
 wanted=()
