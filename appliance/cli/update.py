@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
-from appliance.cli.base import EXIT_BAD_INPUT, fail
+from appliance.cli.base import EXIT_BAD_INPUT, CliError, fail, run_command
 from appliance.config import ApplianceConfig
 from appliance.control.update import update_folder
+from appliance.store.rollback import PRE_UPDATE_BACKUP
 from appliance.update.bundle import BundleError, inspect, load_public_keys
 from appliance.update.slots import Layout, install
 
@@ -67,7 +68,10 @@ def _install(config: ApplianceConfig, args: argparse.Namespace) -> int:
                           arch=platform.machine(), slot_bytes=layout.slot_bytes(layout.other),
                           allow_downgrade=allow_downgrade)
         version = checked.manifest.version
-        state.write("installing", version, 0.0, f"verified with {checked.key_name}; writing slot {layout.other}")
+        state.write("installing", version, 0.0, f"verified with {checked.key_name}; backing the memory up")
+        backed_up = _back_up_memory(config)
+        state.write("installing", version, 0.0, f"{backed_up}; writing slot {layout.other}")
+        sys.stdout.write(f"{backed_up}\n")
         sys.stdout.write(f"bundle {version} ({checked.manifest.build}) verified with {checked.key_name}; "
                          f"writing slot {layout.other}\n")
 
@@ -120,6 +124,19 @@ class State:
             partial.replace(self.folder / "state.json")
         except OSError:
             pass  # a report that cannot be written must not stop the install
+
+
+def _back_up_memory(config: ApplianceConfig) -> str:
+    """The memory file's online backup, which the store restores if this update is rolled back after
+    migrating it (appliance/store/rollback.py). Without a running store there is none, and an older
+    backup is removed rather than left to be restored over newer data."""
+    backup = config.paths.state_dir / PRE_UPDATE_BACKUP
+    try:
+        done = run_command(config, "memory.backup", {"path": str(backup)})
+    except CliError as exc:
+        backup.unlink(missing_ok=True)
+        return f"no pre-update backup of the memory ({exc}); a rollback keeps the file as the update leaves it"
+    return f"memory backed up before the update ({getattr(done, 'bytes', 0):,} bytes, {backup.name})"
 
 
 def _local(source: str, folder: Path) -> Path:

@@ -149,6 +149,7 @@ from appliance.runtime.notify import extending_start_timeout
 from appliance.runtime.service import Service
 from appliance.store.db import MemoryDB
 from appliance.store.errors import Conflict, Missing, StoreError
+from appliance.store.rollback import PRE_UPDATE_BACKUP, restore_after_rollback
 
 T = TypeVar("T")
 PURGE_INTERVAL_S = 60.0
@@ -248,6 +249,10 @@ class StoreService(Service[Store]):
         loop = asyncio.get_running_loop()
         self.set_state(self.state, f"opening {path} and building the vector index")
         try:
+            restored = await loop.run_in_executor(self._sqlite, restore_after_rollback, path,
+                                                  self.config.paths.state_dir / PRE_UPDATE_BACKUP)
+            if restored is not None:
+                self.log.warning("%s", restored)
             # The index is rebuilt from the file at open: ~2.6 s per million memories from the page
             # cache, longer from a cold eMMC, so ask systemd for time while it runs.
             async with extending_start_timeout():
