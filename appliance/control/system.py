@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import weakref
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from pydantic import Field
 from appliance import __version__
 from appliance.control.caller import Permission
 from appliance.control.command import Command, Context, Effect, HttpRoute, Tool, command
+from appliance.control.update import UpdateStatus, status_of, update_folder
 from appliance.ipc.errors import IpcError
 from appliance.protocol.common import (
     HEALTH,
@@ -42,11 +44,13 @@ class HealthSummary(Message):
 
 
 class HealthReport(Message):
-    """The full report, for a valid token: every service's health with its detail."""
+    """The full report, for a valid token: every service's health with its detail, and on the image
+    the update state (slot, version, an install in progress, the last boot's verdict)."""
 
     status: Overall
     version: str
     services: list[ServiceHealth]
+    update: UpdateStatus | None = None
 
 
 async def _service_health(ctx: Context, name: ServiceName) -> ServiceHealth:
@@ -85,14 +89,22 @@ async def health(ctx: Context, _: Empty) -> HealthSummary | HealthReport:
     services = await all_health(ctx)
     if ctx.caller.role is None:
         return HealthSummary(status=overall(services), services={s.name: s.state for s in services})
-    return HealthReport(status=overall(services), version=__version__, services=services)
+    return HealthReport(status=overall(services), version=__version__, services=services,
+                        update=await _update(ctx))
+
+
+async def _update(ctx: Context) -> UpdateStatus | None:
+    """Only on the image (its loader entry names the slot): a development box has nothing to report."""
+    if not os.environ.get("APPLIANCE_SLOT"):
+        return None
+    return await asyncio.to_thread(status_of, update_folder(ctx.config.paths.state_dir))
 
 
 async def health_report(ctx: Context, body: TokenInBody) -> HealthReport:
     """The reference design's form: the token in the body instead of the Authorization header."""
     ctx.accounts.caller(body.token, ctx.caller.via, ctx.caller.ip)  # refuses a bad token
     services = await all_health(ctx)
-    return HealthReport(status=overall(services), version=__version__, services=services)
+    return HealthReport(status=overall(services), version=__version__, services=services, update=await _update(ctx))
 
 
 class MetricsReport(Message):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +77,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _running_slot() -> str | None:
+    """The loader entry sets APPLIANCE_SLOT for every service (appliance/update/slots.py); a process
+    that may read /proc/cmdline (the installer, root) finds it there too."""
+    if os.environ.get("APPLIANCE_SLOT") in ("a", "b"):
+        return os.environ["APPLIANCE_SLOT"]
     try:
         for word in Path("/proc/cmdline").read_text().split():
             if word.startswith("appliance.slot="):

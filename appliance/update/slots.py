@@ -52,6 +52,8 @@ def entry_text(slot: str, version: str) -> str:
             f"linux /{slot}/vmlinuz\n"
             f"initrd /{slot}/initrd\n"
             f"options root=PARTUUID={PARTUUID[slot]} ro rootwait appliance.slot={slot} "
+            # Every service's environment names the slot: the api may not read /proc/cmdline (ProcSubset=pid).
+            f"systemd.setenv=APPLIANCE_SLOT={slot} "
             "console=tty0 console=ttyS0,115200 systemd.show_status=auto\n")
 
 

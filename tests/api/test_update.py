@@ -112,3 +112,16 @@ async def test_a_bad_bundle_is_refused_with_its_reason_and_a_good_one_handed_to_
         await dispatcher.call("system.update", {"bundle": "/etc/passwd"}, Caller("ada", Role.ADMIN, "websocket"))
     assert refused.value.code == "not_found"
     assert (await dispatcher.call("system.update_status", {}, Caller("ada", Role.ADMIN, "cli"))).state == "requested"
+
+
+async def test_health_reports_the_update_state_on_the_image_only(
+        api: tuple[TestClient, Dispatcher], monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[type-arg]
+    client, dispatcher = api
+    viewer = bearer(dispatcher, Role.VIEWER)
+    off = await (await client.get("/api/v1/health", headers=viewer)).json()
+    assert off["update"] is None
+    monkeypatch.setenv("APPLIANCE_SLOT", "b")  # what the image's loader entry sets for every service
+    on = await (await client.get("/api/v1/health", headers=viewer)).json()
+    assert on["update"]["running_slot"] == "b" and on["update"]["state"] == "idle"
+    anonymous = await (await client.get("/api/v1/health")).json()
+    assert "update" not in anonymous
