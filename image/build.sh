@@ -44,16 +44,17 @@ mkdir -p "$work/wheels" "$work/esp" "$work/data"
 # llama.cpp for the boxes' CPUs, not the build machine's: pip's cached wheel is compiled with
 # -march=native (AVX-512 here, an illegal instruction on an Intel N100). x86-64-v3 (AVX2, FMA, F16C,
 # BMI2) is what x86 mini PCs of the last decade have; compiled once per llama-cpp-python version and
-# kept in var/image/llama/ (not in pip's cache, which keys a build by its source, not its flags).
+# kept in ~/.cache/appliance/image/ (not in pip's cache, which keys a build by its source, not its
+# flags; outside the checkout, so a fresh clone on the same machine finds it too).
 llama_version=$("$py" -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))')
-llama_dir=$out/llama/$llama_version-x86-64-v3
+llama_dir=${XDG_CACHE_HOME:-$HOME/.cache}/appliance/image/llama-$llama_version-x86-64-v3
 if ! compgen -G "$llama_dir/llama_cpp_python-*.whl" >/dev/null; then
   say "llama-cpp-python $llama_version for x86-64-v3: compiling (about 8 minutes on 2 cores, once)"
   rm -rf "$llama_dir.partial"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$py" -m pip wheel -q --no-deps --no-cache-dir \
     --no-binary llama-cpp-python -w "$llama_dir.partial" "llama-cpp-python==$llama_version" >>"$log" 2>&1
-  mv "$llama_dir.partial" "$llama_dir"
+  mkdir -p "$(dirname "$llama_dir")" && mv "$llama_dir.partial" "$llama_dir"
 fi
 llama_wheel=$(compgen -G "$llama_dir/llama_cpp_python-*.whl")
 
