@@ -356,9 +356,9 @@ def updates(machine: Machine, api: Api, folder: Path) -> dict[str, float]:
     machine.start()
     wait_for_boot(machine, mark, "b", 1200)
     state = api.update_status()
-    say(f"  power back: booted slot {state.get('running_slot')} again; the install is reported as "
-        f"{state.get('state')!r}")
-    if state.get("running_slot") != "b":
+    say(f"  power back: booted slot {state.get('running_slot')} again; the install is reported "
+        f"{state.get('state')!r}: {state.get('detail')}")
+    if state.get("running_slot") != "b" or state.get("state") != "failed" or "interrupted" not in state.get("detail"):
         raise CheckFailed(f"after the power cut: {state}")
 
     started, mark = time.monotonic(), len(machine.console())

@@ -45,7 +45,7 @@ ARCH=x86_64
 REL
 
 in_root systemctl enable appliance.target appliance-provision.service appliance-data-grow.service \
-  appliance-healthy.service appliance-update.path systemd-networkd.service >/dev/null 2>&1
+  appliance-healthy.service appliance-update.path appliance-update-recover.service systemd-networkd.service >/dev/null 2>&1
 in_root systemctl set-default multi-user.target >/dev/null
 # No login on the box: the admin page and the API are the interface (a console shell is one
 # `systemctl unmask` away for a technician with the disk).

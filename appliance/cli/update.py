@@ -43,6 +43,9 @@ def register(commands: Any) -> None:
     install_.add_argument("--keys", type=Path, default=KEYS, help=f"trusted public keys (default {KEYS})")
     install_.add_argument("--esp", type=Path, default=Path("/efi"), help="where the ESP is mounted")
     install_.set_defaults(handler=_install)
+    recover = actions.add_parser("recover", help="at boot: an install that a restart interrupted is reported failed, "
+                                 "its request and upload removed (appliance-update-recover.service)")
+    recover.set_defaults(handler=_recover)
     status = actions.add_parser("status", help="running slot and version, loader entries, the last boot's verdict")
     status.add_argument("--esp", type=Path, default=Path("/efi"))
     status.set_defaults(handler=_status)
@@ -124,6 +127,27 @@ class State:
             partial.replace(self.folder / "state.json")
         except OSError:
             pass  # a report that cannot be written must not stop the install
+
+
+def _recover(config: ApplianceConfig, _: argparse.Namespace) -> int:
+    """Run once per boot, before the installer can start: nothing installs at boot. An install that was
+    running (power lost, a reboot) wrote no loader entry, so the slot it was writing is not booted; it is
+    reported as failed, and its request and upload are removed, so it is not resumed unasked."""
+    folder = update_folder(config.paths.state_dir)
+    request = folder / "request.json"
+    try:
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        state = {}
+    interrupted = state.get("state") == "installing" or request.exists()
+    request.unlink(missing_ok=True)
+    for upload in (folder / "uploads").glob("*.upload") if (folder / "uploads").is_dir() else []:
+        upload.unlink(missing_ok=True)
+    if interrupted:
+        State(folder).write("failed", state.get("version"), None, "interrupted: the box restarted before the install "
+                            "finished; no slot was switched. Upload the bundle again.")
+        sys.stdout.write("an install interrupted by a restart is reported failed\n")
+    return 0
 
 
 def _back_up_memory(config: ApplianceConfig) -> str:
