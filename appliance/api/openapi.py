@@ -115,16 +115,19 @@ def _operation(command: Command[Any, Any], route: HttpRoute, names: dict[Any, st
         "tags": [command.tags[0] if command.tags else command.name.split(".")[0]],
         "x-command": command.name, "x-permission": command.permission.value, "x-effect": command.effect.value,
     }
-    if route.method in ("GET", "DELETE"):
+    if route.method in ("GET", "DELETE") or route.body_file is not None:
         for name, schema in properties.items():
-            if name in path_fields:
+            if name in path_fields or name == route.body_file:
                 continue
             parameter = {"name": name, "in": "query", "required": name in required, "schema": schema}
             annotation = command.request.model_fields[name].annotation
             if typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
                 parameter.update(style="form", explode=True)
             parameters.append(parameter)
-    else:
+    if route.body_file is not None:  # the file itself is the body; the other fields are query parameters
+        operation["requestBody"] = {"required": True, "content": {"application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"}}}}
+    elif route.method not in ("GET", "DELETE"):
         body = _without(defs[names[(command.request, "validation")]], path_fields)
         content: dict[str, Any] = {"application/json": {"schema": body}}
         if route.form:

@@ -40,8 +40,11 @@ EXAMPLES = 8  # per operation and phase; enough to reach every operation's edges
 
 
 async def schemathesis(port: int, token: str | None, report: Path) -> subprocess.CompletedProcess[str]:
+    # One worker: CPython 3.11 keeps the ast module's recursion counter in module state shared by threads,
+    # so two workers parsing at once can fail with "AST constructor recursion depth mismatch" (seen once
+    # here, inside hypothesis, on GET /api/v1/audit): a runtime error of the tool, not of the API.
     command = [sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{port}/api/v1/openapi.json",
-               "--checks", "all", "--max-examples", str(EXAMPLES), "--workers", "2", "--seed", "1",
+               "--checks", "all", "--max-examples", str(EXAMPLES), "--workers", "1", "--seed", "1",
                "--exclude-operation-id", "auth_logout_post",
                "--exclude-operation-id", "devices_command_post", "--exclude-operation-id", "tasks_create_post",
                "--exclude-operation-id", "schedules_create_post", "--exclude-operation-id", "schedules_replace_put",
