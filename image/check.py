@@ -8,13 +8,17 @@ the serial console to a file.
 Accelerator: KVM where /dev/kvm opens and the firmware runs under it; TCG otherwise. Where KVM
 starts but stops with an internal error (nested virtualisation that cannot run OVMF's flash, as on
 the 2-core VMs here), the check says so and goes on with TCG. The log names the one that ran.
+CHECK_IMAGE_ACCEL=tcg (or kvm) skips the choice; CHECK_IMAGE_UPDATES=0 stops after the first boot
+(checks 1-4 and the power-off).
 
 Checks, in order (each waits by polling, with a deadline, never a fixed sleep):
   1. the data partition is grown to fill the disk (its line on the serial console);
   2. the first-boot setup token appears on the serial console;
   3. GET /api/v1/health through the forwarded port says "ready" (all five services);
   4. the appliance's own self-check says healthy (appliance-healthy.service, the boot's verdict);
-  5. an ACPI power-off ends qemu cleanly.
+  5. updates (`updates` below): a tampered bundle refused, a good update over the API with the data
+     kept, a power cut while a slot is written, a release whose engine crash-loops rolled back;
+  6. an ACPI power-off ends qemu cleanly.
 The log (var/image/check-image.log) has the image's size, its build time (from build.log), the
 accelerator, and the seconds from power-on to each of these.
 """
@@ -428,7 +432,11 @@ def main() -> int:
         f"allocated; {built[-1] if built else 'build log missing'}")
     with tempfile.TemporaryDirectory(prefix="check-image-", dir="/var/tmp") as folder:
         try:
-            ran, times = boot("kvm" if kvm_usable() else "tcg", Path(folder))
+            accel = os.environ.get("CHECK_IMAGE_ACCEL", "auto")
+            if accel not in ("auto", "kvm", "tcg"):
+                sys.stderr.write(f"check-image: CHECK_IMAGE_ACCEL={accel[:20]!r}: give auto, kvm or tcg\n")
+                return 2
+            ran, times = boot(("kvm" if kvm_usable() else "tcg") if accel == "auto" else accel, Path(folder))
         except CheckFailed as exc:
             say(f"FAILED: {exc}")
             return 1

@@ -24,6 +24,7 @@ from appliance.config import ApplianceConfig
 from appliance.control.update import update_folder
 from appliance.store.rollback import PRE_UPDATE_BACKUP
 from appliance.update.bundle import BundleError, inspect, load_public_keys
+from appliance.update.progress import State, recover
 from appliance.update.slots import Layout, install
 
 KEYS = Path("/usr/share/appliance/update-keys")
@@ -105,47 +106,8 @@ def _install(config: ApplianceConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-class State:
-    """state.json in the update folder: what `system.update_status` reports while the installer works."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.shown = -1.0
-
-    def progress_due(self, fraction: float) -> bool:
-        if fraction >= self.shown + 0.05:
-            self.shown = fraction
-            return True
-        return False
-
-    def write(self, state: str, version: str | None, progress: float | None, detail: str) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            partial = self.folder / "state.json.partial"
-            partial.write_text(json.dumps({"state": state, "version": version, "progress": progress,
-                                           "detail": detail[:2000]}))
-            partial.replace(self.folder / "state.json")
-        except OSError:
-            pass  # a report that cannot be written must not stop the install
-
-
 def _recover(config: ApplianceConfig, _: argparse.Namespace) -> int:
-    """Run once per boot, before the installer can start: nothing installs at boot. An install that was
-    running (power lost, a reboot) wrote no loader entry, so the slot it was writing is not booted; it is
-    reported as failed, and its request and upload are removed, so it is not resumed unasked."""
-    folder = update_folder(config.paths.state_dir)
-    request = folder / "request.json"
-    try:
-        state = json.loads((folder / "state.json").read_text())
-    except (OSError, ValueError):
-        state = {}
-    interrupted = state.get("state") == "installing" or request.exists()
-    request.unlink(missing_ok=True)
-    for upload in (folder / "uploads").glob("*.upload") if (folder / "uploads").is_dir() else []:
-        upload.unlink(missing_ok=True)
-    if interrupted:
-        State(folder).write("failed", state.get("version"), None, "interrupted: the box restarted before the install "
-                            "finished; no slot was switched. Upload the bundle again.")
+    if recover(update_folder(config.paths.state_dir)):
         sys.stdout.write("an install interrupted by a restart is reported failed\n")
     return 0
 
