@@ -52,6 +52,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 GUEST_API_PORT = 8080
 DISK_GIB = 8
 T = TypeVar("T")
+PASSWORD = "check-image admin password"  # noqa: S105 - the throwaway admin of a throwaway disk
 READY_DEADLINE_S = float(os.environ.get("CHECK_IMAGE_DEADLINE_S", "1200"))
 # Seen under KVM when the host cannot run OVMF's flash under nested virtualisation.
 KVM_FAILURE = re.compile(r"KVM internal error|failed to set MSR|kvm_buf_set_msrs|Could not access KVM")
@@ -259,6 +260,19 @@ class Api:
 
     def call(self, method: str, path: str, body: bytes | dict[str, object] | None = None,
              timeout: float = 60) -> tuple[int, Any]:
+        status, reply = self._call(method, path, body, timeout)
+        if status == 401 and self.token:  # the access token lives 15 minutes; the check runs longer
+            login: dict[str, object] = {"username": "admin", "password": PASSWORD}
+            self.token = ""
+            code, tokens = self._call("POST", "/api/v1/auth/login", login, timeout)
+            if code != 200:
+                raise CheckFailed(f"POST /api/v1/auth/login: {code} {tokens}")
+            self.token = str(tokens["access_token"])
+            status, reply = self._call(method, path, body, timeout)
+        return status, reply
+
+    def _call(self, method: str, path: str, body: bytes | dict[str, object] | None,
+              timeout: float) -> tuple[int, Any]:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/octet-stream" if isinstance(body, bytes) else "application/json"}
         if self.token:
@@ -273,7 +287,7 @@ class Api:
 
     def sign_in(self, setup_token: str) -> None:
         status, reply = self.call("POST", "/api/v1/auth/setup", {"setup_token": setup_token, "username": "admin",
-                                                                 "password": "check-image admin password"})
+                                                                 "password": PASSWORD})
         if status != 200:
             raise CheckFailed(f"POST /api/v1/auth/setup: {status} {reply}")
         self.token = str(reply["access_token"])
