@@ -301,12 +301,16 @@ def test_the_audit_log_filters_and_its_chain_verifies(open_page: OpenPage, box: 
     page.get_by_label("Action").fill("")
     page.get_by_label("User").fill("")
     page.get_by_role("button", name="Filter").click()
-    # Unfiltered again: ada's own rows (her sign-in is newer than otto's write) are back on top, so the
-    # newest row is otto's only once the row written below has arrived live.
+    # Unfiltered again: ada's own rows (her sign-in is newer than otto's write) are back on top. A row of
+    # otto's newer than every row shown now can only be the write below, arriving live. (Not "otto's row
+    # on top": the agent's periodic task writes audit rows too, and under load one lands after it.)
     expect(cells.first.locator("td:nth-child(2)")).not_to_have_text("otto")
+    newest = int(cells.first.get_attribute("data-audit") or 0)
     box.rest("POST", "/api/v1/memory", {"text": "written while the log is open", "kind": "fact"}, token)
     started = time.monotonic()
-    expect(cells.first.locator("td:nth-child(2)")).to_have_text("otto", timeout=WAIT_MS)
+    page.wait_for_function("""(newest) => [...document.querySelectorAll('#audit-list tbody tr[data-audit]')].some(
+        (row) => Number(row.dataset.audit) > newest && row.cells[1].textContent.trim() === 'otto')""",
+                           arg=newest, timeout=WAIT_MS)
     assert time.monotonic() - started < LIVE_S
 
 
