@@ -24,7 +24,7 @@ import platform
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from appliance import __version__
 from appliance.control.caller import Permission
@@ -91,13 +91,20 @@ def _running_slot() -> str | None:
 
 
 def status_of(folder: Path) -> UpdateStatus:
+    """What the installer and the self-check wrote; a state file that does not read as one is reported as
+    such, never as an error of the health or status request that reads it."""
     state = _read_json(folder / "state.json") or {}
     requested = (folder / "request.json").exists()
-    return UpdateStatus(
-        running_version=__version__, running_slot=_running_slot(),
-        state="requested" if requested and state.get("state") not in ("installing",) else state.get("state", "idle"),
-        version=state.get("version"), progress=state.get("progress"), detail=str(state.get("detail", ""))[:2000],
-        last_boot=_read_json(folder / "boot.json"), boots=_boots(folder / "boots.jsonl"))
+    common = {"running_version": __version__, "running_slot": _running_slot(),
+              "last_boot": _read_json(folder / "boot.json"), "boots": _boots(folder / "boots.jsonl")}
+    try:
+        return UpdateStatus(
+            state="requested" if requested and state.get("state") != "installing" else state.get("state", "idle"),
+            version=state.get("version"), progress=state.get("progress"),
+            detail=str(state.get("detail", ""))[:2000], **common)
+    except ValidationError as exc:
+        return UpdateStatus(state="failed", detail=f"{folder / 'state.json'} is not an update state: "
+                            f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", **common)
 
 
 def _boots(path: Path) -> list[dict[str, Any]]:
