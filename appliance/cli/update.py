@@ -21,15 +21,13 @@ from typing import Any
 from appliance import __version__
 from appliance.cli.base import EXIT_BAD_INPUT, CliError, fail, run_command
 from appliance.config import ApplianceConfig
-from appliance.control.update import update_folder
+from appliance.control.update import KEYS, status_of, update_folder
 from appliance.store.rollback import PRE_UPDATE_BACKUP
 from appliance.update.bundle import BundleError, inspect, load_public_keys
 from appliance.update.progress import State, recover
 from appliance.update.slots import Layout, install
 
-KEYS = Path("/usr/share/appliance/update-keys")
 DOWNLOAD_MAX_BYTES = 4 * 2**30
-
 
 
 def register(commands: Any) -> None:
@@ -153,11 +151,9 @@ def _status(config: ApplianceConfig, args: argparse.Namespace) -> int:
         layout = Layout.of_box(esp=args.esp)
     except BundleError as exc:
         fail(str(exc), code=1)
-    verdict_file = update_folder(config.paths.state_dir) / "boot.json"  # the image's self-check writes it
-    verdict = json.loads(verdict_file.read_text()) if verdict_file.exists() else None
-    report = {"version": __version__, "running_slot": layout.running,
+    report = {**status_of(update_folder(config.paths.state_dir)).model_dump(mode="json"),
               "entries": {slot: {"file": path.name, "tries_left": left}
                           for slot, (path, left) in layout.entries().items()},
-              "last_boot": verdict, "esp_free_bytes": shutil.disk_usage(layout.esp).free}
+              "esp_free_bytes": shutil.disk_usage(layout.esp).free}
     sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from appliance.control.command import Command, Context, Effect, HttpRoute, comma
 from appliance.control.errors import CommandError
 from appliance.protocol.common import Empty, Message
 from appliance.update.bundle import BundleError, inspect, load_public_keys
+from appliance.update.slots import running_slot
 
 RELEASE = Path("/etc/appliance-release")  # written into the image's root by image/customize.sh
 IMAGE_INFO = Path("/usr/share/appliance/image.json")  # the slot size, among others
@@ -76,26 +76,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _running_slot() -> str | None:
-    """The loader entry sets APPLIANCE_SLOT for every service (appliance/update/slots.py); a process
-    that may read /proc/cmdline (the installer, root) finds it there too."""
-    if os.environ.get("APPLIANCE_SLOT") in ("a", "b"):
-        return os.environ["APPLIANCE_SLOT"]
-    try:
-        for word in Path("/proc/cmdline").read_text().split():
-            if word.startswith("appliance.slot="):
-                return word.partition("=")[2]
-    except OSError:
-        pass
-    return None
-
-
 def status_of(folder: Path) -> UpdateStatus:
     """What the installer and the self-check wrote; a state file that does not read as one is reported as
     such, never as an error of the health or status request that reads it."""
     state = _read_json(folder / "state.json") or {}
     requested = (folder / "request.json").exists()
-    common = {"running_version": __version__, "running_slot": _running_slot(),
+    common = {"running_version": __version__, "running_slot": running_slot(),
               "last_boot": _read_json(folder / "boot.json"), "boots": _boots(folder / "boots.jsonl")}
     try:
         return UpdateStatus(
@@ -142,7 +128,7 @@ def request_install(folder: Path, uploads: Path, body: UpdateIn, requested_by: s
     try:
         if not RELEASE.exists():
             raise CommandError("conflict", "updates install only on the appliance image (no /etc/appliance-release)")
-        if (folder / "request.json").exists() or (_read_json(folder / "state.json") or {}).get("state") == "installing":
+        if status_of(folder).state in ("requested", "installing"):
             raise CommandError("conflict", "an update is already being installed; GET /api/v1/system/update")
         slot_bytes = int((_read_json(IMAGE_INFO) or {}).get("slot_mib", 0)) * 2**20
         try:

@@ -57,6 +57,19 @@ def entry_text(slot: str, version: str) -> str:
             "console=tty0 console=ttyS0,115200 systemd.show_status=auto\n")
 
 
+def running_slot(cmdline: Path = Path("/proc/cmdline")) -> str | None:
+    """The slot this system booted from, or None off the image. The loader entry names it twice: in
+    APPLIANCE_SLOT for every service (the api may not read /proc/cmdline: ProcSubset=pid) and on the
+    kernel command line for the rest."""
+    if os.environ.get("APPLIANCE_SLOT") in SLOTS:
+        return os.environ["APPLIANCE_SLOT"]
+    try:
+        match = re.search(r"\bappliance\.slot=([ab])\b", cmdline.read_text())
+    except OSError:
+        return None
+    return match[1] if match else None
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where the slots are: the mounted ESP, each slot's block device, the slot running now."""
@@ -67,14 +80,14 @@ class Layout:
 
     @classmethod
     def of_box(cls, esp: Path = Path("/efi"), cmdline: Path = Path("/proc/cmdline")) -> Layout:
-        match = re.search(r"\bappliance\.slot=([ab])\b", cmdline.read_text())
-        if match is None:
+        slot = running_slot(cmdline)
+        if slot is None:
             raise BundleError("this system was not booted from an appliance slot (no appliance.slot= on the "
                               "kernel command line): updates install only on the image")
         if not (esp / "loader" / "entries").is_dir():
             raise BundleError(f"the ESP is not mounted at {esp}")
         return cls(esp=esp, devices={s: Path(f"/dev/disk/by-partlabel/appliance-root-{s}") for s in SLOTS},
-                   running=match[1])
+                   running=slot)
 
     @property
     def other(self) -> str:
