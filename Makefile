@@ -83,7 +83,7 @@ bench-model: venv
 bench-realtime: venv
 	$(PY) bench/realtime.py
 
-# The control plane under 200 connections (wrk) next to a bare aiohttp handler, and login throughput.
+# The control plane at 100/300/1,000/3,000 req/s (open loop) next to a bare aiohttp handler, and login throughput.
 bench-api: venv
 	@scripts/bootstrap.sh bench
 	$(PY) bench/api.py
