@@ -204,10 +204,15 @@ class LongTerm:
         return DocumentStored(path=doc.path, chunks=len(doc.chunks), replaced=len(old))
 
     def unembedded(self, limit: int) -> list[tuple[int, str]]:
-        """Memories stored while the engine was down: the agent embeds them later."""
-        rows = fetch_all(self.conn, "SELECT m.id, m.text, m.sealed FROM memories m WHERE m.forgotten_at IS NULL "
-                                    "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.id = m.id) ORDER BY m.id LIMIT ?",
-                         (limit,))
+        """Memories without a vector yet (stored while the engine was down, and device events), for the
+        agent's backfill: oldest first, but a flooding device's events (marked ``flood``) only once no
+        other memory waits, so a device flushing its backlog does not hold everyone else's back."""
+        waiting = ("SELECT m.id, m.text, m.sealed FROM memories m WHERE m.forgotten_at IS NULL AND NOT EXISTS "
+                   "(SELECT 1 FROM vectors v WHERE v.id = m.id) AND (json_extract(m.metadata, '$.flood') IS NULL) = ? "
+                   "ORDER BY m.id LIMIT ?")
+        rows = fetch_all(self.conn, waiting, (True, limit))
+        if len(rows) < limit:
+            rows += fetch_all(self.conn, waiting, (False, limit - len(rows)))
         found = []
         for memory_id, text, sealed in rows:
             if sealed is not None:

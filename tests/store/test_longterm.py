@@ -111,6 +111,15 @@ def test_ingest_with_a_bad_embedding_writes_nothing(db: MemoryDB, rng: np.random
         DocumentIn(path="/d.txt", chunks=["a"], embeddings=[unit(rng), unit(rng)])
 
 
+def test_the_backfill_takes_a_flooding_devices_events_last(db: MemoryDB) -> None:
+    flood = [db.longterm.remember(MemoryIn(text=f"burst {i}", kind="event", source="backlog",
+                                           metadata={"flood": True})) for i in range(3)]
+    calm = db.longterm.remember(MemoryIn(text="door opened", kind="event", source="door"))
+    note = db.longterm.remember(MemoryIn(text="a note"))
+    assert [i for i, _ in db.longterm.unembedded(2)] == [calm, note]
+    assert [i for i, _ in db.longterm.unembedded(4)] == [calm, note, *flood[:2]]
+
+
 def test_backfill_gives_vectors_to_memories_stored_without(db: MemoryDB, rng: np.random.Generator) -> None:
     plain = db.longterm.remember(MemoryIn(text="stored while the engine was down"))
     secret = db.longterm.remember(MemoryIn(text="sealed and unembedded", sensitive=True))
