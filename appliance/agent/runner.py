@@ -100,10 +100,15 @@ class TaskRunner:
         await asyncio.wait({entry[1]}, timeout=CANCEL_WAIT_S)
         return True
 
-    async def _retrying(self, call: Callable[[], Any]) -> Any:
+    async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``call`` again every POLL_S while the store is away (a Conflict is an answer, not an absence:
+        it is raised). Used for what must reach the store: recovery, and how a task ended, which
+        would otherwise leave the task running in the store for ever while this agent lives on."""
         while True:
             try:
                 return await call()
+            except Conflict:
+                raise
             except IpcError as exc:
                 self.log.warning("store unavailable (%s); retrying", exc)
                 await asyncio.sleep(POLL_S)
@@ -177,7 +182,10 @@ class TaskRunner:
 
     async def _attempt(self, task: TaskRow) -> tuple[TaskState, JsonValue, str]:
         async def step(message: str, data: JsonValue = None) -> None:
-            await self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message=message[:4000], data=data))
+            # Waits out a store restart (within the task's timeout): the work done is not failed
+            # for want of its milestone's record.
+            await self._retrying(lambda: self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message=message[:4000],
+                                                                                 data=data)))
             if isinstance(data, dict) and isinstance(percent := data.get("percent"), int | float):
                 # A step that says how far the task is also moves its progress (what lists show);
                 # a task being cancelled meanwhile keeps its state (the update is refused, not an error).
@@ -207,24 +215,29 @@ class TaskRunner:
             return TaskState.FAILED, None, f"{type(exc).__name__}: {exc}"[:4000]
 
     async def _settle(self, task: TaskRow, state: TaskState, result: JsonValue, error: str) -> None:
+        def record(update: TaskUpdate) -> Awaitable[Any]:
+            # A retry after the store died past its commit meets a Conflict (no longer running):
+            # then the end was recorded, and it is treated as settled, as from outside.
+            return self._retrying(lambda: self.store.call(STORE_TASK_UPDATE, update))
+
         if state is TaskState.WAITING_APPROVAL:  # not an end: a person decides (tasks.approve / reject)
             with contextlib.suppress(Conflict):
-                await self.store.call(STORE_TASK_UPDATE, TaskUpdate(id=task.id, state=state, error=error[:4000],
-                                                                    expect=[TaskState.RUNNING]))
+                await record(TaskUpdate(id=task.id, state=state, error=error[:4000], expect=[TaskState.RUNNING]))
             return
         self.finished[state.value] += 1
         attempts = task.attempts
         if state in (TaskState.FAILED, TaskState.TIMED_OUT) and attempts < task.max_attempts:
             schedule = self.schedules().get(task.schedule or "")
             backoff = (schedule.retry_backoff_s if schedule else 30.0) * 2 ** (attempts - 1)
-            await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
-                id=task.id, state=TaskState.QUEUED, error=f"attempt {attempts} of {task.max_attempts}: {error}",
-                not_before=time.time() + backoff, expect=[TaskState.RUNNING]))
+            with contextlib.suppress(Conflict):
+                await record(TaskUpdate(
+                    id=task.id, state=TaskState.QUEUED, error=f"attempt {attempts} of {task.max_attempts}: {error}",
+                    not_before=time.time() + backoff, expect=[TaskState.RUNNING]))
             return
         try:
-            await self.store.call(STORE_TASK_UPDATE, TaskUpdate(
-                id=task.id, state=state, result=result, error=error or None,
-                progress=100.0 if state is TaskState.SUCCEEDED else None, expect=[TaskState.RUNNING]))
+            await record(TaskUpdate(id=task.id, state=state, result=result, error=error or None,
+                                    progress=100.0 if state is TaskState.SUCCEEDED else None,
+                                    expect=[TaskState.RUNNING]))
         except Conflict:
             return  # settled from outside meanwhile (cancelled): that state stands
         if self.ended is not None:

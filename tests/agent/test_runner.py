@@ -22,6 +22,7 @@ import pytest
 
 from appliance.agent.actions import Actions
 from appliance.agent.runner import TaskRunner
+from appliance.config import load_config
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
@@ -40,7 +41,7 @@ from appliance.protocol.tasks import (
 )
 from appliance.schedules.model import Schedule
 from appliance.taskkinds.action import action_names
-from tests.helpers import Publisher, eventually, eventually_async, pids_with, serve, update_config
+from tests.helpers import Publisher, eventually, eventually_async, pids_with, serve, update_config, wait_ready
 
 pytestmark = pytest.mark.slow
 StartServices = Callable[..., Awaitable[Peers]]
@@ -155,6 +156,39 @@ async def test_sigkill_mid_task_and_restart(tmp_path: Path, config_file: Path, s
         agent.wait(15)
     assert first.state is TaskState.FAILED and first.error.startswith("the agent stopped while this ran")
     assert second.state is TaskState.SUCCEEDED and second.result["stdout"] == "second\n"
+
+
+async def test_a_task_ending_while_the_store_is_down_is_recorded_when_it_is_back(tmp_path: Path,
+                                                                                 config_file: Path) -> None:
+    """Found by make soak: the store SIGKILLed as a task finished left that task running for ever (the
+    agent logged "could not record its end" and went on). Its last step and its end now wait for the
+    store to come back, and the work done is not reported failed for want of their record."""
+    store = serve(config_file, "store", log=tmp_path / "store.log")
+    peers = Peers(load_config(config_file))
+    agent = None
+    marker = f"marker-{uuid.uuid4().hex}"
+    try:
+        await wait_ready(peers.store)
+        made = await peers.store.call(STORE_TASK_CREATE, TaskNew(
+            spec=TaskSpec(kind="shell", argv=["sh", "-c", f"sleep 2; echo done; : {marker}"]), created_by="test",
+            role="admin"))
+        agent = serve(config_file, "agent", log=tmp_path / "agent.log")
+        eventually(lambda: pids_with(marker), 30, "the sandboxed task to start")
+        os.kill(store.pid, signal.SIGKILL)
+        store.wait(10)
+        eventually(lambda: not pids_with(marker), 30, "the task to end while the store is down")
+        eventually(lambda: "store unavailable" in (tmp_path / "agent.log").read_text(), 30,
+                   "the agent to find the store away")
+        store = serve(config_file, "store", log=tmp_path / "store.log")
+        await wait_ready(peers.store)
+        done = await eventually_async(lambda: _settled(peers, made.id), 30, "the task's end to be recorded")
+    finally:
+        for process in (agent, store):
+            if process is not None:
+                process.terminate()
+                process.wait(15)
+        await peers.close()
+    assert done.state is TaskState.SUCCEEDED and done.result["stdout"] == "done\n", done
 
 
 @pytest.mark.parametrize(("policy", "peak"), [("queue", 1), ("parallel", 2)])
