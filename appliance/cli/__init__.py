@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from appliance.cli import (
     agent,
+    backup,
     capabilities,
     chat,
     config,
@@ -34,7 +35,7 @@ from appliance.config import ConfigError, load_config, resolve_config_path
 from appliance.taskkinds.action import check_config as check_actions
 
 GROUPS = (services, config, tokens, models, engine, memory, chat, agent, devices, entities, tasks, schedules,
-          capabilities, update)
+          capabilities, update, backup)
 
 
 def parser() -> argparse.ArgumentParser:

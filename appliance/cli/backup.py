@@ -1,0 +1,98 @@
+"""`appliance backup FILE` and `appliance restore FILE`: the whole box's state (backup/archive.py).
+
+The memory file is copied by the running store (memory.backup, consistent while it serves), or
+read directly when the store is stopped. Restore refuses while any service answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from appliance.backup.archive import BackupError, make_backup, restore
+from appliance.cli.base import fail, run_command
+from appliance.config import ApplianceConfig
+from appliance.ipc.client import IpcClient
+from appliance.ipc.errors import IpcError
+from appliance.protocol.common import HEALTH, ServiceName
+from appliance.protocol.services import SERVICE_NAMES
+
+
+def register(commands: Any) -> None:
+    backup = commands.add_parser("backup", help="the whole box's state (memory, accounts, keys, config) in one file")
+    backup.add_argument("path", type=Path, help="where to write it (a .tar.gz, mode 0600: it holds private keys)")
+    backup.add_argument("--with-models", action="store_true", help="the model files too (gigabytes)")
+    backup.set_defaults(handler=_backup)
+    restore_ = commands.add_parser("restore", help="put a backup of `appliance backup` in place (services stopped)")
+    restore_.add_argument("path", type=Path)
+    restore_.set_defaults(handler=_restore)
+
+
+def running(config: ApplianceConfig) -> list[str]:
+    """The services that answer over IPC now."""
+
+    async def ask(name: ServiceName) -> bool:
+        client = IpcClient(name, config.socket_path(name), timeout_s=2.0)
+        try:
+            await client.call(HEALTH)
+            return True
+        except IpcError:
+            return False
+        finally:
+            await client.close()
+
+    async def all_of() -> list[bool]:
+        return list(await asyncio.gather(*(ask(name) for name in SERVICE_NAMES)))
+
+    return [name for name, up in zip(SERVICE_NAMES, asyncio.run(all_of()), strict=True) if up]
+
+
+def _copy_memory(config: ApplianceConfig) -> Any:
+    def copy(target: Path) -> None:
+        if "store" in running(config):
+            run_command(config, "memory.backup", {"path": str(target)})
+            return
+        live = config.memory_dir / "memory.db"
+        if not live.is_file():
+            fail(f"{live}: no memory file yet (the store has never run)")
+        source = apsw.Connection(str(live), flags=apsw.SQLITE_OPEN_READONLY)
+        dest = apsw.Connection(str(target))
+        try:
+            with dest.backup("main", source, "main") as step:
+                while not step.done:
+                    step.step(1024)
+        finally:
+            dest.close()
+            source.close()
+
+    return copy
+
+
+def _backup(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    target = args.path.resolve()
+    if not target.parent.is_dir():
+        fail(f"{target.parent}: no such folder")
+    try:
+        manifest = make_backup(config, args.config_path.resolve(), target, with_models=args.with_models,
+                               copy_memory=_copy_memory(config))
+    except BackupError as exc:
+        fail(str(exc), exc.code)
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    sys.stdout.write(f"backed up {len(manifest['files'])} files ({size / 2**20:.1f} MiB before compression; memory: "
+                     f"{manifest['memory']}) to {target}; it holds this box's private keys: keep it safe\n")
+    return 0
+
+
+def _restore(config: ApplianceConfig, args: argparse.Namespace) -> int:
+    try:
+        manifest = restore(config, args.config_path.resolve(), args.path.resolve(), running(config))
+    except BackupError as exc:
+        fail(f"restore refused, nothing was changed: {exc}" if exc.code == 2 else str(exc), exc.code)
+    sys.stdout.write(f"restored {len(manifest['files'])} files from {args.path} (made by release "
+                     f"{manifest['version']}; memory: {manifest['memory']}); start the appliance again\n")
+    return 0
