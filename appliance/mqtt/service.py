@@ -185,8 +185,14 @@ class MqttService(Service[Mqtt]):
         backoff = 1.0
         while True:
             link = MqttLink(self._settings())
+            reading: asyncio.Task[None] | None = None
             try:
                 resumed = await link.connect()
+                # A resumed session's backlog flows the moment the broker accepts us, and our SUBACKs
+                # queue behind it: read (store, acknowledge) from now on, or past receive_maximum
+                # unacknowledged messages nothing more is read, the SUBACK never comes, and each
+                # reconnect meets the same backlog (found by make soak: the bridge stopped for good).
+                reading = asyncio.create_task(self._read(link), name="mqtt-read")
                 await link.subscribe([*cfg.topics, *cfg.availability_topics, self.commander.response_topic,
                                       *(self.topics.commands if cfg.home_assistant.enabled else []),
                                       *([cfg.chat.in_topic] if cfg.chat.enabled else [])])
@@ -207,12 +213,15 @@ class MqttService(Service[Mqtt]):
                 self._broker_problem = None
                 backoff = 1.0
             except (LinkDown, TimeoutError) as exc:
+                if reading is not None:
+                    reading.cancel()
                 await link.close()
-                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {exc}"
+                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {exc or type(exc).__name__}"
             else:
                 self._attempted.set()
                 self._refresh_state()
-                await self._read(link)
+                assert reading is not None
+                await reading
                 self._broker_problem = f"broker {cfg.host}:{cfg.port}: {link.reason or 'connection lost'}"
                 await link.close()
             self._attempted.set()

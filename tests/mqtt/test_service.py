@@ -198,6 +198,32 @@ async def test_acknowledged_events_sent_while_the_bridge_is_down_are_all_stored(
         bridge.wait(10)
 
 
+async def test_a_backlog_past_the_receive_window_is_drained_after_a_reconnect(
+        config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
+    """Found by make soak: with more acknowledged events queued for the bridge than its receive window,
+    the broker sent the backlog first and the SUBACK behind it; the link had stopped reading at the
+    window, the subscribe timed out, and every reconnect met the same backlog, so nothing was stored
+    again. Here a window of 100 (mqtt.batch_max 5) and 1,500 events queued while the bridge is away."""
+    bridged(config_file, broker, batch_max=5)
+    peers = await services("store")
+    await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
+    device = Publisher(broker, "backlog-device")
+    try:
+        sent = [device.client.publish("devices/meter-1/events", json.dumps({"id": i, "kwh": i}), qos=1)
+                for i in range(1500)]
+        for info in sent:
+            info.wait_for_publish(timeout=30)
+    finally:
+        device.close()
+    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    try:
+        await eventually_async(lambda: _count_at_least(peers, 1500), 60, "the 1,500 queued events stored")
+        assert "within 10 s" not in (tmp_path / "mqtt.log").read_text()
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+
+
 async def test_a_burst_from_one_device_is_stored_marked_flood_and_the_others_are_not_slowed(
         config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
     """2,000 QoS 1 events in about a second from one device (a backlog flushed after an outage), on the
