@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
+from appliance.api.connections import ConnectionGuard
 from appliance.config import ApplianceConfig, load_config
 from appliance.control.caller import Role
 from appliance.control.dispatcher import Dispatcher
@@ -148,12 +149,15 @@ def vec(i: int, dim: int = 8) -> list[float]:
 
 
 @contextlib.asynccontextmanager
-async def api_client(config: ApplianceConfig, peers: Peers, **api: Any) -> AsyncIterator[tuple[TestClient, Dispatcher]]:  # type: ignore[type-arg]
-    """The real control-plane app over the real command table, on a test server; ``api`` overrides api.* keys."""
+async def api_client(config: ApplianceConfig, peers: Peers, guard: ConnectionGuard | None = None,
+                     **api: Any) -> AsyncIterator[tuple[TestClient, Dispatcher]]:  # type: ignore[type-arg]
+    """The real control-plane app over the real command table, on a test server; ``api`` overrides api.* keys
+    (``guard``: the connection guard's middleware and /control places, api/connections.py)."""
     from appliance.api.app import build_app
 
     dispatcher = Dispatcher(default_table(), peers, config, logging.getLogger("test"))
-    app = build_app(dispatcher, config.api.model_copy(update=api), auth_required=config.security.auth_required)
+    app = build_app(dispatcher, config.api.model_copy(update=api), auth_required=config.security.auth_required,
+                    guard=guard)
     async with TestClient(TestServer(app)) as client:
         yield client, dispatcher
 

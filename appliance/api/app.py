@@ -15,12 +15,14 @@ api.allowed_origins names origins; then only those get CORS headers.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import time
 from pathlib import Path
 
 from aiohttp import web
 
+from appliance.api.connections import ConnectionGuard
 from appliance.api.control_ws import control_socket
 from appliance.api.hub import Hub
 from appliance.api.openai import add_openai_routes, openai_error
@@ -64,7 +66,8 @@ def _in(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IP
 
 
 def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = True, tls: bool = False,
-              metrics: Metrics | None = None, hub: Hub | None = None) -> web.Application:
+              metrics: Metrics | None = None, hub: Hub | None = None,
+              guard: ConnectionGuard | None = None) -> web.Application:
     accounts = dispatcher.accounts
     scrapers = [ipaddress.ip_network(n, strict=False) for n in api.metrics_allow]
     origins = set(api.allowed_origins)
@@ -124,12 +127,14 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
 
     async def control(request: web.Request) -> web.StreamResponse:
         header_caller = request[CALLER_KEY] if bearer(request) is not None else None
-        return await control_socket(request, dispatcher, hub, api, auth_required, header_caller)
+        with guard.socket() if guard else contextlib.nullcontext():
+            return await control_socket(request, dispatcher, hub, api, auth_required, header_caller)
 
     # Routes that stream their body to a file (body_file) set no bound on what is read into memory.
     largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http
                                           if r.body_file is None])
-    app = web.Application(client_max_size=largest, middlewares=[headers_and_errors, caller])
+    guarded = [guard.middleware] if guard else []  # outermost: a request's whole life marks its connection busy
+    app = web.Application(client_max_size=largest, middlewares=[*guarded, headers_and_errors, caller])
     app[MAX_BODY_KEY] = api.max_body_bytes
     app[UPLOAD_DIR_KEY] = uploads_folder(dispatcher.config.paths.state_dir)
     add_command_routes(app, dispatcher)

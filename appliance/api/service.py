@@ -13,6 +13,7 @@ import sys
 from aiohttp import web
 
 from appliance.api.app import build_app
+from appliance.api.connections import ConnectionGuard, GuardedSite, descriptors_for
 from appliance.api.hub import Hub
 from appliance.api.tls import tls_for
 from appliance.config import ApplianceConfig
@@ -20,7 +21,7 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
 from appliance.ipc.server import IpcServer
-from appliance.protocol.common import Api, Changed, ServiceState
+from appliance.protocol.common import Api, Changed, ServiceHealth, ServiceState
 from appliance.protocol.messages import API_BROADCAST, Broadcast
 from appliance.protocol.site import API_ENTITIES_CHANGED, StatesStored
 from appliance.runtime.service import Service
@@ -38,6 +39,8 @@ class ApiService(Service[Api]):
         super().__init__(config)
         self.dispatcher = Dispatcher(default_table(), self.peers, config, self.log)
         self.hub = Hub(self.dispatcher, self.log)  # /control's subscriptions, and what messages.broadcast sends
+        self.guard = ConnectionGuard(config.api.max_connections, config.api.request_head_timeout_s,
+                                     config.api.websocket.max_clients)
 
     def register(self, ipc: IpcServer[Api]) -> None:
         async def broadcast(message: Broadcast) -> Changed:
@@ -57,13 +60,18 @@ class ApiService(Service[Api]):
         dispatcher.accounts.start_following()
         tls = tls_for(self.config)
         self.log.info("control plane: %s", tls.detail, extra={"TLS": "on" if tls.context else "off"})
+        self.guard.cap = descriptors_for(api.max_connections)
+        if self.guard.cap < api.max_connections:
+            self.log.warning("api.max_connections %d does not fit the file descriptor limit: at most %d",
+                             api.max_connections, self.guard.cap)
         app = build_app(dispatcher, api, auth_required=self.config.security.auth_required,
-                        tls=tls.context is not None, metrics=self.metrics, hub=self.hub)
+                        tls=tls.context is not None, metrics=self.metrics, hub=self.hub, guard=self.guard)
         # A search of 4096 characters percent-encoded is ~48 KiB of request line; a token header ~8 KiB.
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=64 << 10,
                                     max_field_size=16 << 10)
         await self.runner.setup()
-        await web.TCPSite(self.runner, api.host, api.port, ssl_context=tls.context).start()
+        await GuardedSite(self.runner, api.host, api.port, ssl_context=tls.context, guard=self.guard).start()
+        self.guard.start()
         scheme = "https" if tls.context else "http"
         self.set_state(ServiceState.READY, f"listening on {scheme}://{api.host}:{api.port} ({tls.detail})")
 
@@ -87,7 +95,13 @@ class ApiService(Service[Api]):
         sys.stderr.write(f"\n*** appliance first boot: open {scheme}://<this box>:{self.config.api.port}/ and use "
                          f"the one-time setup token {token} ***\n\n")
 
+    def health(self) -> ServiceHealth:
+        """The state as set, plus the connection counts (read on each call, never logged)."""
+        health = super().health()
+        return health.model_copy(update={"detail": f"{health.detail} ({self.guard.summary()})"})
+
     async def stop(self) -> None:
+        await self.guard.stop()
         if self._first_boot is not None:
             self._first_boot.cancel()
         await self.dispatcher.accounts.stop()

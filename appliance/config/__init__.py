@@ -199,6 +199,8 @@ class WebSocketConfig(Section):
     auth_timeout_s: float = Field(5.0, gt=0, le=60, description="a browser's first frame must authenticate by then")
     heartbeat_s: float = Field(20.0, ge=1, le=600, description="ping interval; no pong by the next one closes")
     max_inflight: int = Field(16, ge=1, le=1000, description="requests one connection may have running at once")
+    max_clients: int = Field(1000, ge=1, le=100_000, description="/control sockets open at once; past it a new one "
+                                                                 "is answered 503 (counted in the api's health)")
 
 
 class ApiConfig(Section):
@@ -206,6 +208,11 @@ class ApiConfig(Section):
     port: int = Field(8080, ge=1, le=65_535)
     tls: ApiTlsConfig = ApiTlsConfig()
     max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+    max_connections: int = Field(4096, ge=16, le=1_000_000,
+                                 description="open HTTP connections at most; past it the one idle longest is closed "
+                                             "for a new one (api/connections.py)")
+    request_head_timeout_s: float = Field(10.0, gt=0, le=600, description="a connection must send a whole request "
+                                                                          "head this soon, or it is closed as slow")
     allowed_origins: list[str] = Field(default_factory=list, max_length=32,
                                        description="browser origins besides the page's own (CORS, WebSocket)")
     metrics_allow: list[str] = Field(default_factory=list, max_length=32,

@@ -1,0 +1,202 @@
+"""What idle, slow and surplus HTTP connections may cost the api: bounded, counted, in health.
+
+aiohttp holds a connection for ever while it sends nothing, and waits for ever for a request head
+sent a byte at a time (slowloris); ten thousand of either would use up the api's file descriptors,
+and then nobody gets in. The guard sits between the listening socket and aiohttp's handler:
+
+- at most ``api.max_connections`` are open. A new one past that closes the connection idle the
+  longest (no request running) to make room, since an idle client reconnects at little cost;
+  where every connection is busy the new one is closed instead. Both are counted;
+- a connection with no request running must start one within ``api.request_head_timeout_s`` of
+  opening, or of sending bytes after its last answer: else it is closed and counted as slow. A
+  keep-alive connection that sends nothing is aiohttp's (its keep-alive timeout closes it);
+- a request in progress (a long upload, a chat stream, a WebSocket) is never closed here;
+- at most ``api.websocket.max_clients`` /control sockets are open; past it a new one is answered
+  503 before the upgrade, and counted. (A socket that stops reading is closed by its send queue
+  or its missed pongs: api/control_ws.py.)
+
+The api's health detail carries the counts (``summary()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from appliance.control.errors import CommandError
+
+SWEEP_S = 0.5
+FD_HEADROOM = 256  # descriptors kept for the api's own IPC sockets, files and logs
+
+
+@dataclass
+class Tracked:
+    transport: asyncio.BaseTransport
+    opened: float
+    active: int = 0  # requests running on it
+    served: int = 0
+    idle_since: float = 0.0  # when its last request ended (or it opened)
+    bytes_since_idle: int = 0  # received while no request ran: the head of the next one
+
+
+@dataclass
+class Counts:
+    slow: int = 0  # closed: no whole request head in time
+    evicted: int = 0  # closed: idle the longest when the cap was reached
+    refused: int = 0  # closed at once: the cap was reached and every connection was busy
+    sockets_refused: int = 0  # /control upgrades answered 503: api.websocket.max_clients open
+
+
+@dataclass
+class ConnectionGuard:
+    cap: int
+    head_timeout_s: float
+    socket_cap: int
+    clock: Callable[[], float] = time.monotonic
+    open: dict[Any, Tracked] = field(default_factory=dict)  # by aiohttp's handler (web_protocol.RequestHandler)
+    sockets: int = 0  # /control sockets open
+    counts: Counts = field(default_factory=Counts)
+    _sweeper: asyncio.Task[None] | None = None
+
+    def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.Protocol]:
+        """aiohttp's handler factory, each handler watched through a delegating protocol."""
+        return lambda: Watched(self, server())
+
+    def admit(self, handler: Any, transport: asyncio.BaseTransport) -> bool:
+        """Whether the new connection may stay (room made for it if need be)."""
+        now = self.clock()
+        if len(self.open) >= self.cap:
+            idle = [(t.idle_since, h) for h, t in self.open.items() if not t.active]
+            if not idle:
+                self.counts.refused += 1
+                return False
+            _, oldest = min(idle, key=lambda item: item[0])
+            self.open.pop(oldest).transport.close()
+            self.counts.evicted += 1
+        self.open[handler] = Tracked(transport=transport, opened=now, idle_since=now)
+        return True
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Marks a connection busy while one of its requests runs."""
+        tracked = self.open.get(request.protocol)
+        if tracked is None:
+            return await handler(request)  # type: ignore[no-any-return]
+        tracked.active += 1
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        finally:
+            tracked.active -= 1
+            tracked.served += 1
+            tracked.idle_since, tracked.bytes_since_idle = self.clock(), 0
+
+    @contextlib.contextmanager
+    def socket(self) -> Iterator[None]:
+        """Hold one of the /control places while the socket is open; unavailable when none is left."""
+        if self.sockets >= self.socket_cap:
+            self.counts.sockets_refused += 1
+            raise CommandError("unavailable", f"{self.sockets} /control sockets are open, the most this box "
+                                              "allows (api.websocket.max_clients): try again later")
+        self.sockets += 1
+        try:
+            yield
+        finally:
+            self.sockets -= 1
+
+    def sweep(self) -> None:
+        """Close the connections that did not send a whole request head in time."""
+        deadline = self.clock() - self.head_timeout_s
+        for handler, tracked in list(self.open.items()):
+            waiting_for_head = not tracked.served or tracked.bytes_since_idle > 0
+            if not tracked.active and waiting_for_head and tracked.idle_since < deadline:
+                del self.open[handler]
+                tracked.transport.close()
+                self.counts.slow += 1
+
+    def start(self) -> None:
+        async def sweeping() -> None:
+            while True:
+                await asyncio.sleep(SWEEP_S)
+                self.sweep()
+
+        self._sweeper = asyncio.create_task(sweeping(), name="connection-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"connections {len(self.open)} open of {self.cap}; closed {c.slow} slow to send a request, "
+                f"{c.evicted} idle for a new one, {c.refused} refused (all busy); /control sockets "
+                f"{self.sockets} open of {self.socket_cap}, {c.sockets_refused} refused")
+
+
+class Watched(asyncio.Protocol):
+    """One connection: aiohttp's handler does the work, the guard sees it open, receive and close.
+    (The handler has __slots__, so it is wrapped rather than given attributes.)"""
+
+    def __init__(self, guard: ConnectionGuard, handler: Any) -> None:
+        self.guard, self.handler = guard, handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.handler.connection_made(transport)
+        if not self.guard.admit(self.handler, transport):
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if (tracked := self.guard.open.get(self.handler)) is not None and not tracked.active:
+            tracked.bytes_since_idle += len(data)
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.open.pop(self.handler, None)
+        self.handler.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+
+class GuardedSite(web.TCPSite):
+    """aiohttp's TCP site, with each connection's handler made through the guard."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, ssl_context: Any,
+                 guard: ConnectionGuard) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner (which closes it at cleanup)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.protocol_factory(server), self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+
+
+def descriptors_for(cap: int) -> int:
+    """Raise the soft descriptor limit toward the hard one so that ``cap`` connections fit; the cap
+    that does fit (the configured one, or less where the hard limit is lower, said in health)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = cap + FD_HEADROOM
+    if soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(16, min(cap, soft - FD_HEADROOM))
