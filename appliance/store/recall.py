@@ -87,33 +87,42 @@ def vector_scores(lt: LongTerm, query: npt.NDArray[np.float32], count: int,
     return lt.similarities(ids.tolist(), query)
 
 
-def text_match(lt: LongTerm, query: str) -> str | None:
-    """The FTS5 query for ``query``: its rarest words that occur at all, stop words dropped."""
+def text_plan(lt: LongTerm, query: str) -> tuple[str | None, bool]:
+    """The FTS5 query for ``query`` (its rarest words that occur at all, stop words dropped), and
+    whether it holds only a stop word (every word of the query was one: the rarest is kept)."""
     words = query_terms(query)
     if not words:
-        return None
+        return None, False
     frequency = lt.term_frequencies(words)
     present = sorted((w for w in words if frequency[w]), key=lambda w: frequency[w])
     total = max(lt.index.live, max(frequency.values(), default=0))
     limit = max(STOP_WORD_SHARE * total, STOP_WORD_MIN_DOCS)
-    rare = [w for w in present if frequency[w] <= limit] or present[:1]
-    return fts_query(rare[:MAX_TEXT_TERMS])
+    rare = [w for w in present if frequency[w] <= limit]
+    return fts_query((rare or present[:1])[:MAX_TEXT_TERMS]), not rare and bool(present)
+
+
+def text_match(lt: LongTerm, query: str) -> str | None:
+    return text_plan(lt, query)[0]
 
 
 def text_scores(lt: LongTerm, query: str, f: RecallFilters, pool: int) -> dict[int, float]:
     """BM25 of the ``pool`` best text matches, normalised so that the best is 1."""
-    match = text_match(lt, query)
+    match, only_stop_words = text_plan(lt, query)
     if match is None:
         return {}
+    # Ranking every memory a stop word is in costs O(memories): 400 ms at 500k (found by make soak,
+    # whose searches' words were in every event, stalling the store for everyone). Such a query
+    # scores its newest ``pool`` matches instead, which FTS5 reads in rowid order without ranking the rest.
+    order = "f.rowid DESC" if only_stop_words else "bm25(memory_fts)"
     if f == RecallFilters():
         # Forgotten, archived and sensitive memories are not in FTS5: no join needed (it doubles the cost).
-        rows = fetch_all(lt.conn, "SELECT rowid, -bm25(memory_fts) FROM memory_fts WHERE memory_fts MATCH ? "
-                                  "ORDER BY bm25(memory_fts) LIMIT ?", (match, pool))
+        rows = fetch_all(lt.conn, "SELECT f.rowid, -bm25(memory_fts) FROM memory_fts f WHERE memory_fts MATCH ? "  # noqa: S608
+                                  f"ORDER BY {order} LIMIT ?", (match, pool))
     else:
         where, params = filter_sql(f)
         rows = fetch_all(lt.conn,
             f"SELECT f.rowid, -bm25(memory_fts) FROM memory_fts f JOIN memories m ON m.id = f.rowid "  # noqa: S608
-            f"WHERE memory_fts MATCH ? AND {where} ORDER BY bm25(memory_fts) LIMIT ?",
+            f"WHERE memory_fts MATCH ? AND {where} ORDER BY {order} LIMIT ?",
             (match, *params, pool))
     best = max((r[1] for r in rows), default=0.0)
     return {int(r[0]): (r[1] / best if best > 0 else 0.0) for r in rows}
