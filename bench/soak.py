@@ -446,6 +446,12 @@ def report(record: Record, seen: dict[str, Any], seconds: float, out_md: Path, o
         lines.append(f"| {r['minute']} | {r['acks']:,.0f} | {r['stored']:,.0f} | {r['requests']:,} | {r['p99']:.0f} | "
                      f"{r['503']} | {r['down']} | {r['fps']:,.0f} | {r['ws_p99']:.0f} | "
                      + " / ".join(f"{r['rss'][n]:.0f}" for n in SERVICE_NAMES) + f" | {'; '.join(r['faults'])} |")
+    by_route: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, name, status, _ in record.requests:
+        by_route[name][status] += 1
+    lines += ["", "| route | answers |", "|---|---|"]
+    lines += [f"| {name} | {', '.join(f'{s}: {n:,}' for s, n in sorted(c.items()))} |"
+              for name, c in sorted(by_route.items())]
     lines += ["", f"WebSocket reconnects (the api killed): {seen['sockets']['reconnects']}. "
               f"Plot: {out_png.name} (throughput, p99, RSS per service over time; the faults marked).", ""]
     out_md.write_text("\n".join(lines))
@@ -502,6 +508,8 @@ def main() -> None:
         record, seen = asyncio.run(run(seconds, box))
     finally:
         box.stop()
+    (folder / "record.json").write_text(json.dumps({"requests": record.requests, "rss": record.rss,
+                                                    "stored": record.stored, "faults": record.faults}))
     results = HERE / "results"
     passed = report(record, seen, seconds, results / "soak-vm.md", results / "soak-vm.png")
     sys.stdout.write(f"soak: {'passed' if passed else 'FAILED'}; the run's files: {folder}\n")
