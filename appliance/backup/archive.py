@@ -33,12 +33,13 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from appliance import __version__
 from appliance.config import ApplianceConfig
+from appliance.modelfiles.catalog import sha256_of
 from appliance.store.offline import OfflineError, check_backup, restore_backup
 
 FORMAT = 1
@@ -58,14 +59,6 @@ class BackupError(Exception):
     def __init__(self, message: str, code: int = 2) -> None:
         super().__init__(message)
         self.code = code
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _keys_dir(config: ApplianceConfig) -> Path:
@@ -193,7 +186,7 @@ def _target(config: ApplianceConfig, config_path: Path, member: str) -> Path:
     return (_keys_dir(config) if top == "keys" else _models_dir(config)) / rest
 
 
-def restore(config: ApplianceConfig, config_path: Path, backup: Path, running: list[str]) -> dict[str, Any]:
+def restore(config: ApplianceConfig, config_path: Path, backup: Path, running: Sequence[str]) -> dict[str, Any]:
     """Check the whole backup, then put it in place; the manifest. ``running``: services that answer."""
     if running:
         raise BackupError(f"stop the appliance first (systemctl stop appliance.target): {', '.join(running)} "

@@ -7,7 +7,6 @@ read directly when the store is stopped. Restore refuses while any service answe
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,7 @@ import apsw
 from appliance.backup.archive import BackupError, make_backup, restore
 from appliance.cli.base import fail, run_command
 from appliance.config import ApplianceConfig
-from appliance.ipc.client import IpcClient
-from appliance.ipc.errors import IpcError
-from appliance.protocol.common import HEALTH, ServiceName
-from appliance.protocol.services import SERVICE_NAMES
+from appliance.store.offline import services_answering
 
 
 def register(commands: Any) -> None:
@@ -33,28 +29,9 @@ def register(commands: Any) -> None:
     restore_.set_defaults(handler=_restore)
 
 
-def running(config: ApplianceConfig) -> list[str]:
-    """The services that answer over IPC now."""
-
-    async def ask(name: ServiceName) -> bool:
-        client = IpcClient(name, config.socket_path(name), timeout_s=2.0)
-        try:
-            await client.call(HEALTH)
-            return True
-        except IpcError:
-            return False
-        finally:
-            await client.close()
-
-    async def all_of() -> list[bool]:
-        return list(await asyncio.gather(*(ask(name) for name in SERVICE_NAMES)))
-
-    return [name for name, up in zip(SERVICE_NAMES, asyncio.run(all_of()), strict=True) if up]
-
-
 def _copy_memory(config: ApplianceConfig) -> Any:
     def copy(target: Path) -> None:
-        if "store" in running(config):
+        if services_answering(config, ("store",)):
             run_command(config, "memory.backup", {"path": str(target)})
             return
         live = config.memory_dir / "memory.db"
@@ -90,7 +67,7 @@ def _backup(config: ApplianceConfig, args: argparse.Namespace) -> int:
 
 def _restore(config: ApplianceConfig, args: argparse.Namespace) -> int:
     try:
-        manifest = restore(config, args.config_path.resolve(), args.path.resolve(), running(config))
+        manifest = restore(config, args.config_path.resolve(), args.path.resolve(), services_answering(config))
     except BackupError as exc:
         fail(f"restore refused, nothing was changed: {exc}" if exc.code == 2 else str(exc), exc.code)
     sys.stdout.write(f"restored {len(manifest['files'])} files from {args.path} (made by release "

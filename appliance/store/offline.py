@@ -16,7 +16,8 @@ import apsw
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
-from appliance.protocol.common import HEALTH
+from appliance.protocol.common import HEALTH, ServiceName
+from appliance.protocol.services import SERVICE_NAMES
 from appliance.protocol.store import AuditVerdict
 from appliance.store.audit import AuditLog
 from appliance.store.db import connect
@@ -30,9 +31,11 @@ class OfflineError(Exception):
         self.code = code
 
 
-def _store_running(config: ApplianceConfig) -> bool:
-    async def ask() -> bool:
-        client = IpcClient("store", config.socket_path("store"), timeout_s=2.0)
+def services_answering(config: ApplianceConfig, names: tuple[ServiceName, ...] = SERVICE_NAMES) -> list[ServiceName]:
+    """Those of ``names`` that answer over IPC now (what must be stopped before the files are touched)."""
+
+    async def ask(name: ServiceName) -> bool:
+        client = IpcClient(name, config.socket_path(name), timeout_s=2.0)
         try:
             await client.call(HEALTH)
             return True
@@ -41,7 +44,14 @@ def _store_running(config: ApplianceConfig) -> bool:
         finally:
             await client.close()
 
-    return asyncio.run(ask())
+    async def all_of() -> list[bool]:
+        return list(await asyncio.gather(*(ask(name) for name in names)))
+
+    return [name for name, up in zip(names, asyncio.run(all_of()), strict=True) if up]
+
+
+def _store_running(config: ApplianceConfig) -> bool:
+    return bool(services_answering(config, ("store",)))
 
 
 def check_backup(path: Path, dim: int) -> str:
