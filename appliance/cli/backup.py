@@ -11,12 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import apsw
-
 from appliance.backup.archive import BackupError, make_backup, restore
 from appliance.cli.base import fail, run_command
 from appliance.config import ApplianceConfig
-from appliance.store.offline import services_answering
+from appliance.store.offline import copy_database, services_answering
 
 
 def register(commands: Any) -> None:
@@ -37,15 +35,7 @@ def _copy_memory(config: ApplianceConfig) -> Any:
         live = config.memory_dir / "memory.db"
         if not live.is_file():
             fail(f"{live}: no memory file yet (the store has never run)")
-        source = apsw.Connection(str(live), flags=apsw.SQLITE_OPEN_READONLY)
-        dest = apsw.Connection(str(target))
-        try:
-            with dest.backup("main", source, "main") as step:
-                while not step.done:
-                    step.step(1024)
-        finally:
-            dest.close()
-            source.close()
+        copy_database(live, target)
 
     return copy
 

@@ -86,8 +86,15 @@ def restore_backup(config: ApplianceConfig, backup: Path) -> str:
         raise OfflineError("the store is running; stop it first (systemctl stop appliance-store)")
     live = config.memory_dir / "memory.db"
     live.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    source = apsw.Connection(str(backup), flags=apsw.SQLITE_OPEN_READONLY)
-    dest = apsw.Connection(str(live))
+    copy_database(backup, live)
+    return summary
+
+
+def copy_database(source_file: Path, target_file: Path) -> None:
+    """``source_file`` into ``target_file`` through SQLite's backup API (its WAL and locks handled by
+    SQLite, never by a file copy), the target's WAL folded in after."""
+    source = apsw.Connection(str(source_file), flags=apsw.SQLITE_OPEN_READONLY)
+    dest = apsw.Connection(str(target_file))
     try:
         with dest.backup("main", source, "main") as copy:
             while not copy.done:
@@ -96,7 +103,6 @@ def restore_backup(config: ApplianceConfig, backup: Path) -> str:
     finally:
         dest.close()
         source.close()
-    return summary
 
 
 def verify_audit(config: ApplianceConfig) -> AuditVerdict:
