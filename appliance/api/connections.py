@@ -60,7 +60,9 @@ class ConnectionGuard:
     head_timeout_s: float
     socket_cap: int
     clock: Callable[[], float] = time.monotonic
-    open: dict[Any, Tracked] = field(default_factory=dict)  # by aiohttp's handler (web_protocol.RequestHandler)
+    # By aiohttp's handler (web_protocol.RequestHandler), in the order they last became idle (opened,
+    # or a request ended: moved to the end), so the longest idle is the first one not busy.
+    open: dict[Any, Tracked] = field(default_factory=dict)
     sockets: int = 0  # /control sockets open
     counts: Counts = field(default_factory=Counts)
     _sweeper: asyncio.Task[None] | None = None
@@ -73,11 +75,10 @@ class ConnectionGuard:
         """Whether the new connection may stay (room made for it if need be)."""
         now = self.clock()
         if len(self.open) >= self.cap:
-            idle = [(t.idle_since, h) for h, t in self.open.items() if not t.active]
-            if not idle:
+            oldest = next((h for h, t in self.open.items() if not t.active), None)
+            if oldest is None:
                 self.counts.refused += 1
                 return False
-            _, oldest = min(idle, key=lambda item: item[0])
             self.open.pop(oldest).transport.close()
             self.counts.evicted += 1
         self.open[handler] = Tracked(transport=transport, opened=now, idle_since=now)
@@ -96,6 +97,8 @@ class ConnectionGuard:
             tracked.active -= 1
             tracked.served += 1
             tracked.idle_since, tracked.bytes_since_idle = self.clock(), 0
+            if self.open.pop(request.protocol, None) is not None:  # still open: now the most recently idle
+                self.open[request.protocol] = tracked
 
     @contextlib.contextmanager
     def socket(self) -> Iterator[None]:
