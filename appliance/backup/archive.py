@@ -193,11 +193,16 @@ def restore(config: ApplianceConfig, config_path: Path, backup: Path, running: S
                           "running", code=1)
     if not backup.is_file():
         raise BackupError(f"{backup}: no such file")
+    config.paths.state_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=config.paths.state_dir, prefix=".restore-") as folder:
         staged = Path(folder)
         try:
             with tarfile.open(backup, mode="r:gz") as tar:
                 manifest, members = _checked_members(tar)
+                needed, free = sum(info.size for info in members.values()), shutil.disk_usage(staged).free
+                if needed * 2 > free:  # staged here, then copied beside each target
+                    raise BackupError(f"the backup unpacks to {needed:,} bytes; twice that is needed and "
+                                      f"{free:,} are free under {config.paths.state_dir}")
                 for name, info in members.items():
                     if name == MANIFEST:
                         continue
