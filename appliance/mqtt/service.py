@@ -216,7 +216,7 @@ class MqttService(Service[Mqtt]):
                 if reading is not None:
                     reading.cancel()
                 await link.close()
-                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {exc or type(exc).__name__}"
+                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {str(exc) or type(exc).__name__}"
             else:
                 self._attempted.set()
                 self._refresh_state()
