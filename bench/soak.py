@@ -224,7 +224,7 @@ async def faults(config_file: Path, broker: list[subprocess.Popen[bytes]], broke
             continue
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
         victim = random.choice(SERVICE_NAMES)
-        if pid := service_pids(config_file).get(victim):
+        if pid := (await asyncio.to_thread(service_pids, config_file)).get(victim):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             record.faults.append((time.monotonic() - started, f"SIGKILL {victim}"))
@@ -234,7 +234,7 @@ async def faults(config_file: Path, broker: list[subprocess.Popen[bytes]], broke
 async def sample(config_file: Path, db: Path, record: Record, started: float, seconds: float) -> None:
     """Every 5 s: each service's RSS, and how many device events the store holds (read-only)."""
     while (now := time.monotonic() - started) < seconds:
-        for name, pid in service_pids(config_file).items():
+        for name, pid in (await asyncio.to_thread(service_pids, config_file)).items():
             if (mb := rss_mb(pid)) is not None:
                 record.rss.append((now, name, pid, mb))
         with contextlib.suppress(sqlite3.Error):

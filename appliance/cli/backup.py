@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def register(commands: Any) -> None:
     restore_.set_defaults(handler=_restore)
 
 
-def _copy_memory(config: ApplianceConfig) -> Any:
+def _copy_memory(config: ApplianceConfig) -> Callable[[Path], None]:
     def copy(target: Path) -> None:
         if services_answering(config, ("store",)):
             run_command(config, "memory.backup", {"path": str(target)})
