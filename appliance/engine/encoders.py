@@ -24,6 +24,7 @@ import numpy as np
 from appliance.engine.errors import EngineError
 from appliance.engine.metrics import EngineCounters
 from appliance.engine.sharedbatch import SharedBatches
+from appliance.ipc.errors import DeadlinePassed
 from appliance.protocol.engine import EmbedResponse
 from appliance.runtime.threads import in_daemon_thread
 
@@ -69,7 +70,7 @@ class PackagedEncoder:
         """Texts of callers that arrive together share one pass (engine/sharedbatch.py)."""
         try:
             vectors = await self._batches.embed(texts)
-        except EngineError:
+        except (EngineError, DeadlinePassed):
             raise
         except Exception as exc:  # NumPy or the tokenizer: the caller gets a reason, the engine lives on
             raise EngineError(f"encoding failed: {exc}") from None

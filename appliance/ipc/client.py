@@ -16,6 +16,7 @@ from typing import Any, Generic
 import aiohttp
 from pydantic import ValidationError
 
+from appliance.ipc.deadline import DEADLINE_HEADER
 from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, error_from_wire
 from appliance.protocol.common import Empty, Endpoint, Req, Resp, S
 
@@ -48,8 +49,9 @@ class IpcClient(Generic[S]):
         body = (request or Empty()).model_dump_json()
         try:
             async with asyncio.timeout(deadline):
-                async with self._client().post(self._url(endpoint), data=body,
-                                               headers={"Content-Type": "application/json"}) as response:
+                # The deadline travels with the call, so the service skips work it would finish too late.
+                async with self._client().post(self._url(endpoint), data=body, headers={
+                        "Content-Type": "application/json", DEADLINE_HEADER: f"{deadline:g}"}) as response:
                     payload = await response.read()
                     if response.status != 200:
                         raise self._remote_error(endpoint, response.status, payload)

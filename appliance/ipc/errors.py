@@ -64,9 +64,17 @@ class IpcTimeout(IpcError):
     status = 504
 
 
+class DeadlinePassed(IpcError):
+    """The caller had stopped waiting before the work began, so it was not done (ipc/deadline.py)."""
+
+    code = "deadline_passed"
+    status = 504
+
+
 _BY_CODE: dict[str, type[IpcError]] = {
     cls.code: cls
-    for cls in (IpcError, BadRequest, NotFound, Conflict, TooLarge, Unavailable, ServiceDown, IpcTimeout)
+    for cls in (IpcError, BadRequest, NotFound, Conflict, TooLarge, Unavailable, ServiceDown, IpcTimeout,
+                DeadlinePassed)
 }
 
 

@@ -21,6 +21,7 @@ from typing import Any, Generic
 from aiohttp import web
 from pydantic import ValidationError
 
+from appliance.ipc.deadline import DEADLINE_HEADER, DeadlinePassed, caller_waits_until, parse_header
 from appliance.ipc.errors import BadRequest, Busy, IpcError, NotFound, TooLarge
 from appliance.protocol.common import Endpoint, Message, Req, Resp, S
 from appliance.validation import describe_validation_error
@@ -62,7 +63,8 @@ class IpcServer(Generic[S]):
         assert not endpoint.streaming, endpoint
 
         async def serve(request: web.Request) -> web.StreamResponse:
-            reply = await handler(await self._parse(request, endpoint))
+            with caller_waits_until(parse_header(request.headers.get(DEADLINE_HEADER))):
+                reply = await handler(await self._parse(request, endpoint))
             return web.Response(body=reply.model_dump_json(), content_type="application/json")
 
         self._route(endpoint, serve)
@@ -131,7 +133,10 @@ class IpcServer(Generic[S]):
         try:
             return await handler(request)
         except IpcError as exc:
-            level = logging.ERROR if exc.status >= 500 else logging.WARNING
+            # Work skipped because its caller had gone is counted by the service, not logged one by one:
+            # the caller logged its own timeout, and a backlog would otherwise flood the journal.
+            level = logging.DEBUG if isinstance(exc, DeadlinePassed) else \
+                logging.ERROR if exc.status >= 500 else logging.WARNING
             self._log.log(level, "ipc %s %s: %s", request.method, request.path, exc,
                           extra={"IPC_PATH": request.path, "IPC_ERROR": exc.code})
             return error_response(exc)

@@ -19,7 +19,8 @@ from typing import TypeVar
 import apsw
 
 from appliance.config import ApplianceConfig
-from appliance.ipc.errors import BadRequest, IpcError, NotFound, Unavailable
+from appliance.ipc import deadline as ipc_deadline
+from appliance.ipc.errors import BadRequest, DeadlinePassed, IpcError, NotFound, Unavailable
 from appliance.ipc.errors import Conflict as IpcConflict
 from appliance.ipc.server import IpcServer
 from appliance.protocol.accounts import (
@@ -172,6 +173,8 @@ class StoreService(Service[Store]):
         self._sqlite = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._job = asyncio.Lock()  # one archive or backup at a time
         self.over_quota: dict[str, int] = {}  # events each device had archived by its quota, since start
+        self.skipped_late = 0  # requests not done: their callers had stopped waiting (ipc/deadline.py)
+        self._skips_logged = (0, 0.0)  # the count when last logged, and when
 
     def register(self, ipc: IpcServer[Store]) -> None:
         ipc.add(STORE_REMEMBER, self.remember)
@@ -223,14 +226,34 @@ class StoreService(Service[Store]):
         db = self.db
         if db is None:
             raise Unavailable("the memory database is not open")
+        deadline = ipc_deadline.current()  # read here: the SQLite thread does not see the request's context
+
+        def unless_late(db: MemoryDB) -> T:
+            if ipc_deadline.passed(deadline):
+                self.skipped_late += 1  # only this one thread writes it
+                raise DeadlinePassed("the caller stopped waiting before the store got to this request")
+            return work(db)
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._sqlite, work, db)
+            return await asyncio.get_running_loop().run_in_executor(self._sqlite, unless_late, db)
+        except DeadlinePassed:
+            self._log_skips()
+            raise
         except Missing as exc:
             raise NotFound(str(exc)) from None
         except Conflict as exc:
             raise IpcConflict(str(exc)) from None
         except StoreError as exc:
             raise BadRequest(str(exc)) from None
+
+    def _log_skips(self) -> None:
+        """A warning at most once a minute: each skip is a caller that timed out and logged it."""
+        count, at = self._skips_logged
+        if time.monotonic() - at >= 60:
+            self.log.warning("the store fell behind: %d requests skipped since the last report because their "
+                             "callers had stopped waiting (%d since start)", self.skipped_late - count,
+                             self.skipped_late, extra={"SKIPPED_LATE": self.skipped_late})
+            self._skips_logged = (self.skipped_late, time.monotonic())
 
     async def _steps(self, steps: Generator[T, None, None]) -> AsyncGenerator[T, None]:
         """Run a generator's steps one by one on the SQLite thread.
@@ -289,6 +312,8 @@ class StoreService(Service[Store]):
         health = super().health()
         longterm = self.db.longterm if self.db is not None else None
         work = [job.describe() for job in (longterm.text_rebuild, longterm.reembed) if job] if longterm else []
+        if self.skipped_late:
+            work.append(f"{self.skipped_late:,} requests skipped since start: their callers had stopped waiting")
         if self.over_quota:
             most = sorted(self.over_quota.items(), key=lambda item: -item[1])[:3]
             work.append(f"device quota ({self.config.mqtt.device_quota_events:,} events): "
@@ -371,7 +396,10 @@ class StoreService(Service[Store]):
                   "file_bytes": "size of the memory file", "wal_bytes": "size of its write-ahead log"}
         values = stats.model_dump()
         return [MetricFamily(name=f"appliance_store_{name}", kind="gauge", help=text,
-                             samples=[MetricSample(value=values[name])]) for name, text in counts.items()]
+                             samples=[MetricSample(value=values[name])]) for name, text in counts.items()] + [
+            MetricFamily(name="appliance_store_skipped_late_total", kind="counter",
+                         help="requests not done because their callers had stopped waiting",
+                         samples=[MetricSample(value=self.skipped_late)])]
 
     async def _purge_forgotten(self) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import ApplianceConfig, load_config
-from appliance.ipc import BadRequest, NotFound
+from appliance.ipc import BadRequest, IpcTimeout, NotFound
 from appliance.ipc.client import IpcClient
 from appliance.protocol.common import HEALTH
 from appliance.protocol.store import (
@@ -44,6 +45,7 @@ from appliance.protocol.store import (
 )
 from appliance.store.offline import OfflineError, restore_backup
 from appliance.store.schema import SCHEMA_VERSION
+from appliance.store.service import StoreService
 from tests.helpers import eventually_async, serve, vec, wait_ready, write_config
 from tests.store.conftest import file_at_version_9
 
@@ -203,3 +205,38 @@ async def test_an_upgraded_file_rebuilds_its_text_index_in_the_background(store_
 
 async def _logged(log: Path, words: str) -> bool:
     return words in await asyncio.to_thread(log.read_text)
+
+
+async def test_requests_whose_callers_gave_up_are_skipped_so_a_backlog_drains(store_config: Path) -> None:
+    """The store in this process on its real socket, its SQLite thread held busy past the callers'
+    timeouts: the writes queued meanwhile are not done once it frees (their callers were told
+    "timeout" and would retry), they are counted in health, and the next call is answered at once.
+    Without the skip, a store that fell 10 s behind stayed behind (ipc/deadline.py)."""
+    config = load_config(store_config)
+    service = StoreService(config)
+    await service._open_socket()
+    await service.start()
+    client = IpcClient("store", config.socket_path("store"), 10.0)
+    gate = threading.Event()
+    try:
+        busy = service._sqlite.submit(gate.wait, 30)  # the one SQLite thread, as a long unit of work holds it
+        late = [client.call(STORE_REMEMBER, MemoryIn(text=f"late write {i}"), timeout_s=0.3) for i in range(5)]
+        outcomes = await asyncio.gather(*late, return_exceptions=True)
+        assert all(isinstance(o, IpcTimeout) for o in outcomes), outcomes
+        # The store counts each wait from when it read the request, a little after it was sent: hold the
+        # thread one more timeout, so that every one of the five has passed on the store's clock too.
+        await asyncio.sleep(0.3)
+        gate.set()
+        busy.result(5)
+        await eventually_async(lambda: _true(service.skipped_late == 5), 10, "the five late writes skipped")
+        assert (await client.call(STORE_STATS)).memories == 0  # none of them was done
+        assert (await client.call(STORE_REMEMBER, MemoryIn(text="on time"), timeout_s=2.0)).id > 0
+        assert "5 requests skipped" in (await client.call(HEALTH)).detail
+    finally:
+        gate.set()
+        await client.close()
+        await service._shutdown()
+
+
+async def _true(value: bool) -> bool:
+    return value
