@@ -12,7 +12,12 @@ first, then events, then entity states, so a state that arrives with its entity'
 finds it; the rows a batch changed are handed to ``on_states``.
 
 A batch goes to the store when it holds mqtt.batch_max events or its first event has waited
-mqtt.batch_wait_s. Each device has a token bucket (mqtt.device_rate_per_s, mqtt.device_burst).
+mqtt.batch_wait_s. It reaches the store in requests of at most MAX_STORE_BATCH items and half of
+ipc.max_frame_bytes of JSON each (`chunks`): a batch grows past batch_max while the store is slow,
+and 500 payloads of 64 KB are 32 MB, which the store would refuse as one frame (found by make
+bench-mqtt's hostile publishers: every device's ingest stopped behind one refused batch). An event
+too large for a request on its own is quarantined as too_large, never retried for ever.
+Each device has a token bucket (mqtt.device_rate_per_s, mqtt.device_burst).
 Flood protection limits cost, never data: an event past the bucket is stored all the same,
 marked ``flood`` in its metadata and counted per device (one warning a minute), because the
 broker acknowledged it and a device that flushes its backlog after an outage sends exactly such
@@ -26,15 +31,15 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from appliance.config import MqttConfig
 from appliance.ipc.client import IpcClient
-from appliance.ipc.errors import IpcError
+from appliance.ipc.errors import IpcError, TooLarge
 from appliance.mqtt.events import Refused, parse_event, quarantine_entry
 from appliance.mqtt.link import Incoming
-from appliance.protocol.common import Store
+from appliance.protocol.common import Message, Store
 from appliance.protocol.devices import (
     STORE_EVENTS,
     STORE_QUARANTINE_ADD,
@@ -61,6 +66,21 @@ WARN_EVERY_S = 60.0
 IN_FLIGHT = 2
 
 
+def chunks(items: Sequence[Message], max_items: int, max_bytes: int) -> Iterator[int]:
+    """How many of ``items``, from the front, go in each store request: at most ``max_items``, and at
+    most ``max_bytes`` of JSON unless one item alone is larger (it then goes alone)."""
+    count = used = 0
+    for item in items:
+        size = len(item.model_dump_json())
+        if count and (count >= max_items or used + size > max_bytes):
+            yield count
+            count = used = 0
+        count += 1
+        used += size
+    if count:
+        yield count
+
+
 @dataclass
 class Bucket:
     tokens: float
@@ -82,9 +102,11 @@ class Pending:
 
 
 class Ingest:
-    def __init__(self, store: IpcClient[Store], config: MqttConfig, metrics: Metrics, log: logging.Logger) -> None:
+    def __init__(self, store: IpcClient[Store], config: MqttConfig, metrics: Metrics, log: logging.Logger,
+                 max_request_bytes: int) -> None:
         self.store = store
         self.config = config
+        self.max_request_bytes = max_request_bytes
         self.metrics = metrics
         self.log = log
         self.pending = Pending()
@@ -220,6 +242,30 @@ class Ingest:
         for message in batch.messages:
             message.ack()
 
+    async def _store_events(self, batch: Pending) -> None:
+        """The batch's next request of events; what the store committed leaves the batch (a retry
+        must not send it again)."""
+        count = next(chunks(batch.events, MAX_STORE_BATCH, self.max_request_bytes))
+        try:
+            done = await self.store.call(STORE_EVENTS, EventBatch(events=batch.events[:count]))
+        except TooLarge as exc:
+            if count > 1:
+                raise
+            event = batch.events[0]  # alone larger than a request may be: kept in quarantine, acknowledged
+            batch.quarantined.append(QuarantineIn(
+                kind="too_large", reason=f"larger than one store request may be (ipc.max_frame_bytes): {exc}"[:500],
+                topic=event.topic[:300], device=event.device, size=len(event.text), sample=event.text[:600],
+                at=time.time()))
+            self.rejected += 1
+            batch.events = batch.events[1:]
+            return
+        batch.events = batch.events[count:]
+        self.stored += done.stored
+        self.duplicates += done.duplicates
+        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", done.stored, outcome="stored")
+        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", done.duplicates,
+                         outcome="duplicate")
+
     async def _store(self, batch: Pending) -> None:
         while True:
             try:
@@ -231,24 +277,14 @@ class Ingest:
                     if self.on_entities is not None:
                         await self.on_entities(batch.puts, batch.removed)
                     batch.puts, batch.removed = [], []
-                if batch.events:
-                    for start in range(0, len(batch.events), MAX_STORE_BATCH):
-                        chunk = batch.events[start : start + MAX_STORE_BATCH]
-                        done = await self.store.call(STORE_EVENTS, EventBatch(events=chunk))
-                        self.stored += done.stored
-                        self.duplicates += done.duplicates
-                        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome", done.stored,
-                                         outcome="stored")
-                        self.metrics.inc("appliance_mqtt_events_total", "device messages by outcome",
-                                         done.duplicates, outcome="duplicate")
-                    batch.events = []  # committed: a retry below must not send them again
-                if batch.states:
-                    for start in range(0, len(batch.states), MAX_STORE_BATCH):
-                        stored = await self.store.call(STORE_ENTITY_STATES, StateBatch(
-                            states=batch.states[start : start + MAX_STORE_BATCH]))
-                        if self.on_states is not None:
-                            await self.on_states(stored)
-                    batch.states = []
+                while batch.events:
+                    await self._store_events(batch)
+                while batch.states:
+                    count = next(chunks(batch.states, MAX_STORE_BATCH, self.max_request_bytes))
+                    stored = await self.store.call(STORE_ENTITY_STATES, StateBatch(states=batch.states[:count]))
+                    if self.on_states is not None:
+                        await self.on_states(stored)
+                    batch.states = batch.states[count:]
                 if batch.quarantined or batch.throttled:
                     counted: dict[QuarantineKind, int] = {"rate_limited": batch.throttled} if batch.throttled else {}
                     await self.store.call(STORE_QUARANTINE_ADD, QuarantineBatch(items=batch.quarantined,

@@ -72,7 +72,8 @@ class MqttService(Service[Mqtt]):
         super().__init__(config)
         cfg = config.mqtt
         self.client_id = cfg.pinned_client_id
-        self.ingest = Ingest(self.peer("store"), cfg, self.metrics, self.log)
+        self.ingest = Ingest(self.peer("store"), cfg, self.metrics, self.log,
+                             max_request_bytes=config.ipc.max_frame_bytes // 2)  # room for the envelope
         self.commander = Commander(self.client_id, cfg.command_topic, self.log)
         self.network = NetworkWatch(self.log)
         self.courier = Courier(cfg.uplink, self.peer("store"), self.network, self.client_id, self.log)

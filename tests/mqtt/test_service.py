@@ -404,3 +404,48 @@ def _distinct_and_total(path: Path) -> tuple[int, int]:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         distinct, total = db.execute("select count(distinct text), count(*) from memories").fetchone()
     return int(distinct), int(total)
+
+
+async def test_a_backlog_of_64_kb_payloads_is_stored_in_requests_the_store_takes(
+        config_file: Path, broker: int, tmp_path: Path, services: Callable[..., Awaitable[Peers]]) -> None:
+    """200 payloads of nearly 64 KB (the most mqtt.max_payload_bytes takes) queued while the bridge is
+    away reach it at once: 12 MB, more than one store request may carry (4 MB). Before the batch was
+    split by bytes, the store refused it as one frame and every device's ingest stopped behind it."""
+    bridged(config_file, broker)
+    peers = await services("store")
+    await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
+    device = Publisher(broker)
+    try:
+        for i in range(200):
+            device.publish("devices/camera-3/events", json.dumps({"id": i, "type": "blob", "data": "x" * 65_000}))
+    finally:
+        device.close()
+    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    try:
+        await eventually_async(lambda: _count_is(peers, 200), 60, "the 200 large events")
+        assert "exceeds" not in (tmp_path / "mqtt.log").read_text()
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+
+
+async def test_an_event_larger_than_a_store_request_is_quarantined_not_retried_for_ever(
+        config_file: Path, broker: int, services: Callable[..., Awaitable[Peers]]) -> None:
+    """With ipc.max_frame_bytes at 64 KB, a 64 KB payload cannot reach the store in any request: it is
+    quarantined as too_large (and acknowledged), and the events after it are stored."""
+    data = yaml.safe_load(config_file.read_text())
+    data["ipc"] = {"max_frame_bytes": 65_536}
+    write_config(config_file, data)
+    bridged(config_file, broker)
+    peers = await services("store", "mqtt")
+    device = Publisher(broker)
+    try:
+        device.publish("devices/camera-4/events", json.dumps({"id": "big", "data": "x" * 65_400}))
+        for i in range(3):
+            device.publish("devices/camera-4/events", json.dumps({"id": i, "value": i}))
+        await eventually_async(lambda: _count_is(peers, 3), 30, "the three small events after the large one")
+        page = await peers.store.call(STORE_QUARANTINE, QuarantineQuery())
+        assert [item.kind for item in page.items] == ["too_large"], page
+        assert "ipc.max_frame_bytes" in page.items[0].reason and page.items[0].device == "camera-4"
+    finally:
+        device.close()
