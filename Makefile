@@ -92,6 +92,7 @@ bench-api: venv
 bench-mqtt: venv
 	@scripts/bootstrap.sh test
 	$(PY) bench/mqtt.py
+	$(PY) -m bench.mqtt_hostile
 
 # Fire jitter and idle CPU with 1,000 schedules, sandbox overhead for /bin/true next to a bare run (~6 min).
 bench-tasks: venv

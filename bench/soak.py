@@ -1,5 +1,5 @@
 """make soak: the whole box under load for SOAK_MINUTES (30), a service SIGKILLed every 30 s, the broker
-restarted twice.
+restarted twice, the store frozen once.
 
 What runs is what `make run` starts: mosquitto with the shipped settings (config/mosquitto/
 appliance.conf, persistence in the run's folder), `appliance run` (the development supervisor, which
@@ -13,7 +13,10 @@ Load (bench/soakload.py, processes of their own, and this process):
   5/s, a task every 2 s (ask, notify, search in turn), a chat every 5 s.
 
 Faults: every 30 s one of store, engine, mqtt, agent and api, at random, is SIGKILLed; at a third
-and two thirds of the run the broker is stopped (SIGTERM: it saves its store) and started again.
+and two thirds of the run the broker is stopped (SIGTERM: it saves its store) and started again; at
+half time the store is frozen (SIGSTOP) for FREEZE_S, longer than any caller waits (a stalled disk, a
+swapped-out process): its health stops answering, so the api answers 503 for what needs it, and the
+box must catch up afterwards.
 
 Pass, each a line of the results; the command exits 1 when one fails:
 1. every event the broker acknowledged is stored, and none is stored twice (the SQLite file, read
@@ -21,7 +24,8 @@ Pass, each a line of the results; the command exits 1 when one fails:
 2. every task created ends in a final state within FINAL_WAIT_S of the load's end, a failed one
    with its error;
 3. no 5xx answer but 503 (a service restarting); refused connections while the api itself
-   restarts are counted apart;
+   restarts are counted apart, and so are timeouts (504) of requests sent while the store was
+   frozen or within FREEZE_GRACE_S around it;
 4. each service's RSS slope under 1 MB/min: least squares over each incarnation that lived at least
    RSS_MIN_LIFE_S, its first RSS_WARMUP_S left out, the longest-lived one judged; only in a run of
    RSS_MIN_RUN_S or more (CI's 5 minutes: reported, "not judged": a few minutes of a process that
@@ -66,6 +70,8 @@ from appliance.protocol.services import SERVICE_NAMES
 HERE = Path(__file__).parent
 REPO = HERE.parent
 KILL_EVERY_S = 30.0
+FREEZE_S = 15.0  # longer than the IPC timeout (10 s): every request queued at the store meanwhile is given up
+FREEZE_GRACE_S = 10.0  # a request sent this long before the freeze, or after its end, may still time out
 FINAL_WAIT_S = 180.0
 RSS_MIN_LIFE_S = 240.0
 RSS_WARMUP_S = 60.0
@@ -83,6 +89,7 @@ class Record:
     rss: list[tuple[float, str, int, float]] = field(default_factory=list)  # t, service, pid, MB
     stored: list[tuple[float, int]] = field(default_factory=list)  # t, device events in the store
     faults: list[tuple[float, str]] = field(default_factory=list)
+    freezes: list[tuple[float, float]] = field(default_factory=list)  # the store stopped, from, to
     tasks: list[int] = field(default_factory=list)
 
 
@@ -212,15 +219,21 @@ async def drive(rest: Rest, seconds: float) -> None:
 
 async def faults(config_file: Path, broker: list[subprocess.Popen[bytes]], broker_dir: Path, port: int,
                  record: Record, started: float, seconds: float) -> None:
-    restarts = [seconds / 3 + KILL_EVERY_S / 2, 2 * seconds / 3 + KILL_EVERY_S / 2]
+    # Between two kills, never on one: the broker restarts at 1/3 and 2/3, the store's freeze at 1/2.
+    scheduled = sorted([(seconds / 3 + KILL_EVERY_S / 2, "restart"), (2 * seconds / 3 + KILL_EVERY_S / 2, "restart"),
+                        (seconds / 2 + KILL_EVERY_S / 4, "freeze")])
     at = KILL_EVERY_S
     while at < seconds:
-        if restarts and restarts[0] < at:
-            await asyncio.sleep(max(0.0, started + restarts.pop(0) - time.monotonic()))
-            broker[0].terminate()
-            await asyncio.to_thread(broker[0].wait, 30)
-            broker[0] = await asyncio.to_thread(start_broker, broker_dir, port)
-            record.faults.append((time.monotonic() - started, "broker restarted"))
+        if scheduled and scheduled[0][0] < at:
+            when, what = scheduled.pop(0)
+            await asyncio.sleep(max(0.0, started + when - time.monotonic()))
+            if what == "restart":
+                broker[0].terminate()
+                await asyncio.to_thread(broker[0].wait, 30)
+                broker[0] = await asyncio.to_thread(start_broker, broker_dir, port)
+                record.faults.append((time.monotonic() - started, "broker restarted"))
+            elif pid := (await asyncio.to_thread(service_pids, config_file)).get("store"):
+                await freeze(pid, record, started)
             continue
         await asyncio.sleep(max(0.0, started + at - time.monotonic()))
         victim = random.choice(SERVICE_NAMES)
@@ -229,6 +242,21 @@ async def faults(config_file: Path, broker: list[subprocess.Popen[bytes]], broke
                 os.kill(pid, signal.SIGKILL)
             record.faults.append((time.monotonic() - started, f"SIGKILL {victim}"))
         at += KILL_EVERY_S
+
+
+async def freeze(pid: int, record: Record, started: float) -> None:
+    """The store stopped for FREEZE_S, then let go (SIGCONT even if this task is cancelled)."""
+    began = time.monotonic() - started
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        record.faults.append((began, f"store frozen {FREEZE_S:g} s"))
+        await asyncio.sleep(FREEZE_S)
+    except ProcessLookupError:
+        return
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    record.freezes.append((began, time.monotonic() - started))
 
 
 async def sample(config_file: Path, db: Path, record: Record, started: float, seconds: float) -> None:
@@ -391,7 +419,11 @@ def report(record: Record, seen: dict[str, Any], seconds: float, out_md: Path, o
     twice = {k: v for k, v in stored.items() if v > 1}
     unfinished = [(i, s) for i, s, _ in seen["tasks"] if s not in FINAL_STATES]
     silent = [i for i, s, e in seen["tasks"] if s == "failed" and not e]
+    frozen = [(t, status) for t, _, status, _ in record.requests if status == "504" and any(
+        start - FREEZE_GRACE_S <= t <= end + FREEZE_GRACE_S for start, end in record.freezes)]
     statuses = Counter(status for _, _, status, _ in record.requests)
+    statuses.subtract(Counter(status for _, status in frozen))
+    statuses += Counter()  # drops the zero counts
     bad = {s: n for s, n in statuses.items() if s.isdigit() and int(s) >= 500 and s != "503"}
     bad.update({s: n for s, n in statuses.items() if s == "timeout"})
     audit = seen["audit"] or {}
@@ -405,7 +437,8 @@ def report(record: Record, seen: dict[str, Any], seconds: float, out_md: Path, o
                                                      Counter(s for _, s, _ in seen["tasks"]).most_common())
          + (f"; not final: {unfinished[:5]}" if unfinished else "") + (f"; failed without error: {silent[:5]}"
                                                                         if silent else "")),
-        ("no 5xx but 503, no timeouts", not bad, f"statuses: {dict(statuses.most_common())}"),
+        ("no 5xx but 503, no timeouts", not bad, f"statuses: {dict(statuses.most_common())}; "
+                                                  f"504 while the store was frozen (counted apart): {len(frozen)}"),
         ("RSS slope under 1 MB/min", all(v != "FAIL" for v, _, _ in rss.values()),
          "; ".join(f"{n} {v}" + (f" {s:+.2f} MB/min over {life / 60:.0f} min" if s is not None else
                                   f" (longest life {life:.0f} s)") for n, (v, s, life) in rss.items())),
@@ -439,7 +472,8 @@ def report(record: Record, seen: dict[str, Any], seconds: float, out_md: Path, o
              f"{platform.python_version()}. Command: `make soak` (bench/soak.py), {seconds / 60:.0f} minutes, one run. "
              "Load: 50 devices at 1,000 QoS 1 events/s with a 500-event burst every 20 s, 50 WebSocket clients, "
              "REST readers 20/s, memory writes 5/s, a task every 2 s, a chat every 5 s; a service SIGKILLed every "
-             "30 s, the broker restarted twice. The load generators share the box's 2 cores.", "",
+             f"30 s, the broker restarted twice, the store frozen (SIGSTOP) for {FREEZE_S:g} s at half time. "
+             "The load generators share the box's 2 cores.", "",
              "| check | verdict | measured |", "|---|---|---|"]
     lines += [f"| {name} | {'pass' if ok else 'FAIL'} | {detail} |" for name, ok, detail in checks]
     lines += ["", "| minute | events acked/s | events stored/s | REST requests | REST p99 ms (2xx) | 503 | api down | "
@@ -512,7 +546,8 @@ def main() -> None:
     finally:
         box.stop()
     (folder / "record.json").write_text(json.dumps({"requests": record.requests, "rss": record.rss,
-                                                    "stored": record.stored, "faults": record.faults}))
+                                                    "stored": record.stored, "faults": record.faults,
+                                                    "freezes": record.freezes}))
     results = HERE / "results"
     passed = report(record, seen, seconds, results / "soak-vm.md", results / "soak-vm.png")
     sys.stdout.write(f"soak: {'passed' if passed else 'FAILED'}; the run's files: {folder}\n")
