@@ -121,6 +121,10 @@ class MqttConfig(Section):
     drop_flood_devices: list[DeviceName] = Field(
         default_factory=list, max_length=10_000,
         description="devices whose events past the rate are dropped (acknowledged and counted), not stored")
+    receive_max_bytes: int = Field(
+        64 << 20, ge=1 << 20, le=4 << 30,
+        description="payload bytes received and not yet acknowledged at most; past it the bridge stops reading "
+                    "until the store commits (bounds its memory when payloads are large)")
     batch_max: int = Field(500, ge=1, le=10_000, description="events committed to the store together")
     batch_wait_s: float = Field(0.01, ge=0, le=5, description="longest an event waits for its batch")
     command_topic: str = Field("devices/{device}/commands", min_length=1, max_length=256)

@@ -61,7 +61,7 @@ class Incoming:
     def ack(self) -> None:
         """Acknowledge it to the broker (QoS 1), on the connection it came by, if that still stands."""
         if self.link is not None and self.qos > 0:
-            self.link.ack(self.mid, self.qos)
+            self.link.ack(self.mid, self.qos, len(self.payload))
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Settings:
     tls: TlsClientConfig = field(default_factory=TlsClientConfig)
     session_expiry_s: int = 0  # 0: the session ends with the connection
     receive_maximum: int = 1000
+    receive_max_bytes: int = 64 << 20  # payload bytes held unacknowledged at most (see MqttLink._held)
     will: tuple[str, bytes, bool] | None = None  # topic, payload, retain
     manual_ack: bool = True
 
@@ -100,7 +101,10 @@ class MqttLink:
         # not read until acknowledgements free room: the broker should stop there by itself
         # (Receive Maximum), but mosquitto 2.0.11 overshoots it by tens of thousands once acks
         # come in bursts (tests/mqtt/test_link.py), and this keeps memory and batches bounded.
+        # Their payload bytes are bounded too (receive_max_bytes): a window of 10,000 messages of
+        # 64 KB held 1.4 GB in the bridge under make bench-mqtt's hostile publishers.
         self._held = 0
+        self._held_bytes = 0
         self._reading = False
         self._client = self._make_client()
 
@@ -144,18 +148,20 @@ class MqttLink:
             return
         # loop_read takes one packet at a time; the buffer may hold hundreds more. A slice at a
         # time, so that the rest of the loop (the store's answers, acks) is never starved.
-        limit = self.settings.receive_maximum
         for _ in range(READ_SLICE):
-            if self._held >= limit or client.loop_read() != paho.MQTT_ERR_SUCCESS or not sock.readable_now:
+            if self._full() or client.loop_read() != paho.MQTT_ERR_SUCCESS or not sock.readable_now:
                 break
         else:
             self._loop.call_soon(self._readable)  # more is buffered here: no selector would say so
-        if self._held >= limit and self._reading and self._fd >= 0:
+        if self._full() and self._reading and self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._reading = False
         if self._inbox:
             self._arrived.set()
         self._write()
+
+    def _full(self) -> bool:
+        return self._held >= self.settings.receive_maximum or self._held_bytes >= self.settings.receive_max_bytes
 
     def _schedule_write(self, *_: Any) -> None:
         # One write for everything paho queued meanwhile (a batch of acks is one send).
@@ -237,6 +243,7 @@ class MqttLink:
         self._inbox.append(incoming)  # on the loop's thread, inside _readable, which wakes take()
         if message.qos > 0 and self.settings.manual_ack:
             self._held += 1
+            self._held_bytes += len(incoming.payload)
 
     def _on_done(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any) -> None:
         self._settle(mid)
@@ -326,12 +333,14 @@ class MqttLink:
                 raise LinkDown(f"the broker did not acknowledge {topic} within {timeout_s:g} s") from None
         return int(info.mid)
 
-    def ack(self, mid: int, qos: int) -> None:
+    def ack(self, mid: int, qos: int, size: int = 0) -> None:
+        """Acknowledge message ``mid``, whose payload was ``size`` bytes (freeing that much room)."""
         if self.lost.is_set():
             return
         self._client.ack(mid, qos)
         self._held -= 1
-        if not self._reading and self._fd >= 0 and self._held < self.settings.receive_maximum:
+        self._held_bytes -= size
+        if not self._reading and self._fd >= 0 and not self._full():
             self._loop.add_reader(self._fd, self._readable)
             self._reading = True
             self._loop.call_soon(self._readable)  # what is buffered here already wakes no selector

@@ -179,6 +179,7 @@ class MqttService(Service[Mqtt]):
                         username=cfg.username, password=cfg.password.get_secret_value() if cfg.password else None,
                         tls=cfg.tls, session_expiry_s=cfg.session_expiry_s,
                         receive_maximum=min(65_535, max(100, 20 * cfg.batch_max)),
+                        receive_max_bytes=cfg.receive_max_bytes,
                         will=(self.topics.availability, b"offline", True))
 
     async def _connect_forever(self) -> None:
