@@ -53,6 +53,7 @@ from appliance.protocol.store import STORE_RECALL, RecallFilters, RecallRequest
 HERE = Path(__file__).parent
 PUBLISHERS = 4
 PROBE_EVERY_S = 0.05
+LOST_AFTER_S = 30.0  # a probe not searchable this long after it was sent counts as lost (where losses are counted)
 RAW = """
 import json, sys, time
 import paho.mqtt.client as paho
@@ -130,8 +131,9 @@ def feed(processes: list[subprocess.Popen[bytes]], events: int, rate: float | No
         process.stdin.close()
 
 
-async def probes(port: int, stop: asyncio.Event, found: Peers | None) -> list[float]:
+async def probes(port: int, stop: asyncio.Event, found: Peers | None, lost: list[str] | None = None) -> list[float]:
     """Publish a probe every PROBE_EVERY_S; with ``found`` (the store's peers), time each until searchable.
+    Probes not searchable 60 s after the last was published fail the run, or with ``lost`` are put there.
 
     One probe is searched for at a time, the oldest not found yet, every 5 ms: probes come from one
     client, so the broker and the bridge keep them in order, and a search per pending probe would
@@ -168,10 +170,16 @@ async def probes(port: int, stop: asyncio.Event, found: Peers | None) -> list[fl
                         latencies.append(time.time() - sent)
                         pending.pop(0)
                         continue
+                if lost is not None and time.time() - sent > LOST_AFTER_S:  # given up: the next one is looked for
+                    lost.append(pending.pop(0)[0])
+                    continue
             if published.is_set():
                 deadline = deadline or time.monotonic() + 60
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{len(pending)} probes never became searchable")
+                    if lost is None:
+                        raise RuntimeError(f"{len(pending)} probes never became searchable")
+                    lost.extend(word for word, _ in pending)
+                    return
             await asyncio.sleep(0.005)
 
     try:
