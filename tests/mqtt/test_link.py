@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from appliance.mqtt.link import Incoming, MqttLink, Settings
-from tests.helpers import Publisher, eventually_async, start_mosquitto
+from tests.helpers import Publisher, eventually_async
 
 pytestmark = pytest.mark.slow
 
 PAYLOAD = 60_000
 BUDGET = 1 << 20  # the smallest mqtt.receive_max_bytes allows
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[int]:
-    process, port = start_mosquitto(tmp_path / "broker")
-    yield port
-    process.terminate()
-    process.wait(5)
 
 
 async def test_unacknowledged_payload_bytes_stop_the_reading_until_acks_free_room(broker: int) -> None:

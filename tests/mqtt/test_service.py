@@ -10,7 +10,7 @@ import contextlib
 import json
 import signal
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,6 @@ from tests.helpers import Publisher, eventually_async, serve, start_mosquitto, w
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[int]:
-    process, port = start_mosquitto(tmp_path / "broker")
-    yield port
-    process.terminate()
-    process.wait(5)
-
-
 def bridged(config_file: Path, port: int, **mqtt: Any) -> ApplianceConfig:
     """The test config pointed at the test's broker (with these mqtt.* settings)."""
     data = yaml.safe_load(config_file.read_text())
@@ -49,6 +41,12 @@ def bridged(config_file: Path, port: int, **mqtt: Any) -> ApplianceConfig:
                     "home_assistant": {"enabled": False}, **mqtt}
     write_config(config_file, data)
     return load_config(config_file)
+
+
+def _set(config_file: Path, section: str, values: dict[str, Any]) -> None:
+    data = yaml.safe_load(config_file.read_text())
+    data[section] = values
+    write_config(config_file, data)
 
 
 async def memories(peers: Peers) -> int:
@@ -206,19 +204,28 @@ async def test_a_backlog_past_the_receive_window_is_drained_after_a_reconnect(
     again. Here a window of 100 (mqtt.batch_max 5) and 1,500 events queued while the bridge is away."""
     bridged(config_file, broker, batch_max=5)
     peers = await services("store")
-    await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
+    log = await _backlog_then_bridge(config_file, broker, peers, tmp_path / "mqtt.log", [
+        ("devices/meter-1/events", json.dumps({"id": i, "kwh": i})) for i in range(1500)])
+    assert "within 10 s" not in log
+
+
+async def _backlog_then_bridge(config_file: Path, broker: int, peers: Peers, log: Path,
+                               messages: list[tuple[str, str]]) -> str:
+    """``messages`` published (QoS 1, all acknowledged) while the bridge is away, then the bridge
+    started: returns its log once every one of them is stored."""
+    await _session_left_waiting(config_file, peers, log)
     device = Publisher(broker, "backlog-device")
     try:
-        sent = [device.client.publish("devices/meter-1/events", json.dumps({"id": i, "kwh": i}), qos=1)
-                for i in range(1500)]
+        sent = [device.client.publish(topic, payload, qos=1) for topic, payload in messages]
         for info in sent:
             info.wait_for_publish(timeout=30)
     finally:
         device.close()
-    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
+    bridge = serve(config_file, "mqtt", log=log)
     try:
-        await eventually_async(lambda: _count_at_least(peers, 1500), 60, "the 1,500 queued events stored")
-        assert "within 10 s" not in (tmp_path / "mqtt.log").read_text()
+        await eventually_async(lambda: _count_at_least(peers, len(messages)), 60,
+                               f"the {len(messages):,} queued events stored")
+        return await asyncio.to_thread(log.read_text)
     finally:
         bridge.terminate()
         bridge.wait(10)
@@ -413,30 +420,17 @@ async def test_a_backlog_of_64_kb_payloads_is_stored_in_requests_the_store_takes
     split by bytes, the store refused it as one frame and every device's ingest stopped behind it."""
     bridged(config_file, broker)
     peers = await services("store")
-    await _session_left_waiting(config_file, peers, tmp_path / "mqtt.log")
-    device = Publisher(broker)
-    try:
-        for i in range(200):
-            device.publish("devices/camera-3/events", json.dumps({"id": i, "type": "blob", "data": "x" * 65_000}))
-    finally:
-        device.close()
-    bridge = serve(config_file, "mqtt", log=tmp_path / "mqtt.log")
-    try:
-        await eventually_async(lambda: _count_is(peers, 200), 60, "the 200 large events")
-        assert "exceeds" not in (tmp_path / "mqtt.log").read_text()
-    finally:
-        bridge.terminate()
-        bridge.wait(10)
+    log = await _backlog_then_bridge(config_file, broker, peers, tmp_path / "mqtt.log", [
+        ("devices/camera-3/events", json.dumps({"id": i, "type": "blob", "data": "x" * 65_000})) for i in range(200)])
+    assert "exceeds" not in log
 
 
 async def test_an_event_larger_than_a_store_request_is_quarantined_not_retried_for_ever(
         config_file: Path, broker: int, services: Callable[..., Awaitable[Peers]]) -> None:
     """With ipc.max_frame_bytes at 64 KB, a 64 KB payload cannot reach the store in any request: it is
     quarantined as too_large (and acknowledged), and the events after it are stored."""
-    data = yaml.safe_load(config_file.read_text())
-    data["ipc"] = {"max_frame_bytes": 65_536}
-    write_config(config_file, data)
     bridged(config_file, broker)
+    _set(config_file, "ipc", {"max_frame_bytes": 65_536})
     peers = await services("store", "mqtt")
     device = Publisher(broker)
     try:
