@@ -32,7 +32,7 @@ class EmbeddingModel:
         limit = model.metadata("sentence_transformers.max_seq_length")  # written by our converter
         self.max_tokens = min(int(limit) if limit and limit.isdigit() else model.n_ctx_train, BATCH_TOKENS)
         self._batch = Batch(BATCH_TOKENS)
-        self._batches = SharedBatches(self._embed_sync, MAX_SEQS, "embed")
+        self._batches = SharedBatches(self._embed_sync, MAX_SEQS, "embed", counters)
 
     @classmethod
     async def load(cls, path: Path, *, n_threads: int, n_gpu_layers: int, counters: EngineCounters,

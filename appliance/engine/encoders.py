@@ -37,7 +37,7 @@ class PackagedEncoder:
     def __init__(self, name: str, model: Any, dim: int, counters: EngineCounters) -> None:
         self.name, self.dim, self.counters = name, dim, counters
         self._model = model
-        self._batches = SharedBatches(self._encode, MAX_BATCH, "encode")
+        self._batches = SharedBatches(self._encode, MAX_BATCH, "encode", counters)
 
     @classmethod
     async def load(cls, name: str, *, n_threads: int, counters: EngineCounters) -> PackagedEncoder:

@@ -35,6 +35,7 @@ class EngineCounters:
     generated_tokens: int = 0
     embed_requests: int = 0
     embed_texts: int = 0
+    embed_skipped_late: int = 0  # requests whose caller had stopped waiting before their turn (ipc/deadline.py)
     _steps: deque[tuple[int, int, float]] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _ttft: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
@@ -80,6 +81,7 @@ FIELDS: dict[str, tuple[Literal["counter", "gauge"], str]] = {
     "generated_tokens_total": ("counter", "tokens generated"),
     "embed_requests_total": ("counter", "embedding requests served"),
     "embed_texts_total": ("counter", "texts embedded"),
+    "embed_skipped_late_total": ("counter", "embedding requests not encoded: their callers had stopped waiting"),
 }
 
 

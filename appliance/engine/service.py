@@ -198,4 +198,4 @@ class EngineService(Service[Engine]):
             prompt_tokens_total=c.prompt_tokens, generated_tokens_total=c.generated_tokens,
             prompt_tokens_per_s=round(prompt_rate, 1), generation_tokens_per_s=round(gen_rate, 1),
             ttft_ms_p50=round(p50, 2), ttft_ms_p95=round(p95, 2), embed_requests_total=c.embed_requests,
-            embed_texts_total=c.embed_texts)
+            embed_texts_total=c.embed_texts, embed_skipped_late_total=c.embed_skipped_late)

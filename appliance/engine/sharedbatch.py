@@ -14,6 +14,7 @@ import asyncio
 import functools
 from collections.abc import Callable
 
+from appliance.engine.metrics import EngineCounters
 from appliance.ipc import deadline as ipc_deadline
 from appliance.runtime.threads import in_daemon_thread
 
@@ -21,10 +22,11 @@ Vectors = list[list[float]]
 
 
 class SharedBatches:
-    def __init__(self, encode: Callable[[list[str]], Vectors], max_texts: int, thread_name: str) -> None:
+    def __init__(self, encode: Callable[[list[str]], Vectors], max_texts: int, thread_name: str,
+                 counters: EngineCounters | None = None) -> None:
         self._encode, self._max_texts, self._thread_name = encode, max_texts, thread_name
+        self._counters = counters
         self._waiting: list[tuple[list[str], asyncio.Future[Vectors], float | None]] = []
-        self.skipped_late = 0
         self._worker: asyncio.Task[None] | None = None
 
     async def embed(self, texts: list[str]) -> Vectors:
@@ -41,7 +43,8 @@ class SharedBatches:
             while self._waiting and (not taken or total + len(self._waiting[0][0]) <= self._max_texts):
                 texts, future, deadline = self._waiting.pop(0)
                 if ipc_deadline.passed(deadline):
-                    self.skipped_late += 1
+                    if self._counters is not None:
+                        self._counters.embed_skipped_late += 1
                     if not future.done():
                         future.set_exception(ipc_deadline.DeadlinePassed("the caller stopped waiting"))
                     continue

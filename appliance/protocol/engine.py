@@ -148,6 +148,7 @@ class EngineMetrics(Message):
     ttft_ms_p95: float = 0.0
     embed_requests_total: int = 0
     embed_texts_total: int = 0
+    embed_skipped_late_total: int = 0
 
 
 class EngineStatus(Message):

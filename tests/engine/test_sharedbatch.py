@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from appliance.engine.metrics import EngineCounters
 from appliance.engine.sharedbatch import SharedBatches
 from appliance.ipc import deadline as ipc_deadline
 
@@ -46,8 +47,8 @@ async def test_callers_that_arrive_together_share_a_pass() -> None:
 
 
 async def test_texts_whose_caller_gave_up_while_waiting_are_not_encoded() -> None:
-    recorder = Recorder()
-    batches = SharedBatches(recorder.encode, 64, "test-embed")
+    recorder, counters = Recorder(), EngineCounters()
+    batches = SharedBatches(recorder.encode, 64, "test-embed", counters)
     first = asyncio.create_task(batches.embed(["held"]))  # its pass holds the encoder until the gate opens
     await asyncio.to_thread(recorder.entered.wait, 10)
     late_by = time.monotonic() + 0.05
@@ -60,4 +61,4 @@ async def test_texts_whose_caller_gave_up_while_waiting_are_not_encoded() -> Non
     with pytest.raises(ipc_deadline.DeadlinePassed):
         await late
     assert "late" not in [t for texts in recorder.passes for t in texts]
-    assert batches.skipped_late == 1
+    assert counters.embed_skipped_late == 1
