@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import yaml
 
@@ -233,24 +233,34 @@ async def measure_raw(port: int, load: Load, report: IO[str]) -> dict[str, float
 
 def run_bridge(folder: Path, load: Load) -> dict[str, float]:
     process, port = broker(folder)
+    try:
+        with store_and_bridge(folder, port, "warning", device_rate_per_s=100_000, device_burst=1_000_000) as config:
+            return asyncio.run(measure_bridge(config, port, load))
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def store_and_bridge(folder: Path, port: int, log_level: str, **mqtt: Any) -> Iterator[Path]:
+    """The store and the mqtt service as processes of a box in ``folder``, bridged to the broker on
+    ``port`` (with these mqtt.* settings); yields the box's config file, and stops both after."""
     config_file = folder / "agent.yaml"
     config_file.write_text(yaml.safe_dump({
         "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
         "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "bench", "home_assistant": {"enabled": False},
-                 "device_rate_per_s": 100_000, "device_burst": 1_000_000},
-        "logging": {"level": "warning"},
+                 **mqtt},
+        "logging": {"level": log_level},
     }))
     services = [subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", name])
                 for name in ("store", "mqtt")]
     try:
-        return asyncio.run(measure_bridge(config_file, port, load))
+        yield config_file
     finally:
         for service in services:
             service.terminate()
         for service in services:
             service.wait(15)
-        process.terminate()
-        process.wait(5)
 
 
 async def measure_bridge(config_file: Path, port: int, load: Load) -> dict[str, float]:

@@ -34,13 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from appliance.config import load_config
 from appliance.ipc.peers import Peers
 from appliance.protocol.common import HEALTH
 from appliance.protocol.devices import STORE_DEVICES, DeviceQuery
-from bench.mqtt import LOST_AFTER_S, PROBE_EVERY_S, free_port, probes, ready, summary
+from bench.mqtt import LOST_AFTER_S, PROBE_EVERY_S, free_port, probes, ready, store_and_bridge, summary
 from bench.soak import start_broker
 
 HERE = Path(__file__).parent
@@ -194,21 +192,11 @@ def run(hostile: str) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     port = free_port()
     broker = start_broker(folder / "broker", port)
-    config_file = folder / "agent.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "paths": {"state_dir": str(folder / "state"), "runtime_dir": str(folder / "run")},
-        "mqtt": {"host": "127.0.0.1", "port": port, "client_id": "bench", "home_assistant": {"enabled": False}},
-        "logging": {"level": "error"}}))
     time.sleep(0.5)
-    services = [subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config_file), "serve", name])
-                for name in ("store", "mqtt")]
     try:
-        return asyncio.run(measure(config_file, port, hostile))
+        with store_and_bridge(folder, port, "error") as config_file:  # the box's default limits
+            return asyncio.run(measure(config_file, port, hostile))
     finally:
-        for service in services:
-            service.terminate()
-        for service in services:
-            service.wait(15)
         broker.terminate()
         broker.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
