@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from appliance.phrases import Phrase
+
 SECRET_WORDS = ("password", "secret", "token")
 MAX_PROBLEMS = 20  # what one error lists field by field (a form shows each next to its field)
 
@@ -44,7 +46,37 @@ def describe_validation_error(error: ValidationError) -> str:
     return f"{field_path(first['loc']) or '(top level)'}: {_what(first)}" + suffix
 
 
-def validation_problems(error: ValidationError) -> list[tuple[str | None, str]]:
-    """Every problem (up to MAX_PROBLEMS) as (the field's dotted path or None, what is wrong with it)."""
-    return [(field_path(p["loc"]) or None, _what(p).removeprefix("Value error, "))
-            for p in error.errors()[:MAX_PROBLEMS]]
+# pydantic's error types whose words the phrase catalogues have (validation.<type>), with the
+# context values each puts in its text. Others (our own validators' value_error among them) have
+# only their English words.
+PHRASED_TYPES = {
+    "missing": (), "extra_forbidden": (), "string_type": (), "int_type": (), "int_parsing": (),
+    "float_type": (), "float_parsing": (), "bool_type": (), "bool_parsing": (), "list_type": (),
+    "dict_type": (), "finite_number": (), "int_from_float": (), "json_invalid": (), "model_type": (),
+    "string_too_short": ("min_length",), "string_too_long": ("max_length",),
+    "too_short": ("min_length",), "too_long": ("max_length",),
+    "greater_than": ("gt",), "greater_than_equal": ("ge",), "less_than": ("lt",), "less_than_equal": ("le",),
+    "literal_error": ("expected",), "enum": ("expected",), "string_pattern_mismatch": ("pattern",),
+}
+
+
+def problem_phrase(problem: Any) -> Phrase | None:
+    """One pydantic problem by code (validation.<type>), where the catalogues have its words."""
+    keys = PHRASED_TYPES.get(problem["type"])
+    if keys is None:
+        return None
+    context = problem.get("ctx") or {}
+    return Phrase(f"validation.{problem['type']}", **{key: str(context.get(key, "")) for key in keys})
+
+
+def coded_problems(error: ValidationError) -> list[dict[str, Any]]:
+    """Every problem (up to MAX_PROBLEMS) as an error body lists it: the field's dotted path (or None),
+    what is wrong with it in English, and its phrase where the catalogues have one."""
+    listed: list[dict[str, Any]] = []
+    for problem in error.errors()[:MAX_PROBLEMS]:
+        entry: dict[str, Any] = {"field": field_path(problem["loc"]) or None,
+                                 "message": _what(problem).removeprefix("Value error, ")}
+        if (phrase := problem_phrase(problem)) is not None:
+            entry["phrase"] = phrase.wire().model_dump()
+        listed.append(entry)
+    return listed

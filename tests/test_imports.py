@@ -10,7 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE_PACKAGES = {"store", "engine", "mqtt", "api", "agent"}
 # What ipc/ and protocol/ may import from the appliance: each other, the config model, validation wording.
-TRANSPORT_MAY_IMPORT = {"appliance.ipc", "appliance.protocol", "appliance.config", "appliance.validation"}
+# appliance.phrases: the words by code that errors and details carry (a leaf: it imports no appliance code).
+TRANSPORT_MAY_IMPORT = {"appliance.ipc", "appliance.protocol", "appliance.config", "appliance.validation",
+                        "appliance.phrases"}
 
 
 def modules(folder: Path, package: str) -> dict[str, Path]:

@@ -24,6 +24,7 @@ from appliance.config import ApplianceConfig, SandboxLimits
 from appliance.control.caller import Caller, Permission, Role, role_allows
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 from appliance.protocol.tasks import STORE_TASK_GET, TaskDetailQuery, TaskRow
 from appliance.taskkinds import KINDS
 from appliance.taskkinds.action import action_names
@@ -46,10 +47,11 @@ class Actions:
     async def run(self, task: TaskRow, step: Step) -> JsonValue:
         kind = KINDS.get(task.spec.kind)
         if kind is None:
-            raise RunFailed(f"this box has no {task.spec.kind!r} task kind (any more)")
+            raise RunFailed(Phrase("task.kind_gone", kind=task.spec.kind))
         role = Role(task.role)
         if not role_allows(role, Permission(kind.least_role.value)):
-            raise RunFailed(f"a {kind.name} task needs the {kind.least_role.value} role; it runs as {role.value}")
+            raise RunFailed(Phrase("task.runs_without_role", kind=kind.name, role=kind.least_role.value,
+                                       runs_as=role.value))
         caller = Caller(task.created_by, role, "agent").for_task(task.id)
 
         async def history() -> list[dict[str, Any]]:
@@ -61,7 +63,8 @@ class Actions:
         try:
             return await kind.run(running, kind.stored(task.spec.fields()))
         except CommandError as exc:
-            raise RunFailed(f"{exc.code}: {exc.message}") from None
+            text = f"{exc.code}: {exc.message}"
+            raise RunFailed(exc.phrase.phrase().worded(text) if exc.phrase else text) from None
 
     def _sandbox(self, task: TaskRow, step: Step) -> Sandbox:
         agent = self.config.agent
@@ -89,7 +92,7 @@ class Actions:
                 "exit_code": outcome.exit_code, "signal": outcome.signal, "limit": outcome.limit,
                 "stdout": outcome.stdout[-SANDBOX_TAIL:], "stderr": outcome.stderr[-SANDBOX_TAIL:],
                 "truncated": outcome.truncated, "wall_s": round(outcome.wall_s, 3)}
-            await step(f"sandbox end: {outcome.summary()}", result)
+            await step(Phrase("task.sandbox_end", summary=outcome.summary()), result)
             return Ran(result, outcome.ok, outcome.summary())
 
         return run

@@ -30,6 +30,7 @@ from appliance.agent.actions import Actions
 from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import Conflict, IpcError
+from appliance.phrases import Phrase, said, words
 from appliance.protocol.common import Store
 from appliance.protocol.tasks import (
     STORE_TASK_CREATE,
@@ -180,12 +181,11 @@ class TaskRunner:
             self.cancelling.discard(task.id)
             self.wake.set()
 
-    async def _attempt(self, task: TaskRow) -> tuple[TaskState, JsonValue, str]:
-        async def step(message: str, data: JsonValue = None) -> None:
+    async def _attempt(self, task: TaskRow) -> tuple[TaskState, JsonValue, str | Phrase]:
+        async def step(message: str | Phrase, data: JsonValue = None) -> None:
             # Waits out a store restart (within the task's timeout): the work done is not failed
             # for want of its milestone's record.
-            await self._retrying(lambda: self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message=message[:4000],
-                                                                                 data=data)))
+            await self._retrying(lambda: self.store.call(STORE_TASK_STEP, StepIn.saying(task.id, message, data)))
             if isinstance(data, dict) and isinstance(percent := data.get("percent"), int | float):
                 # A step that says how far the task is also moves its progress (what lists show);
                 # a task being cancelled meanwhile keeps its state (the update is refused, not an error).
@@ -198,23 +198,26 @@ class TaskRunner:
                 result = await self.actions.run(task, step)
             return TaskState.SUCCEEDED, result, ""
         except TimeoutError:
-            return TaskState.TIMED_OUT, None, f"not done after its timeout of {task.spec.timeout_s:g} s"
+            return TaskState.TIMED_OUT, None, Phrase("task.timed_out", timeout_s=f"{task.spec.timeout_s:g}")
         except asyncio.CancelledError:
             if task.id not in self.cancelling:
                 raise  # the agent is stopping: the task stays running for recover() to settle
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
-            return TaskState.CANCELLED, None, "cancelled while it ran"
+            return TaskState.CANCELLED, None, Phrase("task.cancelled_while_running")
         except RunFailed as exc:
-            return TaskState.FAILED, exc.result, str(exc)
+            return TaskState.FAILED, exc.result, said(exc)
         except WaitsForApproval as exc:
-            return TaskState.WAITING_APPROVAL, None, str(exc)
+            return TaskState.WAITING_APPROVAL, None, said(exc)
         except IpcError as exc:
-            return TaskState.FAILED, None, f"a service it needed failed: {exc}"
+            return TaskState.FAILED, None, Phrase("task.service_failed", why=str(exc))
         except Exception as exc:  # a fault of ours (or a missing tool): the task must still end, saying why
             self.log.exception("task %d: the %s task failed unexpectedly", task.id, task.spec.kind)
             return TaskState.FAILED, None, f"{type(exc).__name__}: {exc}"[:4000]
 
-    async def _settle(self, task: TaskRow, state: TaskState, result: JsonValue, error: str) -> None:
+    async def _settle(self, task: TaskRow, state: TaskState, result: JsonValue, said_error: str | Phrase) -> None:
+        error, error_phrase = words(said_error)
+        error = error[:4000]
+
         def record(update: TaskUpdate) -> Awaitable[Any]:
             # A retry after the store died past its commit meets a Conflict (no longer running):
             # then the end was recorded, and it is treated as settled, as from outside.
@@ -222,7 +225,8 @@ class TaskRunner:
 
         if state is TaskState.WAITING_APPROVAL:  # not an end: a person decides (tasks.approve / reject)
             with contextlib.suppress(Conflict):
-                await record(TaskUpdate(id=task.id, state=state, error=error[:4000], expect=[TaskState.RUNNING]))
+                await record(TaskUpdate(id=task.id, state=state, error=error, error_phrase=error_phrase,
+                                        expect=[TaskState.RUNNING]))
             return
         self.finished[state.value] += 1
         attempts = task.attempts
@@ -230,13 +234,15 @@ class TaskRunner:
             schedule = self.schedules().get(task.schedule or "")
             backoff = (schedule.retry_backoff_s if schedule else 30.0) * 2 ** (attempts - 1)
             with contextlib.suppress(Conflict):
+                # The English says which attempt; the phrase (for the page) is the attempt's own error.
                 await record(TaskUpdate(
-                    id=task.id, state=TaskState.QUEUED, error=f"attempt {attempts} of {task.max_attempts}: {error}",
-                    not_before=time.time() + backoff, expect=[TaskState.RUNNING]))
+                    id=task.id, state=TaskState.QUEUED,
+                    error=f"attempt {attempts} of {task.max_attempts}: {error}"[:4000],
+                    error_phrase=error_phrase, not_before=time.time() + backoff, expect=[TaskState.RUNNING]))
             return
         try:
             await record(TaskUpdate(id=task.id, state=state, result=result, error=error or None,
-                                    progress=100.0 if state is TaskState.SUCCEEDED else None,
+                                    error_phrase=error_phrase, progress=100.0 if state is TaskState.SUCCEEDED else None,
                                     expect=[TaskState.RUNNING]))
         except Conflict:
             return  # settled from outside meanwhile (cancelled): that state stands
@@ -254,8 +260,8 @@ class TaskRunner:
         spec = schedule.task(self.actions.names(), what=schedule.fallback, given=failure)
         fallback = await self.store.call(STORE_TASK_CREATE, TaskNew(
             spec=spec, created_by=f"schedule:{schedule.name}:fallback", role=schedule.run_as, schedule=None))
-        await self.store.call(STORE_TASK_STEP, StepIn(id=task.id, message="fallback queued",
-                                                      data={"task": fallback.id, "action": schedule.fallback}))
+        await self.store.call(STORE_TASK_STEP, StepIn.saying(task.id, "fallback queued",
+                                                             {"task": fallback.id, "action": schedule.fallback}))
         self.log.warning("schedule %s: task %d %s (%s); fallback %r is task %d", schedule.name, task.id,
                          state.value, error, schedule.fallback, fallback.id)
         self.wake.set()

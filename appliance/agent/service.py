@@ -30,6 +30,7 @@ from appliance.control.memory import Backfilled
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
 from appliance.ipc.server import IpcServer
+from appliance.phrases import Phrase
 from appliance.protocol.common import (
     HEALTH,
     Agent,
@@ -164,22 +165,24 @@ class AgentService(Service[Agent]):
                          samples=[MetricSample(labels={"state": state}, value=count)
                                   for state, count in sorted(self.runner.finished.items())])]
 
-    async def _state_of(self, name: ServiceName) -> str | None:
+    async def _state_of(self, name: ServiceName) -> Phrase | None:
         """None when the peer is fine, else a short reason."""
         try:
             health = await self.peer(name).call(HEALTH, timeout_s=2.0)
         except IpcError as exc:
-            return str(exc)
-        return None if health.state is ServiceState.READY else f"{name} {health.state.value}"
+            return Phrase("agent.peer_unreachable", service=name, why=str(exc))
+        return None if health.state is ServiceState.READY else \
+            Phrase("agent.peer_not_ready", service=name, state=health.state.value)
 
     async def heartbeat(self) -> None:
         self.beats += 1
         problems = [p for p in await asyncio.gather(*(self._state_of(n) for n in WATCHED)) if p]
         self.log.debug("heartbeat %d", self.beats, extra={"HEARTBEAT": self.beats})
         if problems:
-            self.set_state(ServiceState.DEGRADED, "; ".join(problems))
+            self.set_state(ServiceState.DEGRADED, *problems)
         else:
-            self.set_state(ServiceState.READY, f"heartbeat every {self.config.agent.heartbeat_interval_s:g} s")
+            self.set_state(ServiceState.READY,
+                           Phrase("agent.ready", every_s=f"{self.config.agent.heartbeat_interval_s:g}"))
 
     async def announce(self, task: TaskRow, state: TaskState, error: str) -> None:
         """A task's end as Home Assistant's task_result event (best effort: the store has the record)."""

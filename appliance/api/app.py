@@ -33,6 +33,7 @@ from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
 from appliance.control.update import uploads_folder
+from appliance.phrases import FOLDER as PHRASES_FOLDER
 from appliance.runtime.metrics import Metrics
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -142,5 +143,7 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
     add_openai_routes(app, dispatcher)
     app.router.add_get("/", index)
     app.router.add_get(CONTROL_PATH, control)
+    # The box's own words by code (appliance/phrases), for the page to render in its language.
+    app.router.add_static("/static/phrases/", PHRASES_FOLDER)
     app.router.add_static("/static/", STATIC_DIR)
     return app

@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 
 SWEEP_S = 0.5
 FD_HEADROOM = 256  # descriptors kept for the api's own IPC sockets, files and logs
@@ -137,11 +138,11 @@ class ConnectionGuard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
 
-    def summary(self) -> str:
+    def summary(self) -> Phrase:
         c = self.counts
-        return (f"connections {len(self.open)} open of {self.cap}; closed {c.slow} slow to send a request, "
-                f"{c.evicted} idle for a new one, {c.refused} refused (all busy); /control sockets "
-                f"{self.sockets} open of {self.socket_cap}, {c.sockets_refused} refused")
+        return Phrase("api.connections", open=len(self.open), cap=self.cap, slow=c.slow, evicted=c.evicted,
+                      refused=c.refused, sockets=self.sockets, socket_cap=self.socket_cap,
+                      sockets_refused=c.sockets_refused)
 
 
 class Watched(asyncio.Protocol):

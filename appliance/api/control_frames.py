@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from appliance.control.tasks import TaskCreate
+from appliance.phrases import PhraseWire
 from appliance.protocol.common import Message
 
 ClientId = str | int | None
@@ -148,6 +149,7 @@ class EventFrame(Message):
 class Problem(Message):
     field: str | None = Field(description="the request field at fault (dotted path); null for a rule across fields")
     message: str
+    phrase: PhraseWire | None = Field(None, description="the message by code (appliance/phrases)")
 
 
 class ErrorFrame(Message):
@@ -161,6 +163,8 @@ class ErrorFrame(Message):
     field: str | None = None
     retry_after: float | None = None
     problems: list[Problem] | None = None
+    phrase: PhraseWire | None = Field(None, description="the message by code (appliance/phrases), for the "
+                                                        "client's own language")
     task: int | None = None
     seq: int | None = None
 

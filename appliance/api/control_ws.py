@@ -257,7 +257,8 @@ class Connection:
                 detail = await self.dispatcher.call("tasks.get", {"id": task_id, "after_seq": cursor, "steps": 200},
                                                     self.caller)
             except CommandError as exc:
-                raise CommandError(exc.code, exc.message, field="task" if exc.field == "id" else exc.field) from None
+                raise CommandError(exc.code, exc.message, field="task" if exc.field == "id" else exc.field,
+                                   phrase=exc.phrase) from None
             task = detail.task  # type: ignore[attr-defined]
             for step in detail.steps:  # type: ignore[attr-defined]
                 self.send(_event(ident, task, step.seq, step.message, step.data))
@@ -283,7 +284,7 @@ def _event(ident: Any, task: TaskRow, seq: int, message: str, data: Any) -> Mess
     if message in FINAL_MESSAGES and seq == task.last_seq:
         if message == TaskState.SUCCEEDED.value:
             return ResultFrame(id=ident, task=task.id, seq=seq, content=task.result)
-        return ErrorFrame(id=ident, task=task.id, seq=seq, code=message, message=task.error)
+        return ErrorFrame(id=ident, task=task.id, seq=seq, code=message, message=task.error, phrase=task.error_phrase)
     if isinstance(data, dict) and isinstance(data.get("percent"), int | float):
         return ProgressFrame(id=ident, task=task.id, seq=seq, percent=data["percent"], message=message)
     return StepFrame(id=ident, task=task.id, seq=seq, message=message, data=data)

@@ -25,21 +25,29 @@ from appliance.control.errors import STATUS
 REF = "#/components/schemas/{model}"
 PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]+)?\}")  # aiohttp's {name} or {name:regex}
 STATIC = Path(__file__).parent / "static"
+PHRASE_SCHEMA = {
+    "type": "object", "required": ["code", "args"],
+    "description": "the message by code (appliance/phrases), for a client to say in its reader's language",
+    "properties": {"code": {"type": "string"}, "args": {"type": "object"}},
+}
 ERROR_SCHEMA = {
     "type": "object", "required": ["error"],
     "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
         "code": {"type": "string", "enum": sorted(STATUS)}, "message": {"type": "string"},
-        "field": {"type": "string"}, "retry_after": {"type": "number"},
+        "field": {"type": "string"}, "retry_after": {"type": "number"}, "phrase": PHRASE_SCHEMA,
         "problems": {"type": "array", "description": "every field at fault in an invalid request",
                      "items": {"type": "object", "required": ["field", "message"], "properties": {
-                         "field": {"type": ["string", "null"]}, "message": {"type": "string"}}}}}}},
+                         "field": {"type": ["string", "null"]}, "message": {"type": "string"},
+                         "phrase": PHRASE_SCHEMA}}}}}},
 }
 CONVENTIONS = """Every route needs `Authorization: Bearer <token>` except those marked public. A token comes
 from `POST /api/v1/auth/login` (15 minutes, with a refresh token) or from an admin (`POST
 /api/v1/tokens`, a named device or app token). Tokens never go in a URL.
 
-Errors are `{"error": {"code", "message", "field", "retry_after", "problems"}}` with the matching
-status; an invalid request lists every field at fault in `problems`.
+Errors are `{"error": {"code", "message", "field", "retry_after", "problems", "phrase"}}` with the
+matching status; an invalid request lists every field at fault in `problems`. `message` is English;
+`phrase` (code and args), where present, is the same message by code, as /static/phrases/en.json and
+zh.json word it.
 
 Lists take `limit` (default 50) and `cursor`, and answer `next_cursor` (null on the last page):
 pass it back as `cursor` for the next page. Filters are query parameters named after the fields

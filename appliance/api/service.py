@@ -21,6 +21,7 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.errors import IpcError
 from appliance.ipc.server import IpcServer
+from appliance.phrases import Phrase
 from appliance.protocol.common import Api, Changed, ServiceHealth, ServiceState
 from appliance.protocol.messages import API_BROADCAST, Broadcast
 from appliance.protocol.site import API_ENTITIES_CHANGED, StatesStored
@@ -73,7 +74,8 @@ class ApiService(Service[Api]):
         await GuardedSite(self.runner, api.host, api.port, ssl_context=tls.context, guard=self.guard).start()
         self.guard.start()
         scheme = "https" if tls.context else "http"
-        self.set_state(ServiceState.READY, f"listening on {scheme}://{api.host}:{api.port} ({tls.detail})")
+        url = f"{scheme}://{api.host}:{api.port}"
+        self.set_state(ServiceState.READY, Phrase("api.listening", url=url, tls=tls.detail))
 
     async def _check_first_boot(self) -> None:
         """Once the store answers: with no user yet, make and print the one-time setup token."""
@@ -98,7 +100,7 @@ class ApiService(Service[Api]):
     def health(self) -> ServiceHealth:
         """The state as set, plus the connection counts (read on each call, never logged)."""
         health = super().health()
-        return health.model_copy(update={"detail": f"{health.detail} ({self.guard.summary()})"})
+        return health.extended(self.guard.summary())
 
     async def stop(self) -> None:
         await self.guard.stop()

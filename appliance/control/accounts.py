@@ -30,6 +30,7 @@ from appliance.control.passwords import BadHash, hash_password, verify_password_
 from appliance.control.tokens import Issued, TokenAuthority, TokenError
 from appliance.ipc.errors import IpcError, NotFound
 from appliance.ipc.peers import Peers
+from appliance.phrases import Phrase
 from appliance.protocol.accounts import (
     ACCOUNTS_LOGIN_RESULT,
     ACCOUNTS_REFRESH_ISSUE,
@@ -54,7 +55,7 @@ from appliance.protocol.accounts import (
 from appliance.protocol.common import Message
 
 FOLLOW_EVERY_S = 1.0
-WRONG_LOGIN = "wrong username or password"
+WRONG_LOGIN = Phrase("auth.wrong_login")
 # Spent on unknown users too, so a login's time does not tell whether the name exists.
 _DUMMY_HASH = hash_password("not-a-real-password", 10)
 
@@ -103,11 +104,11 @@ class Accounts:
         try:
             claims = self.authority.verify(token)
         except TokenError as exc:
-            raise CommandError("unauthorized", str(exc)) from None
+            raise CommandError("unauthorized", Phrase("auth.token_invalid", why=str(exc))) from None
         if claims.jti in self._revoked:
-            raise CommandError("unauthorized", "token was revoked")
+            raise CommandError("unauthorized", Phrase("auth.token_revoked"))
         if claims.typ == "access" and claims.sub.lower() in self._disabled:
-            raise CommandError("unauthorized", "this user is disabled")
+            raise CommandError("unauthorized", Phrase("auth.user_disabled"))
         return Caller(claims.sub, claims.role, via, ip, claims.jti, claims.exp)
 
     def still_valid(self, caller: Caller) -> str | None:
@@ -163,7 +164,7 @@ class Accounts:
         bucket.at = now
         if bucket.tokens < 1:
             wait = (1 - bucket.tokens) * 60 / per_minute
-            raise CommandError("rate_limited", f"too many login attempts from {ip}; try again in {wait:.0f} s",
+            raise CommandError("rate_limited", Phrase("auth.too_many_attempts", ip=str(ip), wait_s=f"{wait:.0f}"),
                                retry_after=round(wait, 1))
         bucket.tokens -= 1
 
@@ -181,8 +182,8 @@ class Accounts:
         user = await self._user(username)
         if user is not None and user.locked_until is not None and user.locked_until > time.time():
             wait = user.locked_until - time.time()
-            raise CommandError("rate_limited", f"too many failed logins for {username}; try again in {wait:.0f} s "
-                                               "or ask an admin to unlock the account", retry_after=round(wait, 1))
+            raise CommandError("rate_limited", Phrase("auth.too_many_failures", username=username,
+                                                      wait_s=f"{wait:.0f}"), retry_after=round(wait, 1))
         try:
             ok = await verify_password_async(password, user.password_hash if user else _DUMMY_HASH)
         except BadHash:
@@ -209,18 +210,17 @@ class Accounts:
         try:
             claims = self.authority.verify(token, accept=("refresh",))
         except TokenError as exc:
-            raise CommandError("unauthorized", str(exc)) from None
+            raise CommandError("unauthorized", Phrase("auth.token_invalid", why=str(exc))) from None
         verdict = await self.peers.store.call(ACCOUNTS_REFRESH_USE, RefreshUse(jti=claims.jti))
         if verdict.state == "reused":
             self.log.warning("refresh token of %s used twice: its whole family is revoked", claims.sub,
                              extra={"USER": claims.sub})
-            raise CommandError("unauthorized", "this refresh token was used before; every session of that login "
-                                               "is now ended (log in again)")
+            raise CommandError("unauthorized", Phrase("auth.refresh_reused"))
         if verdict.state != "ok":
-            raise CommandError("unauthorized", f"refresh token is {verdict.state}")
+            raise CommandError("unauthorized", Phrase("auth.refresh_state", state=verdict.state))
         user = await self._user(verdict.username)
         if user is None or user.disabled:
-            raise CommandError("unauthorized", "this user is disabled")
+            raise CommandError("unauthorized", Phrase("auth.user_disabled"))
         return await self.issue_pair(user.username, Role(user.role), family=verdict.family)
 
     async def logout(self, caller: Caller, refresh_token: str | None) -> int:
@@ -234,9 +234,10 @@ class Accounts:
             try:
                 claims = self.authority.verify(refresh_token, accept=("refresh",))
             except TokenError as exc:
-                raise CommandError("bad_request", f"refresh_token: {exc}", field="refresh_token") from None
+                raise CommandError("bad_request", Phrase("field.problem", field="refresh_token", problem=str(exc)),
+                                   field="refresh_token") from None
             if claims.sub != caller.subject or claims.fam is None:
-                raise CommandError("forbidden", "that refresh token belongs to someone else", field="refresh_token")
+                raise CommandError("forbidden", Phrase("auth.refresh_not_yours"), field="refresh_token")
             ended += (await self.peers.store.call(ACCOUNTS_REFRESH_REVOKE, Family(family=claims.fam))).changed
         return ended
 
@@ -255,8 +256,7 @@ class Accounts:
         """Create the first admin with the one-time token; the token is spent either way it ends."""
         expected = self.setup_token
         if expected is None or not hmac.compare_digest(setup_token.encode(), expected.encode()):
-            raise CommandError("unauthorized", "the setup token is wrong or was used already (it is printed to the "
-                                               "journal when the api starts with no user)")
+            raise CommandError("unauthorized", Phrase("auth.setup_token_wrong"))
         await self.peers.store.call(ACCOUNTS_USER_CREATE, UserCreate(username=username, role="admin",
                                                                      password_hash=password_hash, only_if_none=True))
         self.setup_token = None

@@ -15,6 +15,7 @@ from appliance.control.system import HealthReport, all_health, overall
 from appliance.ipc.errors import IpcError
 from appliance.modelfiles.catalog import Catalog
 from appliance.modelfiles.gguf_info import ModelFileError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Empty, Message
 from appliance.protocol.engine import ENGINE_STATUS, EngineStatus
 from appliance.protocol.store import (
@@ -105,7 +106,7 @@ async def set_default(ctx: Context, request: DefaultModel) -> DefaultSet:
     catalog = _catalog(ctx)
     entry = (await asyncio.to_thread(catalog.entries)).get(request.name)
     if entry is None:
-        raise CommandError("not_found", f"no imported model {request.name!r}; see GET /api/v1/models", field="name")
+        raise CommandError("not_found", Phrase("model.not_imported", name=request.name), field="name")
     await asyncio.to_thread(catalog.make_default, entry)
     # A new embedding model makes vectors the file's old ones cannot be compared with: the store
     # re-embeds when it starts with the new one (store/vectormodel.py), so both restart together.

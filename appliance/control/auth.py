@@ -21,6 +21,7 @@ from appliance.control.passwords import (
     new_password_field,
     password_problem,
 )
+from appliance.phrases import Phrase
 from appliance.protocol.accounts import (
     ACCOUNTS_USER_UPDATE,
     USERNAME_PATTERN,
@@ -81,7 +82,7 @@ class PasswordChange(Message):
 def checked_password(secret: SecretStr, field: str = "password") -> str:
     password = secret.get_secret_value()
     if problem := password_problem(password):
-        raise CommandError("bad_request", f"{field}: {problem}", field=field)
+        raise CommandError("bad_request", Phrase("field.problem", field=field, problem=str(problem)), field=field)
     return password
 
 
@@ -105,11 +106,10 @@ async def login(ctx: Context, request: LoginRequest) -> TokenPair:
 async def oauth_token(ctx: Context, request: OAuthTokenRequest) -> TokenPair:
     if request.grant_type == "refresh_token":
         if request.refresh_token is None:
-            raise CommandError("bad_request", "refresh_token: needed with grant_type refresh_token",
-                               field="refresh_token")
+            raise CommandError("bad_request", Phrase("auth.refresh_token_needed"), field="refresh_token")
         return await ctx.accounts.refresh(request.refresh_token.get_secret_value())
     if request.username is None or request.password is None:
-        raise CommandError("bad_request", "username and password: needed with grant_type password",
+        raise CommandError("bad_request", Phrase("auth.username_password_needed"),
                            field="username" if request.username is None else "password")
     return await login(ctx, LoginRequest(username=request.username, password=request.password))
 
@@ -132,7 +132,7 @@ async def me(ctx: Context, _: Empty) -> Me:
 
 async def change_password(ctx: Context, request: PasswordChange) -> Reply:
     if ctx.caller.token_id is None or ctx.caller.subject.startswith(("token:", "local:")):
-        raise CommandError("forbidden", "only a logged-in user has a password to change")
+        raise CommandError("forbidden", Phrase("auth.password_only_users"))
     new = checked_password(request.new_password, "new_password")
     await ctx.accounts.check_password(ctx.caller.subject, request.current_password.get_secret_value(),
                                       ctx.caller.ip)

@@ -17,6 +17,7 @@ from appliance.control.caller import Caller, Permission, role_allows
 from appliance.control.command import Command, Context, Effect, HttpRoute, OwnRow, command
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 from appliance.protocol.common import MAX_PROMPT_CHARS, ConversationId, Message
 from appliance.protocol.engine import ENGINE_GENERATE, ChatMessage, GenerateRequest, Priority
 from appliance.protocol.store import (
@@ -89,8 +90,8 @@ async def chat(ctx: Context, request: ChatRequest) -> AsyncIterator[ChatEvent]:
         claimed = await ctx.peers.store.call(STORE_OWNER_CLAIM, OwnerClaim(
             resource="conversation", key=request.conversation, owner=ctx.caller.subject[:128]))
         if claimed.owner != ctx.caller.subject and not role_allows(ctx.caller.role, Permission.ADMIN):
-            raise CommandError("forbidden", f"chat: conversation {request.conversation!r} is not yours; that needs "
-                                            "the admin role", field="conversation")
+            raise CommandError("forbidden", Phrase("chat.conversation_not_yours", id=request.conversation),
+                               field="conversation")
     citations, fallback = await _citations(ctx, request)
     system = SYSTEM_PROMPT
     if citations:

@@ -36,6 +36,7 @@ from appliance.control.errors import CommandError
 from appliance.control.memory_client import MemoryClient
 from appliance.ipc.errors import IpcError
 from appliance.ipc.peers import Peers
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message
 from appliance.protocol.store import STORE_AUDIT_APPEND, AuditIn
 
@@ -76,17 +77,17 @@ class Dispatcher:
     def command(self, name: str, caller: Caller) -> Command[Any, Any]:
         found = self.table.get(name)
         if found is None or caller.via not in found.surfaces:
-            raise CommandError("not_found", f"no command {name[:80]!r}", field="command")
+            raise CommandError("not_found", Phrase("command.unknown", name=name[:80]), field="command")
         return found
 
     def authorize(self, command: Command[Any, Any], caller: Caller) -> None:
         if role_allows(caller.role, command.permission):
             return
         if caller.role is None:
-            raise CommandError("unauthorized", f"{command.name} needs a token with the "
-                                               f"{command.permission.value} role or higher")
-        raise CommandError("forbidden", f"{command.name} needs the {command.permission.value} role; "
-                                        f"this token has {caller.role.value}")
+            raise CommandError("unauthorized", Phrase("command.needs_token", command=command.name,
+                                                      role=command.permission.value))
+        raise CommandError("forbidden", Phrase("command.needs_role", command=command.name,
+                                               role=command.permission.value, has=caller.role.value))
 
     def parse(self, command: Command[Any, Any], payload: Payload, *, where: str = "", strict: bool = False) -> Message:
         """The request model. ``strict`` is for JSON input: a JSON ``false`` is not a number, nor ``0`` a
@@ -119,15 +120,15 @@ class Dispatcher:
                 if needed is not None and not role_allows(caller.role, needed):
                     ident = str(getattr(request, rule.key, ""))[:80]
                     mine = owner == caller.subject
-                    raise CommandError("forbidden", f"{command.name}: {rule.resource} {ident!r} is "
-                                       f"{'yours, but this needs' if mine else 'not yours; that needs'} the "
-                                       f"{needed.value} role" + (f" ({rule.why})" if rule.why else ""),
-                                       field=rule.key)
+                    raise CommandError("forbidden", Phrase(
+                        "command.owner_yours" if mine else "command.owner_not_yours", command=command.name,
+                        resource=rule.resource, id=ident, role=needed.value, why=f" ({rule.why})" if rule.why else ""),
+                        field=rule.key)
             if caller.task is not None and caller.untrusted and command.effect in LEAVING \
                     and call_fingerprint(command.name, request) not in caller.approved:
-                raise CommandError("approval_required", f"{command.name} would {command.effect.value}, and task "
-                                   f"{caller.task} has read untrusted data: a person must approve this exact call "
-                                   "(rule: untrusted-input)", field="command")
+                raise CommandError("approval_required", Phrase("command.approval_required", command=command.name,
+                                                              effect=command.effect.value, task=caller.task),
+                                   field="command")
         except Exception as exc:
             raise await self._failed(command, caller, request, exc) from None
 
@@ -142,7 +143,7 @@ class Dispatcher:
         self.authorize(command, caller)
         request = self.parse(command, payload, where=where, strict=strict)
         if command.streaming:
-            raise CommandError("bad_request", f"{name} streams its reply; use a streaming surface", field="command")
+            raise CommandError("bad_request", Phrase("command.streams", command=name), field="command")
         await self._admit(command, request, caller)
         try:
             reply = cast(Message, await cast(Handler, command.handler)(self._context(caller), request))

@@ -12,7 +12,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from appliance.ipc.errors import Busy, IpcError
-from appliance.validation import describe_validation_error, field_path, validation_problems
+from appliance.phrases import Phrase, PhraseWire, words
+from appliance.validation import coded_problems, describe_validation_error, field_path
 
 ErrorCode = Literal[
     "bad_request", "unauthorized", "forbidden", "approval_required", "not_found", "method_not_allowed", "conflict",
@@ -31,14 +32,18 @@ STATUS: dict[str, int] = {
 
 class CommandError(Exception):
     """A refused or failed command. ``field`` names the request field at fault, when one is; an
-    invalid request also lists every field at fault in ``problems`` (field, message), so a form can
-    mark each one, not only the first."""
+    invalid request also lists every field at fault in ``problems`` (field, message, phrase), so a
+    form can mark each one, not only the first. A message given as a Phrase is sent with its code
+    (``phrase``) besides its English text, so the page can say it in the reader's language."""
 
-    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None,
-                 retry_after: float | None = None, problems: list[dict[str, str | None]] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, code: ErrorCode, message: str | Phrase, *, field: str | None = None,
+                 retry_after: float | None = None, problems: list[dict[str, Any]] | None = None,
+                 phrase: PhraseWire | None = None) -> None:
+        text, own = words(message)
+        super().__init__(text)
         self.code: ErrorCode = code
-        self.message = message
+        self.message = text
+        self.phrase = own or phrase
         self.field = field
         self.retry_after = retry_after
         self.problems = problems
@@ -55,6 +60,8 @@ class CommandError(Exception):
             body["retry_after"] = self.retry_after
         if self.problems:
             body["problems"] = self.problems
+        if self.phrase is not None:
+            body["phrase"] = self.phrase.model_dump()
         return body
 
     @classmethod
@@ -65,11 +72,11 @@ class CommandError(Exception):
         if isinstance(exc, ValidationError):
             field = field_path(exc.errors()[0]["loc"]) or None
             message = describe_validation_error(exc)
-            problems = [{"field": name, "message": text} for name, text in validation_problems(exc)]
-            return cls("bad_request", f"{where}: {message}" if where else message, field=field, problems=problems)
+            return cls("bad_request", f"{where}: {message}" if where else message, field=field,
+                       problems=coded_problems(exc))
         if isinstance(exc, Busy):
-            return cls("busy", str(exc), retry_after=exc.retry_after_s)
+            return cls("busy", str(exc), retry_after=exc.retry_after_s, phrase=exc.phrase)
         if isinstance(exc, IpcError):
             code = exc.code if exc.code in STATUS else "internal"
-            return cls(code, str(exc))  # type: ignore[arg-type]
-        return cls("internal", "internal error; see the service log")
+            return cls(code, str(exc), phrase=exc.phrase)  # type: ignore[arg-type]
+        return cls("internal", Phrase("error.internal"))

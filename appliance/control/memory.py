@@ -15,6 +15,7 @@ from appliance.chunking import chunk_text
 from appliance.control.caller import Permission, role_allows
 from appliance.control.command import CONSOLE_ONLY, Command, Context, Effect, HttpRoute, OwnRow, Tool, command
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Empty, Message, Tag
 from appliance.protocol.store import (
     MAX_DOCUMENT_CHARS,
@@ -140,8 +141,7 @@ async def ingest(ctx: Context, request: IngestRequest) -> Ingested:
                                                                      owner=ctx.caller.subject[:128]))
     if owner.owner != ctx.caller.subject and not role_allows(ctx.caller.role, Permission.ADMIN):
         # Claimed by someone else between the owner rule's check and here.
-        raise CommandError("forbidden", f"memory.ingest: document {request.path[:80]!r} is not yours; that needs "
-                                        "the admin role", field="path")
+        raise CommandError("forbidden", Phrase("memory.document_not_yours", path=request.path[:80]), field="path")
     memory = ctx.config.memory
     chunks = chunk_text(request.text, memory.chunk_chars, memory.chunk_overlap)
     replaced, embedded = await ctx.memory.ingest(request.path, chunks, list(request.tags))

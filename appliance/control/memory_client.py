@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from appliance.control.errors import CommandError
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Engine, Store
 from appliance.protocol.engine import ENGINE_EMBED, EmbedRequest
 from appliance.protocol.store import (
@@ -98,8 +99,7 @@ class MemoryClient:
             if embedded.vectors is not None:
                 embedding = embedded.vectors[0]
             elif mode == "vector":
-                raise CommandError("unavailable", f"vector search needs the engine's embedding model; "
-                                                  f"{embedded.problem}")
+                raise CommandError("unavailable", Phrase("memory.vector_needs_engine", why=embedded.problem))
             else:
                 mode, fallback = "text", f"hybrid search fell back to text: {embedded.problem}"
         request = RecallRequest(query=query, embedding=embedding, k=k, mode=mode, filters=filters or RecallFilters())
@@ -109,10 +109,10 @@ class MemoryClient:
     async def ingest(self, path: str, chunks: list[str], tags: list[str]) -> tuple[int, bool]:
         """Store a document's chunks (replacing an earlier ingest of ``path``): (replaced, embedded)."""
         if not chunks:
-            raise CommandError("bad_request", f"{path} holds no text", field="text")
+            raise CommandError("bad_request", Phrase("memory.no_text", path=path), field="text")
         if len(chunks) > MAX_CHUNKS:
-            raise CommandError("too_large", f"{path} makes {len(chunks)} chunks, more than {MAX_CHUNKS}; raise "
-                                            "memory.chunk_chars or split the file", field="text")
+            raise CommandError("too_large", Phrase("memory.too_many_chunks", path=path, n=len(chunks),
+                                                    max=MAX_CHUNKS), field="text")
         vectors = (await self.embed(chunks)).vectors
         replaced = 0
         for start in range(0, len(chunks), BATCH_CHUNKS):

@@ -25,6 +25,7 @@ from appliance.control.caller import Permission
 from appliance.control.command import Command, Context, Effect, HttpRoute, Tool, command
 from appliance.control.errors import CommandError
 from appliance.ipc.errors import IpcError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message
 from appliance.protocol.devices import MQTT_PUBLISH, STORE_OUTBOX_ADD, OutboxIn, Publish
 from appliance.protocol.messages import API_BROADCAST, Broadcast
@@ -64,7 +65,7 @@ async def _websocket(ctx: Context, request: NotifyRequest, payload: dict[str, Js
                         conversation=request.conversation, data=payload)
     reached = (await ctx.peers.api.call(API_BROADCAST, message, timeout_s=5.0)).changed
     if not reached:
-        raise CommandError("unavailable", "no WebSocket client is subscribed to messages")
+        raise CommandError("unavailable", Phrase("notify.nobody_subscribed"))
     return reached
 
 
@@ -93,8 +94,8 @@ async def send(ctx: Context, request: NotifyRequest) -> NotifyResult:
     wanted = list(dict.fromkeys(request.to or available))
     missing = [name for name in wanted if name not in available]
     if missing:
-        raise CommandError("conflict", f"to: {missing[0]} is not configured on this box (mqtt.uplink); "
-                                          f"configured: {', '.join(available)}", field="to")
+        raise CommandError("conflict", Phrase("notify.target_not_configured", target=missing[0],
+                                                  configured=", ".join(available)), field="to")
     payload: dict[str, JsonValue] = {"kind": request.kind, "text": request.text, "by": ctx.caller.subject[:128],
                                      "at": time.time(), "data": request.data}
     if request.conversation:

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import Field
 
+from appliance.phrases import Phrase
+
 R, P, KEY_BYTES, SALT_BYTES = 8, 1, 32, 16
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 256
@@ -29,15 +31,15 @@ class BadHash(ValueError):
     """A stored hash that is not in the format above."""
 
 
-def password_problem(password: str) -> str | None:
+def password_problem(password: str) -> Phrase | None:
     """Why a new password is refused, or None. Length is what matters (no composition rules);
     the same rules are in the request schemas (NewPassword), so clients can check first."""
     if len(password) < MIN_PASSWORD_CHARS:
-        return f"a password needs at least {MIN_PASSWORD_CHARS} characters"
+        return Phrase("password.too_short", n=MIN_PASSWORD_CHARS)
     if len(password) > MAX_PASSWORD_CHARS:
-        return f"a password may have at most {MAX_PASSWORD_CHARS} characters"
+        return Phrase("password.too_long", n=MAX_PASSWORD_CHARS)
     if not re.fullmatch(NO_CONTROL_CHARACTERS, password):
-        return "a password may not hold control characters"
+        return Phrase("password.control_characters")
     return None
 
 

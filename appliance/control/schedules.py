@@ -23,6 +23,7 @@ from appliance.control.command import Command, Context, Effect, HttpRoute, OwnRo
 from appliance.control.errors import CommandError
 from appliance.control.tasks import check_spec
 from appliance.ipc.errors import IpcError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Empty, Message
 from appliance.protocol.schedules import (
     AGENT_SCHEDULES_RELOAD,
@@ -94,15 +95,15 @@ async def get(ctx: Context, request: ScheduleName) -> ScheduleView:
     for view in (await list_schedules(ctx, Empty())).items:
         if view.schedule.name == request.name:
             return view
-    raise CommandError("not_found", f"no schedule {request.name!r}", field="name")
+    raise CommandError("not_found", Phrase("schedule.not_found", name=request.name), field="name")
 
 
 async def _save(ctx: Context, fields: ScheduleFields, mode: Literal["create", "replace"]) -> ScheduleView:
     assert ctx.caller.role is not None
     file, _ = await _file(ctx)
     if any(schedule.name == fields.name for schedule in file):
-        raise CommandError("conflict", f"{fields.name!r} is defined in {ctx.config.agent.schedules_file}; it is "
-                                       "read-only here: edit the file, or use another name", field="name")
+        raise CommandError("conflict", Phrase("schedule.in_file", name=fields.name,
+                                              file=str(ctx.config.agent.schedules_file)), field="name")
     schedule = Schedule.model_validate({**fields.model_dump(), "run_as": ctx.caller.role.value})
     actions = action_names(ctx.config)
     for what, key in ((schedule.action, "action"), (schedule.fallback, "fallback")):
@@ -110,9 +111,9 @@ async def _save(ctx: Context, fields: ScheduleFields, mode: Literal["create", "r
             try:
                 check_spec(ctx, schedule.task(actions, what=what), ctx.caller.role)
             except CommandError as exc:
-                raise CommandError(exc.code, f"{key}: {exc.message}", field=key) from None
+                raise CommandError(exc.code, f"{key}: {exc.message}", field=key, phrase=exc.phrase) from None
     if mode == "create" and len((await ctx.peers.store.call(STORE_SCHEDULES, Empty())).items) >= MAX_SAVED:
-        raise CommandError("conflict", f"the box keeps at most {MAX_SAVED} saved schedules; delete some first")
+        raise CommandError("conflict", Phrase("schedule.too_many", n=MAX_SAVED))
     saved = await ctx.peers.store.call(STORE_SCHEDULE_PUT, SchedulePut(mode=mode, schedule=StoredSchedule(
         name=fields.name, body=fields.model_dump(mode="json", exclude={"name"}, exclude_defaults=True),
         run_as=ctx.caller.role.value, updated_by=ctx.caller.subject[:128], updated_at=time.time())))
@@ -130,8 +131,8 @@ async def replace(ctx: Context, request: ScheduleFields) -> ScheduleView:
 
 async def delete(ctx: Context, request: ScheduleName) -> Reply:
     if any(schedule.name == request.name for schedule in (await _file(ctx))[0]):
-        raise CommandError("conflict", f"{request.name!r} is defined in {ctx.config.agent.schedules_file}; it is "
-                                       "read-only here", field="name")
+        raise CommandError("conflict", Phrase("schedule.in_file", name=request.name,
+                                              file=str(ctx.config.agent.schedules_file)), field="name")
     await ctx.peers.store.call(STORE_SCHEDULE_DELETE, request)
     await _reload(ctx)
     return Reply(detail=f"schedule {request.name!r} deleted")

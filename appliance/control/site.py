@@ -21,6 +21,7 @@ from appliance.control.caller import Permission, role_allows
 from appliance.control.command import Command, Context, Effect, HttpRoute, Tool, command
 from appliance.control.errors import CommandError
 from appliance.ipc.errors import IpcError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message
 from appliance.protocol.site import (
     ENTITY_ID,
@@ -77,10 +78,11 @@ async def resolve(ctx: Context, name: str, action: str | None = None) -> EntityR
     page = await ctx.peers.store.call(STORE_ENTITIES, EntityQuery(limit=20_000))
     found = match(name, page.items, ctx.config.site.names, action)
     if not found:
-        raise CommandError("not_found", f"no entity called {name[:80]!r}; see entities.list", field="entity_id")
+        raise CommandError("not_found", Phrase("entity.no_such_name", name=name[:80]), field="entity_id")
     if len(found) > 1:
         listed = ", ".join(f"{row.entity_id} ({row.name})" for row in found[:10])
-        raise CommandError("bad_request", f"{name[:80]!r} could be {listed}: give the entity id", field="entity_id")
+        raise CommandError("bad_request", Phrase("entity.ambiguous", name=name[:80], candidates=listed),
+                           field="entity_id")
     return found[0]
 
 

@@ -15,6 +15,7 @@ from appliance.control.caller import Permission
 from appliance.control.command import Command, Context, Effect, HttpRoute, Tool, command
 from appliance.control.update import UpdateStatus, status_of, update_folder
 from appliance.ipc.errors import IpcError
+from appliance.phrases import Phrase
 from appliance.protocol.common import (
     HEALTH,
     SAMPLES,
@@ -57,7 +58,8 @@ async def _service_health(ctx: Context, name: ServiceName) -> ServiceHealth:
     try:
         return await ctx.peers.client(name).call(HEALTH, timeout_s=PEER_HEALTH_TIMEOUT_S)
     except IpcError as exc:
-        return ServiceHealth(name=name, state=ServiceState.DOWN, version="", uptime_s=0.0, detail=str(exc))
+        return ServiceHealth(name=name, state=ServiceState.DOWN, version="", uptime_s=0.0,
+                             detail_phrases=[]).extended(Phrase("service.unreachable", why=str(exc)))
 
 
 # Every service's health, read at most once per HEALTH_FRESH_S per process: under load, health and

@@ -26,6 +26,7 @@ from appliance.control.caller import Caller, Permission, Role, role_allows
 from appliance.control.command import Command, Context, Effect, HttpRoute, OwnRow, OwnRows, Tool, command
 from appliance.control.errors import CommandError
 from appliance.ipc.errors import IpcError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Empty, Message
 from appliance.protocol.tasks import (
     AGENT_CANCEL,
@@ -85,11 +86,10 @@ class _TaskCreateBase(Message):
     def kind_name(self) -> str:
         """The kind asked for; CommandError naming the field when none or two different ones are given."""
         if self.kind is None and self.command is None:
-            raise CommandError("bad_request", f"kind (or command) is required: one of {', '.join(sorted(KINDS))}",
+            raise CommandError("bad_request", Phrase("task.kind_required", kinds=", ".join(sorted(KINDS))),
                                field="kind")
         if self.kind is not None and self.command is not None and self.kind != self.command:
-            raise CommandError("bad_request", "command: kind and command name the same thing; give one",
-                               field="command")
+            raise CommandError("bad_request", Phrase("task.kind_and_command"), field="command")
         return str(self.kind or self.command)
 
     def kind_values(self) -> dict[str, Any]:
@@ -122,10 +122,11 @@ def check_spec(ctx: Context, spec: TaskSpec, role: Role) -> None:
 def _kind(name: str, field: str, role: Role) -> TaskKind[Any]:
     kind = KINDS.get(name)
     if kind is None:
-        raise CommandError("bad_request", f"{field}: no task kind {name!r}; kinds: {', '.join(sorted(KINDS))}",
-                           field=field)
+        raise CommandError("bad_request", Phrase("task.no_kind", field=field, name=name,
+                                                kinds=", ".join(sorted(KINDS))), field=field)
     if not role_allows(role, Permission(kind.least_role.value)):
-        raise CommandError("forbidden", f"a {kind.name} task needs the {kind.least_role.value} role", field=field)
+        raise CommandError("forbidden", Phrase("task.kind_needs_role", kind=kind.name, role=kind.least_role.value),
+                           field=field)
     return kind
 
 
@@ -170,8 +171,7 @@ async def retry(ctx: Context, request: TaskId) -> TaskRow:
     """A new task with the same spec (the finished one stays as it ended)."""
     old = (await ctx.peers.store.call(STORE_TASK_GET, TaskDetailQuery(id=request.id, steps=0))).task
     if old.state not in (TaskState.FAILED, TaskState.CANCELLED, TaskState.TIMED_OUT):
-        raise CommandError("conflict", f"task {old.id} is {old.state.value}; only a failed, cancelled or timed-out "
-                                       "task can be retried")
+        raise CommandError("conflict", Phrase("task.not_retryable", id=old.id, state=old.state.value))
     assert ctx.caller.role is not None
     check_spec(ctx, old.spec, ctx.caller.role)
     task = await ctx.peers.store.call(STORE_TASK_CREATE, TaskNew(
@@ -188,7 +188,7 @@ class TaskDecision(TaskId):
 async def _decidable(ctx: Context, request: TaskDecision) -> TaskRow:
     task = (await ctx.peers.store.call(STORE_TASK_GET, TaskDetailQuery(id=request.id, steps=0))).task
     if task.state is not TaskState.WAITING_APPROVAL:
-        raise CommandError("conflict", f"task {task.id} is {task.state.value}, not waiting for approval")
+        raise CommandError("conflict", Phrase("task.not_awaiting_approval", id=task.id, state=task.state.value))
     assert ctx.caller.role is not None
     check_spec(ctx, task.spec, ctx.caller.role)  # the decider may run it themselves
     return task
@@ -198,7 +198,8 @@ async def approve(ctx: Context, request: TaskDecision) -> TaskRow:
     await _decidable(ctx, request)
     by = ctx.caller.subject[:128]
     if request.reason:
-        await ctx.peers.store.call(STORE_TASK_STEP, StepIn(id=request.id, message=f"approved: {request.reason}"))
+        await ctx.peers.store.call(STORE_TASK_STEP, StepIn.saying(request.id, Phrase("task.approved_because",
+                                                                                    reason=request.reason)))
     task = await ctx.peers.store.call(STORE_TASK_UPDATE, TaskUpdate(
         id=request.id, state=TaskState.QUEUED, expect=[TaskState.WAITING_APPROVAL], approved_by=by))
     await _wake(ctx)

@@ -29,6 +29,7 @@ from appliance import __version__
 from appliance.control.caller import Permission
 from appliance.control.command import Command, Context, Effect, HttpRoute, command
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Empty, Message
 from appliance.update.bundle import BundleError, inspect, load_public_keys
 from appliance.update.slots import running_slot
@@ -123,19 +124,18 @@ def request_install(folder: Path, uploads: Path, body: UpdateIn, requested_by: s
     """Check the uploaded bundle (refused: deleted, and the reason); hand a good one to the installer."""
     bundle = Path(body.bundle).resolve()
     if bundle.parent != uploads.resolve():
-        raise CommandError("bad_request", "bundle: upload it (POST /api/v1/system/update with the bundle as the body)",
-                           field="bundle")
+        raise CommandError("bad_request", Phrase("update.upload_needed"), field="bundle")
     try:
         if not RELEASE.exists():
-            raise CommandError("conflict", "updates install only on the appliance image (no /etc/appliance-release)")
+            raise CommandError("conflict", Phrase("update.not_on_image"))
         if status_of(folder).state in ("requested", "installing"):
-            raise CommandError("conflict", "an update is already being installed; GET /api/v1/system/update")
+            raise CommandError("conflict", Phrase("update.in_progress"))
         slot_bytes = int((_read_json(IMAGE_INFO) or {}).get("slot_mib", 0)) * 2**20
         try:
             checked = inspect(bundle, trusted=load_public_keys(KEYS), running_version=__version__,
                               arch=platform.machine(), slot_bytes=slot_bytes, allow_downgrade=body.allow_downgrade)
         except BundleError as exc:
-            raise CommandError("bad_request", f"update refused: {exc}", field="bundle") from None
+            raise CommandError("bad_request", Phrase("update.refused", why=str(exc)), field="bundle") from None
     except CommandError:
         bundle.unlink(missing_ok=True)
         raise

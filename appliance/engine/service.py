@@ -26,6 +26,7 @@ from appliance.engine.probe import Hardware, probe
 from appliance.ipc.errors import BadRequest, Busy, IpcError, Unavailable
 from appliance.ipc.server import IpcServer
 from appliance.modelfiles.gguf_info import ModelFileError, ModelInfo, read_model_info
+from appliance.phrases import Phrase
 from appliance.protocol.common import Empty, Engine, MetricFamily, ServiceState
 from appliance.protocol.engine import (
     ENGINE_EMBED,
@@ -67,7 +68,7 @@ class EngineService(Service[Engine]):
     def __init__(self, config: ApplianceConfig) -> None:
         super().__init__(config)
         self.counters = EngineCounters()
-        self.problems: list[str] = []
+        self.problems: list[Phrase] = []
         self.hardware: Hardware | None = None
 
     def register(self, ipc: IpcServer[Engine]) -> None:
@@ -83,27 +84,28 @@ class EngineService(Service[Engine]):
             reserve = embedding_reserve(embed_info) if embed_info is not None else ENCODER_RESERVE_BYTES
             await self._load_chat(problems, reserve if self.embedder is not None else 0)
         if self.embedder is not None and self.embedder.dim != self.config.memory.vector_dim:
-            problems.append(f"embedding model gives {self.embedder.dim}-dim vectors but "
-                            f"memory.vector_dim is {self.config.memory.vector_dim}")
+            problems.append(Phrase("engine.dim_mismatch", dim=self.embedder.dim,
+                                   configured=self.config.memory.vector_dim))
         if problems:
-            self.set_state(ServiceState.DEGRADED, "; ".join(problems))
+            self.set_state(ServiceState.DEGRADED, *problems)
         elif self.chat is not None:
             plan = self.chat.plan
-            self.set_state(ServiceState.READY, f"chat {self.config.chat_model_path.name}: n_ctx {plan.n_ctx}, "
-                           f"gpu layers {plan.n_gpu_layers}, kv {plan.kv_type}, threads {plan.n_threads}")
+            self.set_state(ServiceState.READY, Phrase(
+                "engine.ready", model=self.config.chat_model_path.name, n_ctx=plan.n_ctx,
+                gpu_layers=plan.n_gpu_layers, kv=plan.kv_type, threads=plan.n_threads))
 
-    async def _load_embedder(self, problems: list[str]) -> ModelInfo | None:
+    async def _load_embedder(self, problems: list[Phrase]) -> ModelInfo | None:
         encoder = self.config.engine.embedding_encoder
         if encoder != "gguf":
-            self.set_state(self.state, f"loading the {encoder} sentence encoder")
+            self.set_state(self.state, Phrase("engine.loading_encoder", encoder=encoder))
             try:
                 self.embedder = await PackagedEncoder.load(encoder, counters=self.counters,
                                                            n_threads=encoder_threads(self.config.engine.n_threads))
             except EngineError as exc:
-                problems.append(f"no embedding model: {exc}")
+                problems.append(Phrase("engine.no_embedding_model", why=str(exc)))
             return None
         path = self.config.embedding_model_path
-        self.set_state(self.state, f"loading embedding model {path}")
+        self.set_state(self.state, Phrase("engine.loading_embedding_model", path=str(path)))
         try:
             info = await asyncio.to_thread(read_model_info, path)
             layers = 999 if self.config.resource.gpu_enabled and llama_cpp.llama_supports_gpu_offload() else 0
@@ -115,16 +117,16 @@ class EngineService(Service[Engine]):
                                                       counters=self.counters, cpu_repack=repack)
             return info
         except ModelFileError as exc:
-            problems.append(f"no embedding model: {exc}")
+            problems.append(Phrase("engine.no_embedding_model", why=str(exc)))
             return None
 
-    async def _load_chat(self, problems: list[str], reserved: int) -> None:
+    async def _load_chat(self, problems: list[Phrase], reserved: int) -> None:
         path = self.config.chat_model_path
-        self.set_state(self.state, f"planning chat model {path}")
+        self.set_state(self.state, Phrase("engine.planning_chat_model", path=str(path)))
         try:
             info = await asyncio.to_thread(read_model_info, path)
         except ModelFileError as exc:
-            problems.append(f"no chat model: {exc}")
+            problems.append(Phrase("engine.no_chat_model", why=str(exc)))
             return
         hardware = self.hardware = await asyncio.to_thread(probe)  # may run nvidia-smi
         plan = plan_for_config(self.config, hardware, info, other_ram_bytes=reserved,
@@ -132,14 +134,15 @@ class EngineService(Service[Engine]):
         for line in plan.why:
             log.info("plan: %s", line, extra={"MODEL": path.name})
         if not plan.fits:
-            problems.append(f"no chat model: {path.name} does not fit this box: {plan.why[-1]}")
+            problems.append(Phrase("engine.chat_model_does_not_fit", model=path.name, why=plan.why[-1]))
             return
-        self.set_state(self.state, f"loading chat model {path} (n_ctx {plan.n_ctx}, gpu layers {plan.n_gpu_layers})")
+        self.set_state(self.state, Phrase("engine.loading_chat_model", path=str(path), n_ctx=plan.n_ctx,
+                                          gpu_layers=plan.n_gpu_layers))
         try:
             self.chat = await ChatEngine.load(path, plan, n_slots=self.config.resource.max_concurrency,
                                               max_queue=self.config.resource.max_queue, counters=self.counters)
         except ModelFileError as exc:
-            problems.append(f"no chat model: {exc}")
+            problems.append(Phrase("engine.no_chat_model", why=str(exc)))
 
     async def stop(self) -> None:
         if self.chat is not None:
@@ -151,7 +154,7 @@ class EngineService(Service[Engine]):
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateChunk, None]:
         if self.chat is None:
-            raise Unavailable("no chat model loaded; see the engine's health detail")
+            raise Unavailable(Phrase("engine.chat_unavailable"))
         # aclosing: a client that leaves closes every layer down to the batcher at once, which
         # sets the job's cancel flag before this generator's close returns (not when the
         # garbage collector gets round to the inner generators).
@@ -166,7 +169,7 @@ class EngineService(Service[Engine]):
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
         if self.embedder is None:
-            raise Unavailable("no embedding model loaded; see the engine's health detail")
+            raise Unavailable(Phrase("engine.embed_unavailable"))
         with engine_errors_as_ipc():
             return await self.embedder.embed(request.texts)
 
@@ -176,7 +179,8 @@ class EngineService(Service[Engine]):
             embedding_model=self._embedding_name() if self.embedder else "",
             plan=self.chat.plan.as_dict() if self.chat else None,
             hardware=self.hardware.as_dict() if self.hardware else {},
-            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()), problems=list(self.problems))
+            gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+            problems=[str(problem) for problem in self.problems])
 
     async def collect_metrics(self) -> list[MetricFamily]:
         return families(await self.engine_metrics(Empty()))

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from appliance.ipc.deadline import DEADLINE_HEADER
 from appliance.ipc.errors import IpcError, IpcTimeout, ServiceDown, error_from_wire
+from appliance.phrases import PhraseWire
 from appliance.protocol.common import Empty, Endpoint, Req, Resp, S
 
 
@@ -95,7 +96,8 @@ class IpcClient(Generic[S]):
             error = json.loads(payload)["error"]
             retry = error.get("retry_after_s")
             return error_from_wire(str(error["code"]), f"{self._where(endpoint)}: {error['message']}",
-                                   float(retry) if isinstance(retry, (int, float)) else None)
+                                   float(retry) if isinstance(retry, (int, float)) else None,
+                                   _phrase(error.get("phrase")))
         except (ValueError, KeyError, TypeError):
             return IpcError(f"{self._where(endpoint)}: HTTP {status} without an error body")
 
@@ -116,3 +118,10 @@ class IpcClient(Generic[S]):
             await self._session.close()
             self._session = None
 
+
+def _phrase(wire: object) -> PhraseWire | None:
+    """An error's phrase; a malformed one is dropped (the English message still says it all)."""
+    try:
+        return PhraseWire.model_validate(wire) if wire is not None else None
+    except ValidationError:
+        return None

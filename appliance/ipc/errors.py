@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from appliance.phrases import Phrase, PhraseWire, words
+
 
 class IpcError(Exception):
-    """Base of every IPC failure. ``code`` travels on the wire; ``status`` is its HTTP status."""
+    """Base of every IPC failure. ``code`` travels on the wire; ``status`` is its HTTP status. A
+    message given as a Phrase travels with its code too (``phrase``), for the page to translate."""
 
     code: ClassVar[str] = "internal"
     status: ClassVar[int] = 500
+
+    def __init__(self, message: str | Phrase = "", *, phrase: PhraseWire | None = None) -> None:
+        text, own = words(message)
+        super().__init__(text)
+        self.phrase = own or phrase
 
 
 class BadRequest(IpcError):
@@ -47,8 +55,8 @@ class Busy(IpcError):
     code = "busy"
     status = 429
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
+    def __init__(self, message: str | Phrase, retry_after_s: float = 1.0, *, phrase: PhraseWire | None = None) -> None:
+        super().__init__(message, phrase=phrase)
         self.retry_after_s = retry_after_s
 
 
@@ -78,7 +86,8 @@ _BY_CODE: dict[str, type[IpcError]] = {
 }
 
 
-def error_from_wire(code: str, message: str, retry_after_s: float | None = None) -> IpcError:
+def error_from_wire(code: str, message: str, retry_after_s: float | None = None,
+                    phrase: PhraseWire | None = None) -> IpcError:
     if code == Busy.code:
-        return Busy(message, retry_after_s if retry_after_s is not None else 1.0)
-    return _BY_CODE.get(code, IpcError)(message)
+        return Busy(message, retry_after_s if retry_after_s is not None else 1.0, phrase=phrase)
+    return _BY_CODE.get(code, IpcError)(message, phrase=phrase)

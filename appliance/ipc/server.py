@@ -36,6 +36,8 @@ def error_body(error: IpcError) -> bytes:
     body: dict[str, object] = {"code": error.code, "message": str(error)}
     if isinstance(error, Busy):
         body["retry_after_s"] = error.retry_after_s
+    if error.phrase is not None:
+        body["phrase"] = error.phrase.model_dump()
     return json.dumps({"error": body}).encode()
 
 

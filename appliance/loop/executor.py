@@ -23,6 +23,7 @@ from appliance.control.dispatcher import Dispatcher, call_fingerprint
 from appliance.control.errors import CommandError
 from appliance.loop.planner import Step
 from appliance.loop.tools import OfferedTool
+from appliance.phrases import PhraseWire
 
 TOOL_TIMEOUT_S = 30.0
 WORD = re.compile(r"^[A-Za-z0-9_ .:-]{1,32}$")
@@ -52,6 +53,7 @@ class Done:
     value: float | str | None = None
     reply: Any = None
     ms: float = 0.0
+    phrase: PhraseWire | None = None  # the detail by code, when the box refused in its own words
 
     def summary(self) -> str:
         if self.outcome == "skipped":
@@ -114,7 +116,7 @@ class Executor:
                 request = self.dispatcher.parse(self.dispatcher.command(tool.command, caller), step.args)
                 raise NeedsApproval(step.tool, tool.command, step.args, call_fingerprint(tool.command, request),
                                     exc.message) from None
-            done = Done(n, step.tool, step.args, tool.effect, exc.code, exc.message[:300])
+            done = Done(n, step.tool, step.args, tool.effect, exc.code, exc.message[:300], phrase=exc.phrase)
         else:
             body = reply.model_dump(mode="json")
             outcome = str(body.get("outcome", "ok")) if isinstance(body, dict) else "ok"

@@ -20,8 +20,9 @@ from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
 from appliance.loop import planner, tools
 from appliance.loop.executor import Done, Executor, NeedsApproval, Repeated, event_value
+from appliance.phrases import Phrase
 
-Step = Callable[[str, JsonValue], Awaitable[None]]
+Step = Callable[[str | Phrase, JsonValue], Awaitable[None]]
 TOKEN_BUDGET = 8_000
 SYSTEM_TOKENS_MAX = 1_200
 MAX_EXECUTED = 8
@@ -77,7 +78,7 @@ class AgentRun:
                        max_tokens: int = 256) -> tuple[str, Any]:
         """One model call as the task's creator: its text and, with a schema, the parsed reply."""
         if self.usage.total >= TOKEN_BUDGET:
-            raise RunStopped(f"the run used its budget of {TOKEN_BUDGET} tokens")
+            raise RunStopped(Phrase("agent.budget_used", tokens=TOKEN_BUDGET))
         request: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens,
                                    "temperature": self.temperature if schema is not None else 0.0,
                                    "priority": self.priority, "fit_context": True}
@@ -92,7 +93,7 @@ class AgentRun:
                     pieces.append(chunk.text)  # type: ignore[attr-defined]
                     last = chunk
         except CommandError as exc:
-            raise RunStopped(f"the model could not be asked ({exc.code}: {exc.message})") from None
+            raise RunStopped(Phrase("agent.model_unreachable", why=f"{exc.code}: {exc.message}")) from None
         prompt, completion = (last.prompt_tokens, last.completion_tokens) if last is not None else (0, 0)
         self.usage.prompt += prompt
         self.usage.completion += completion
@@ -131,14 +132,14 @@ class AgentRun:
         ran = []
         for step in plan.steps:
             if len([d for d in executor.done if d.outcome != "skipped"]) >= MAX_EXECUTED:
-                raise RunStopped(f"the run reached its limit of {MAX_EXECUTED} steps")
+                raise RunStopped(Phrase("agent.step_limit", steps=MAX_EXECUTED))
             n = len(executor.done) + 1
             done = await executor.run(n, step)
             ran.append(done)
             await self.step(f"{done.tool}: {done.outcome}", {
                 "tool": done.tool, "args": done.args, "effect": done.effect, "outcome": done.outcome,
-                "detail": done.detail, "ms": done.ms, "untrusted_read": executor.untrusted_read,
-                "tainted": executor.tainted})
+                "detail": done.detail, "detail_phrase": done.phrase.model_dump() if done.phrase else None,
+                "ms": done.ms, "untrusted_read": executor.untrusted_read, "tainted": executor.tainted})
         return ran
 
     async def answer(self, executor: Executor, why_stopped: str = "") -> str:
@@ -234,7 +235,7 @@ async def run_agent(agent: AgentRun, offered_all: dict[str, tools.OfferedTool]) 
     system_tokens = await agent.system_tokens(offered)
     await agent.step("tools", {"offered": [tool.name for tool in offered], "system_tokens": system_tokens})
     if system_tokens > SYSTEM_TOKENS_MAX:
-        raise RunStopped(f"the system prompt and tools take {system_tokens} tokens, more than {SYSTEM_TOKENS_MAX}")
+        raise RunStopped(Phrase("agent.prompt_too_long", tokens=system_tokens, most=SYSTEM_TOKENS_MAX))
     executor = Executor(agent.dispatcher, agent.caller, {tool.name: tool for tool in offered},
                         event_value(agent.event))
     stopped = ""

@@ -39,6 +39,7 @@ from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError, TooLarge
 from appliance.mqtt.events import Refused, parse_event, quarantine_entry
 from appliance.mqtt.link import Incoming
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message, Store
 from appliance.protocol.devices import (
     STORE_EVENTS,
@@ -112,7 +113,7 @@ class Ingest:
         self.pending = Pending()
         self._buckets: dict[str, Bucket] = {}
         self._ready = asyncio.Event()
-        self.problem: str | None = None  # why the store is not taking batches, while it is not
+        self.problem: Phrase | None = None  # why the store is not taking batches, while it is not
         self.stored = self.duplicates = self.rejected = self.throttled = self.flooded = 0
         self._drop_flood = frozenset(config.drop_flood_devices)
         self.flooded_by_device: Counter[str] = Counter()  # stored as flood, per device (only those that flooded)
@@ -295,5 +296,5 @@ class Ingest:
                 if self.problem is None:
                     self.log.warning("the store does not take events (%s); holding %d messages unacknowledged",
                                      exc, len(batch.messages))
-                self.problem = f"store unavailable: {exc}"
+                self.problem = Phrase("mqtt.store_unavailable", why=str(exc))
                 await asyncio.sleep(RETRY_S)

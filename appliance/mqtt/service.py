@@ -37,6 +37,7 @@ from appliance.mqtt.link import READ_SLICE, Incoming, LinkDown, MqttLink, Settin
 from appliance.mqtt.network import NetworkWatch
 from appliance.mqtt.site import SiteBridge
 from appliance.mqtt.uplink import Courier
+from appliance.phrases import Phrase
 from appliance.protocol.common import MetricFamily, MetricSample, Mqtt, ServiceHealth, ServiceState
 from appliance.protocol.devices import (
     MQTT_COMMAND,
@@ -88,7 +89,7 @@ class MqttService(Service[Mqtt]):
             self.ingest.on_states, self.ingest.on_entities = self.site.committed, self.site.announced
         self.link: MqttLink | None = None
         self.outbox = OutboxStats(pending=0, delivered=0)
-        self._broker_problem: str | None = "not connected yet"
+        self._broker_problem: Phrase | None = Phrase("mqtt.not_connected_yet")
         self._attempted = asyncio.Event()
         self._state_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -148,23 +149,25 @@ class MqttService(Service[Mqtt]):
     def _refresh_state(self) -> None:
         problems = [p for p in (self._broker_problem, self.ingest.problem, self.courier.problem) if p]
         if problems:
-            self.set_state(ServiceState.DEGRADED, "; ".join(problems))
+            self.set_state(ServiceState.DEGRADED, *problems)
         else:
             cfg = self.config.mqtt
-            self.set_state(ServiceState.READY, f"{cfg.host}:{cfg.port} as {self.client_id}")
+            self.set_state(ServiceState.READY,
+                           Phrase("mqtt.ready", host=cfg.host, port=cfg.port, client=self.client_id))
 
     def health(self) -> ServiceHealth:
         """The state as set (logged on change) plus live counters (read on each call, never logged)."""
-        health, i = super().health(), self.ingest
-        oldest = f", oldest {time.time() - self.outbox.oldest_at:.0f} s" if self.outbox.oldest_at else ""
-        site = f"; {self.site.summary()}" if self.site is not None else ""
-        flood = (f", {i.flooded} past a device's rate stored as flood (most: "
-                 + ", ".join(f"{d} {n}" for d, n in i.flooded_by_device.most_common(3)) + ")") if i.flooded else ""
-        counts = (f"{i.stored} stored{flood}, {i.duplicates} duplicates, {i.rejected} quarantined, {i.throttled} "
-                  f"dropped as configured{site}; {self._broker_drops()}; "
-                  f"network {'up' if self.network.online else 'down'} ({self.network.why}); "
-                  f"outbox {self.outbox.pending} waiting{oldest}")
-        return health.model_copy(update={"detail": f"{health.detail} ({counts})"})
+        i = self.ingest
+        flood = Phrase("mqtt.flooded", n=i.flooded, most=", ".join(
+            f"{d} {n}" for d, n in i.flooded_by_device.most_common(3))) if i.flooded else ""
+        outbox = Phrase("mqtt.outbox_oldest", n=self.outbox.pending,
+                        age_s=f"{time.time() - self.outbox.oldest_at:.0f}") if self.outbox.oldest_at \
+            else Phrase("mqtt.outbox", n=self.outbox.pending)
+        return super().health().extended(
+            Phrase("mqtt.counts", stored=i.stored, duplicates=i.duplicates, quarantined=i.rejected,
+                   dropped=i.throttled), flood, self.site.summary() if self.site is not None else "",
+            self._broker_drops(),
+            Phrase("mqtt.network_up" if self.network.online else "mqtt.network_down", why=self.network.why), outbox)
 
     async def collect_metrics(self) -> list[MetricFamily]:
         connected = self.link is not None and not self.link.lost.is_set()
@@ -218,13 +221,15 @@ class MqttService(Service[Mqtt]):
                 if reading is not None:
                     reading.cancel()
                 await link.close()
-                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {str(exc) or type(exc).__name__}"
+                self._broker_problem = Phrase("mqtt.broker_problem", host=cfg.host, port=cfg.port,
+                                              why=str(exc) or type(exc).__name__)
             else:
                 self._attempted.set()
                 self._refresh_state()
                 assert reading is not None
                 await reading
-                self._broker_problem = f"broker {cfg.host}:{cfg.port}: {link.reason or 'connection lost'}"
+                self._broker_problem = Phrase("mqtt.broker_problem", host=cfg.host, port=cfg.port,
+                                              why=link.reason or "connection lost")
                 await link.close()
             self._attempted.set()
             self._refresh_state()
@@ -277,13 +282,12 @@ class MqttService(Service[Mqtt]):
         self.metrics.set("appliance_mqtt_broker_dropped_messages", "messages the broker dropped on full queues "
                          "since it started ($SYS)", float(count))
 
-    def _broker_drops(self) -> str:
+    def _broker_drops(self) -> Phrase:
         if self._broker_dropped is None:
-            return "broker drops not known (no $SYS counter yet)"
+            return Phrase("mqtt.broker_drops_unknown")
         if not self._broker_dropped:
-            return "broker dropped nothing"
-        return (f"warning: the broker dropped {self._broker_dropped} messages on full queues since it started "
-                f"(its queue limits: docs/mqtt.md)")
+            return Phrase("mqtt.broker_dropped_nothing")
+        return Phrase("mqtt.broker_dropped", n=self._broker_dropped)
 
     async def _availability(self, message: Incoming) -> None:
         """``online``/``offline`` on a device's availability topic (or its last will) into the registry."""

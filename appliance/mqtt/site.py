@@ -36,6 +36,7 @@ from appliance.config import ApplianceConfig
 from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError
 from appliance.mqtt.link import Incoming, LinkDown, MqttLink
+from appliance.phrases import Phrase
 from appliance.protocol.common import Api, Store
 from appliance.protocol.devices import CommandResult, DeviceCommand
 from appliance.protocol.site import (
@@ -128,9 +129,9 @@ class SiteBridge:
     def handles(self, topic: str) -> bool:
         return topic.startswith(self.prefix + "/") or bool(self.meta.fullmatch(topic)) or topic in self.routes
 
-    def summary(self) -> str:
+    def summary(self) -> Phrase:
         offline = sum(row.available is False for row in self.entities.values())
-        return f"{len(self.entities)} entities ({offline} offline, {self.refused} configs refused)"
+        return Phrase("site.summary", entities=len(self.entities), offline=offline, refused=self.refused)
 
     # --- what comes in --------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from appliance.ipc.client import IpcClient
 from appliance.ipc.errors import IpcError, NotFound
 from appliance.mqtt.link import LinkDown, MqttLink, Settings
 from appliance.mqtt.network import NetworkWatch
+from appliance.phrases import Phrase
 from appliance.protocol.common import Store
 from appliance.protocol.devices import (
     STORE_OUTBOX_DONE,
@@ -48,7 +49,7 @@ class Courier:
         self.client_id = client_id
         self.log = log
         self.delivered = 0
-        self.problem: str | None = None
+        self.problem: Phrase | None = None
         self._link: MqttLink | None = None
 
     @property
@@ -83,7 +84,7 @@ class Courier:
                 await self._until_network_changes(IDLE_S)
                 continue
             except IpcError as exc:
-                self.problem = f"store unavailable for the outbox: {exc}"
+                self.problem = Phrase("mqtt.outbox_store_unavailable", why=str(exc))
                 await asyncio.sleep(IDLE_S)
                 continue
             await self._attempt(target, item)
@@ -104,7 +105,7 @@ class Courier:
             delay = min(self.config.retry_max_s, self.config.retry_min_s * 2 ** min(item.attempts, 20))
             delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
             error = f"{exc.__class__.__name__}: {exc}"[:500]
-            self.problem = f"{target} uplink: {error}"
+            self.problem = Phrase("mqtt.uplink_problem", target=target, why=error)
             self.log.warning("outbox item %d to %s not delivered (%s); next try in %.0f s", item.id, target, error,
                              delay, extra={"OUTBOX_ID": item.id})
             await self._done(OutboxResult(id=item.id, delivered=False, error=error, retry_at=time.time() + delay))
@@ -119,7 +120,7 @@ class Courier:
                 await self.store.call(STORE_OUTBOX_DONE, result)
                 return
             except IpcError as exc:  # delivered but not yet recorded: record it before anything else
-                self.problem = f"store unavailable for the outbox: {exc}"
+                self.problem = Phrase("mqtt.outbox_store_unavailable", why=str(exc))
                 await asyncio.sleep(IDLE_S)
 
     async def _to_broker(self, item: OutboxItem) -> None:

@@ -17,6 +17,8 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from appliance.phrases import Phrase, PhraseWire
+
 ServiceName = Literal["store", "engine", "mqtt", "agent", "api"]
 Store = Literal["store"]
 Engine = Literal["engine"]
@@ -77,6 +79,20 @@ class ServiceHealth(Message):
     uptime_s: float
     pid: int | None = None
     detail: str = ""
+    # The detail's parts by code, for the page to say in its reader's language; None when a part
+    # has only English words (the page then shows ``detail``).
+    detail_phrases: list[PhraseWire] | None = None
+
+    def extended(self, *parts: str | Phrase) -> ServiceHealth:
+        """This health with more parts of the detail after the ones it has ("; " between them)."""
+        parts = tuple(part for part in parts if str(part))
+        if not parts:
+            return self
+        phrased = self.detail_phrases is not None and all(isinstance(part, Phrase) for part in parts)
+        return self.model_copy(update={
+            "detail": "; ".join([*([self.detail] if self.detail else []), *map(str, parts)]),
+            "detail_phrases": [*(self.detail_phrases or []), *(part.wire() for part in parts
+                                                                if isinstance(part, Phrase))] if phrased else None})
 
 
 def _finite(vector: list[float]) -> list[float]:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, JsonValue
 
+from appliance.phrases import Phrase, PhraseWire, words
 from appliance.protocol.common import Changed, Empty, Message, endpoint
 
 
@@ -85,6 +86,7 @@ class TaskRow(Message):
     not_before: float
     result: JsonValue = None
     error: str = ""
+    error_phrase: PhraseWire | None = Field(None, description="the error by code, for a client's own language")
     last_seq: int = Field(description="the number of the task's newest step")
     approved_by: str | None = Field(None, description="who approved it, for an action that needs approval")
 
@@ -98,6 +100,7 @@ class StepRow(Message):
     at: float
     message: str
     data: JsonValue = None
+    phrase: PhraseWire | None = Field(None, description="the message by code, for a client's own language")
 
 
 class TaskDetail(Message):
@@ -132,6 +135,7 @@ class TaskUpdate(Message):
     progress: float | None = Field(None, ge=0, le=100)
     result: JsonValue = None
     error: str | None = Field(None, max_length=4000)
+    error_phrase: PhraseWire | None = None
     not_before: float | None = None
     attempts: int | None = Field(None, ge=0)
     approved_by: str | None = Field(None, min_length=1, max_length=128)
@@ -141,6 +145,13 @@ class StepIn(Message):
     id: int = Field(ge=1, le=2**63 - 1)
     message: str = Field(min_length=1, max_length=4000)
     data: JsonValue = None
+    phrase: PhraseWire | None = None
+
+    @classmethod
+    def saying(cls, ident: int, message: str | Phrase, data: JsonValue = None) -> StepIn:
+        """A step in the box's words: a Phrase is recorded with its English text and its code."""
+        text, phrase = words(message)
+        return cls(id=ident, message=text[:4000], data=data, phrase=phrase)
 
 
 class Resumable(Message):

@@ -23,6 +23,7 @@ from appliance.ipc.client import IpcClient
 from appliance.ipc.peers import Peers
 from appliance.ipc.server import IpcServer
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
+from appliance.phrases import Phrase
 from appliance.protocol.common import (
     HEALTH,
     SAMPLES,
@@ -53,7 +54,7 @@ class Service(ABC, Generic[S]):
         self.ipc: IpcServer[S] = IpcServer(cast(S, self.name), config.ipc.max_frame_bytes, self.log,
                                            observe=self.metrics.observe_ipc)
         self._state = ServiceState.STARTING
-        self._detail = "starting"
+        self._detail: tuple[str | Phrase, ...] = (Phrase("service.starting"),)
         self._started_at = time.monotonic()
         self.peers = Peers(config)
 
@@ -77,14 +78,16 @@ class Service(ABC, Generic[S]):
         """A client for another service, created once and closed on stop."""
         return self.peers.client(name)
 
-    def set_state(self, state: ServiceState, detail: str = "") -> None:
+    def set_state(self, state: ServiceState, *detail: str | Phrase) -> None:
+        """The state and what a person should know about it, in parts (Phrases: the box's own words)."""
         if (state, detail) == (self._state, self._detail):
             return
+        text = "; ".join(str(part) for part in detail)
         level = logging.WARNING if state is ServiceState.DEGRADED else logging.INFO
-        self.log.log(level, "state %s%s", state.value, f": {detail}" if detail else "",
+        self.log.log(level, "state %s%s", state.value, f": {text}" if text else "",
                      extra={"SERVICE_STATE": state.value})
         self._state, self._detail = state, detail
-        notify(f"STATUS={state.value}{': ' + detail if detail else ''}")
+        notify(f"STATUS={state.value}{': ' + text if text else ''}")
 
     @property
     def state(self) -> ServiceState:
@@ -93,7 +96,7 @@ class Service(ABC, Generic[S]):
     def health(self) -> ServiceHealth:
         return ServiceHealth(name=self.name, state=self._state, version=__version__,
                              uptime_s=round(time.monotonic() - self._started_at, 3),
-                             pid=os.getpid(), detail=self._detail)
+                             pid=os.getpid(), detail_phrases=[]).extended(*self._detail)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -113,7 +116,7 @@ class Service(ABC, Generic[S]):
 
     async def _shutdown(self) -> None:
         notify("STOPPING=1")
-        self.set_state(ServiceState.STOPPING, "stopping")
+        self.set_state(ServiceState.STOPPING, Phrase("service.stopping"))
         try:
             await asyncio.wait_for(self.stop(), STOP_BUDGET_S)
         except TimeoutError:
@@ -157,7 +160,7 @@ async def run_service(service: Service[Any]) -> int:
         exit_code = 1
     else:
         if service.state is ServiceState.STARTING:
-            service.set_state(ServiceState.READY, service.health().detail)
+            service.set_state(ServiceState.READY, *service._detail)
         notify("READY=1")
         service.log.info("ready after %.2f s", time.monotonic() - service._started_at)
         await stop_wait

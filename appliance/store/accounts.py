@@ -20,6 +20,7 @@ import time
 import apsw
 
 from appliance.config import SecurityConfig
+from appliance.phrases import Phrase
 from appliance.protocol.accounts import (
     AppToken,
     AppTokenIn,
@@ -63,7 +64,7 @@ class AccountBook:
     def user(self, username: str) -> UserSecret:
         row = fetch_one(self.conn, f"SELECT {USER_COLUMNS} FROM users WHERE username = ?", (username,))  # noqa: S608
         if row is None:
-            raise Missing(f"no user {username!r}")
+            raise Missing(Phrase("user.not_found", username=username))
         return _user(row)
 
     def users(self) -> list[UserInfo]:
@@ -74,9 +75,9 @@ class AccountBook:
         now = time.time()
         with self.conn:
             if new.only_if_none and integer(self.conn, "SELECT count(*) FROM users"):
-                raise Conflict("the first user exists already; ask an admin for an account")
+                raise Conflict(Phrase("user.first_exists"))
             if fetch_one(self.conn, "SELECT 1 FROM users WHERE username = ?", (new.username,)):
-                raise Conflict(f"user {new.username!r} exists already")
+                raise Conflict(Phrase("user.exists", username=new.username))
             self.conn.execute("INSERT INTO users(username, role, password_hash, created_at, updated_at) "
                               "VALUES (?, ?, ?, ?, ?)", (new.username, new.role, new.password_hash, now, now))
         return self._info(new.username)
@@ -88,7 +89,7 @@ class AccountBook:
             demoted = change.role is not None and change.role != "admin"
             if current.role == "admin" and not current.disabled and (demoted or change.disabled) and integer(
                     self.conn, "SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0") == 1:
-                raise Conflict(f"{current.username} is the last admin who can log in; make another admin first")
+                raise Conflict(Phrase("user.last_admin", username=current.username))
             if change.role is not None:
                 self.conn.execute("UPDATE users SET role = ? WHERE username = ?", (change.role, change.username))
             if change.password_hash is not None:
@@ -193,7 +194,7 @@ class AccountBook:
     def _app_token(self, jti: str) -> AppToken:
         row = fetch_one(self.conn, f"SELECT {TOKEN_COLUMNS} FROM app_tokens WHERE jti = ?", (jti,))  # noqa: S608
         if row is None:
-            raise Missing(f"no token {jti!r}")
+            raise Missing(Phrase("token.not_found", jti=jti))
         return _token(row)
 
     def latest_expiry(self, kid: str) -> float | None:

@@ -162,7 +162,7 @@ class MemoryDB:
             audit_rows=count("SELECT count(*) FROM audit"),
             file_bytes=self.path.stat().st_size,
             wal_bytes=wal.stat().st_size if wal.exists() else 0,
-            index=self.longterm.describe_index(),
+            index=str(self.longterm.describe_index()),
             schema_version=count("PRAGMA user_version"),
         )
 

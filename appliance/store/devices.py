@@ -20,6 +20,7 @@ import time
 import apsw
 
 from appliance.config import MqttConfig
+from appliance.phrases import Phrase
 from appliance.protocol.devices import (
     DevicePage,
     DeviceQuery,
@@ -141,7 +142,7 @@ class DeviceBook:
     def device(self, device: str) -> DeviceRow:
         row = fetch_one(self.conn, f"SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?", (device,))  # noqa: S608
         if row is None:
-            raise Missing(f"no device {device!r} has been seen")
+            raise Missing(Phrase("device.not_found", device=device))
         return _device(row)
 
     def devices(self, query: DeviceQuery) -> DevicePage:

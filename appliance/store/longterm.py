@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.config import MemoryConfig
+from appliance.phrases import Phrase
 from appliance.protocol.store import (
     MAX_CHUNKS,
     DocumentIn,
@@ -76,10 +77,9 @@ class LongTerm:
         vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
         self.index.add(ids, vectors, kinds, sources, created)
 
-    def describe_index(self) -> str:
-        exact = self.index.keep_floats
-        mode = "exact float scan" if exact else "binary codes + exact rescoring"
-        return f"{mode}; {self.index.live} vectors, {self.index.memory_bytes() / 2**20:.1f} MiB RAM"
+    def describe_index(self) -> Phrase:
+        return Phrase("store.index_exact" if self.index.keep_floats else "store.index_binary", vectors=self.index.live,
+                      mib=f"{self.index.memory_bytes() / 2**20:.1f}")
 
     def unit_vector(self, embedding: Sequence[float]) -> npt.NDArray[np.float32]:
         if len(embedding) != self.dim:

@@ -325,7 +325,14 @@ CREATE INDEX memories_device_events ON memories(source, created_at)
     WHERE kind = 'event' AND pinned = 0 AND forgotten_at IS NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11)
+# Version 12: a task's error and each step's words by code as well (appliance/phrases: JSON of
+# {code, args}), so the page shows them in its reader's language; NULL where there are only words.
+V12 = """
+ALTER TABLE tasks ADD COLUMN error_phrase TEXT;
+ALTER TABLE task_steps ADD COLUMN phrase TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -23,6 +23,7 @@ from appliance.ipc import deadline as ipc_deadline
 from appliance.ipc.errors import BadRequest, DeadlinePassed, IpcError, NotFound, Unavailable
 from appliance.ipc.errors import Conflict as IpcConflict
 from appliance.ipc.server import IpcServer
+from appliance.phrases import Phrase, said
 from appliance.protocol.accounts import (
     ACCOUNTS_KEY_EXPIRY,
     ACCOUNTS_LOGIN_RESULT,
@@ -225,7 +226,7 @@ class StoreService(Service[Store]):
     async def _on_db(self, work: Callable[[MemoryDB], T]) -> T:
         db = self.db
         if db is None:
-            raise Unavailable("the memory database is not open")
+            raise Unavailable(Phrase("store.not_open"))
         deadline = ipc_deadline.current()  # read here: the SQLite thread does not see the request's context
 
         def unless_late(db: MemoryDB) -> T:
@@ -240,11 +241,11 @@ class StoreService(Service[Store]):
             self._log_skips()
             raise
         except Missing as exc:
-            raise NotFound(str(exc)) from None
+            raise NotFound(said(exc)) from None
         except Conflict as exc:
-            raise IpcConflict(str(exc)) from None
+            raise IpcConflict(said(exc)) from None
         except StoreError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(said(exc)) from None
 
     def _log_skips(self) -> None:
         """A warning at most once a minute: each skip is a caller that timed out and logged it."""
@@ -270,7 +271,7 @@ class StoreService(Service[Store]):
     async def start(self) -> None:
         path = self.config.memory_dir / "memory.db"
         loop = asyncio.get_running_loop()
-        self.set_state(self.state, f"opening {path} and building the vector index")
+        self.set_state(self.state, Phrase("store.opening", path=str(path)))
         try:
             restored = await loop.run_in_executor(self._sqlite, restore_after_rollback, path,
                                                   self.config.paths.state_dir / PRE_UPDATE_BACKUP)
@@ -284,12 +285,13 @@ class StoreService(Service[Store]):
                     self.config.mqtt, vector_model=self.config.embedding_identity))
         except (StoreError, apsw.Error, OSError) as exc:
             # Stay up and say why: a restart loop would not fix a wrong file, a bad key or a full disk.
-            self.set_state(ServiceState.DEGRADED, f"cannot open {path}: {exc}")
+            self.set_state(ServiceState.DEGRADED, Phrase("store.cannot_open", path=str(path), why=str(exc)))
             return
         stats = await self._on_db(MemoryDB.stats)
         self._purger = asyncio.create_task(self._purge_forgotten(), name="purge-forgotten")
         self._indexer = asyncio.create_task(self._index_text(), name="index-text")
-        self.set_state(ServiceState.READY, f"{stats.memories} memories, {stats.archived} archived; {stats.index}")
+        self.set_state(ServiceState.READY, Phrase("store.ready", memories=stats.memories, archived=stats.archived),
+                       self.db.longterm.describe_index())
 
     async def _index_text(self) -> None:
         """The full-text rebuild a migration left, a batch at a time between requests (textindex.py)."""
@@ -311,15 +313,15 @@ class StoreService(Service[Store]):
         """The state as set, plus the progress of a text index rebuild or a re-embedding (never logged)."""
         health = super().health()
         longterm = self.db.longterm if self.db is not None else None
-        work = [job.describe() for job in (longterm.text_rebuild, longterm.reembed) if job] if longterm else []
+        jobs = (longterm.text_rebuild, longterm.reembed) if longterm else ()
+        work: list[str | Phrase] = [job.describe() for job in jobs if job]
         if self.skipped_late:
-            work.append(f"{self.skipped_late:,} requests skipped since start: their callers had stopped waiting")
+            work.append(Phrase("store.skipped_late", n=f"{self.skipped_late:,}"))
         if self.over_quota:
             most = sorted(self.over_quota.items(), key=lambda item: -item[1])[:3]
-            work.append(f"device quota ({self.config.mqtt.device_quota_events:,} events): "
-                        f"{sum(self.over_quota.values()):,} events archived since start (most: "
-                        + ", ".join(f"{d} {n:,}" for d, n in most) + ")")
-        return health.model_copy(update={"detail": "; ".join([health.detail, *work])}) if work else health
+            work.append(Phrase("store.over_quota", quota=f"{self.config.mqtt.device_quota_events:,}",
+                               n=f"{sum(self.over_quota.values()):,}", most=", ".join(f"{d} {n:,}" for d, n in most)))
+        return health.extended(*work)
 
     def _register_devices(self, ipc: IpcServer[Store]) -> None:
         """Devices (appliance/store/devices.py): events, registry, quarantine, outbox."""
@@ -335,7 +337,7 @@ class StoreService(Service[Store]):
         async def next_item(request: OutboxNext) -> OutboxItem:
             item = await self._on_db(lambda db: db.devices.outbox_next(request.target))
             if item is None:
-                raise NotFound(f"nothing due in the {request.target} outbox")
+                raise NotFound(Phrase("store.outbox_empty", target=request.target))
             return item
 
         ipc.add(STORE_EVENTS, ingest)
@@ -448,13 +450,13 @@ class StoreService(Service[Store]):
     async def get(self, request: MemoryId) -> MemoryRecord:
         record = await self._on_db(lambda db: db.longterm.get(request.id))
         if record is None:
-            raise NotFound(f"no memory with id {request.id}")
+            raise NotFound(Phrase("memory.not_found", id=request.id))
         return record
 
     async def forget(self, request: MemoryId) -> Forgotten:
         done = await self._on_db(lambda db: db.longterm.forget(request.id))
         if done is None:
-            raise NotFound(f"no memory with id {request.id}")
+            raise NotFound(Phrase("memory.not_found", id=request.id))
         return Forgotten(id=request.id, forgotten=done)
 
     async def recall(self, request: RecallRequest) -> RecallResponse:
@@ -473,7 +475,7 @@ class StoreService(Service[Store]):
         days = request.older_than_days
         older_than_s = (self.config.memory.archive_after_days if days is None else days) * 86_400
         if self.db is None:
-            raise Unavailable("the memory database is not open")
+            raise Unavailable(Phrase("store.not_open"))
         async with self._job:
             started = time.monotonic()
             last = None
@@ -501,7 +503,7 @@ class StoreService(Service[Store]):
 
     async def backup(self, request: BackupRequest) -> BackupDone:
         if self.db is None:
-            raise Unavailable("the memory database is not open")
+            raise Unavailable(Phrase("store.not_open"))
         target = Path(request.path)
         started = time.monotonic()
         async with self._job:

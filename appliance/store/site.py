@@ -18,6 +18,7 @@ from typing import Any
 
 import apsw
 
+from appliance.phrases import Phrase
 from appliance.protocol.site import (
     EntityPage,
     EntityPut,
@@ -110,7 +111,7 @@ class SiteBook:
     def entity(self, entity_id: str) -> EntityRow:
         found = self._get(entity_id)
         if found is None:
-            raise Missing(f"no entity {entity_id!r}")
+            raise Missing(Phrase("entity.not_found", entity=entity_id))
         return found
 
     def entities(self, query: EntityQuery) -> EntityPage:

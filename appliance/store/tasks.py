@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import apsw
+from pydantic import ValidationError
 
+from appliance.phrases import Phrase, PhraseWire
 from appliance.protocol.schedules import SchedulePut, StoredSchedule, StoredSchedules
 from appliance.protocol.tasks import (
     FINAL,
@@ -42,22 +44,31 @@ from appliance.store.errors import Conflict, Missing
 from appliance.store.sql import fetch_all, fetch_one
 
 TASK_COLUMNS = ("id, state, spec, created_by, role, schedule, created_at, updated_at, started_at, finished_at, "
-                "progress, attempts, max_attempts, not_before, result, error, last_seq, approved_by")
+                "progress, attempts, max_attempts, not_before, result, error, last_seq, approved_by, error_phrase")
 INSERT_TASK = ("INSERT INTO tasks(state, kind, spec, created_by, role, schedule, created_at, updated_at, "  # noqa: S608
                f"max_attempts, not_before) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLUMNS}")
 PRIORITY_ORDER = "CASE json_extract(spec, '$.priority') WHEN 'interactive' THEN 0 WHEN 'scheduled' THEN 1 ELSE 2 END"
-RESTARTED = "the agent stopped while this ran; a {kind} task is not run twice, since it may have acted already"
 
 
 def _task(row: tuple[Any, ...]) -> TaskRow:
     (ident, state, spec, by, role, schedule, created, updated, started, finished, progress, attempts,
-     max_attempts, not_before, result, error, last_seq, approved_by) = row
+     max_attempts, not_before, result, error, last_seq, approved_by, error_phrase) = row
     return TaskRow.model_validate({
         "id": ident, "state": state, "spec": json.loads(spec), "created_by": by, "role": role,
         "schedule": schedule, "created_at": created, "updated_at": updated, "started_at": started,
         "finished_at": finished, "progress": progress, "attempts": attempts, "max_attempts": max_attempts,
         "not_before": not_before, "result": json.loads(result) if result is not None else None, "error": error,
-        "last_seq": last_seq, "approved_by": approved_by})
+        "last_seq": last_seq, "approved_by": approved_by, "error_phrase": _phrase(error_phrase)})
+
+
+def _phrase(stored: str | None) -> PhraseWire | None:
+    """A stored phrase; one that no longer validates (a code renamed since) is left out, not an error."""
+    if stored is None:
+        return None
+    try:
+        return PhraseWire.model_validate_json(stored)
+    except ValidationError:
+        return None
 
 
 class TaskBook:
@@ -95,16 +106,16 @@ class TaskBook:
     def get(self, ident: int) -> TaskRow:
         row = fetch_one(self.conn, f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (ident,))  # noqa: S608
         if row is None:
-            raise Missing(f"no task {ident}")
+            raise Missing(Phrase("task.not_found", id=ident))
         return _task(row)
 
     def detail(self, query: TaskDetailQuery) -> TaskDetail:
         task = self.get(query.id)
-        rows = fetch_all(self.conn, "SELECT seq, at, message, data FROM task_steps WHERE task_id = ? AND seq > ? "
-                                    "ORDER BY seq LIMIT ?", (query.id, query.after_seq, query.steps))
-        return TaskDetail(task=task, steps=[StepRow(seq=seq, at=at, message=message,
+        rows = fetch_all(self.conn, "SELECT seq, at, message, data, phrase FROM task_steps WHERE task_id = ? "
+                                    "AND seq > ? ORDER BY seq LIMIT ?", (query.id, query.after_seq, query.steps))
+        return TaskDetail(task=task, steps=[StepRow(seq=seq, at=at, message=message, phrase=_phrase(phrase),
                                                     data=json.loads(data) if data is not None else None)
-                                            for seq, at, message, data in rows])
+                                            for seq, at, message, data, phrase in rows])
 
     def list(self, query: TaskQuery) -> TaskPage:
         clauses, params = ["1"], list[object]()
@@ -134,12 +145,13 @@ class TaskBook:
         with self.conn:
             task = self.get(change.id)
             if change.expect is not None and task.state not in change.expect:
-                raise Conflict(f"task {change.id} is {task.state.value}, not "
-                               f"{' or '.join(state.value for state in change.expect)}")
+                raise Conflict(Phrase("task.state_not_expected", id=change.id, state=task.state.value,
+                                      expected=" | ".join(state.value for state in change.expect)))
             sets, params = ["updated_at = ?"], list[object]([now])
             if change.state is not None and change.state is not task.state:
                 if change.state not in TRANSITIONS[task.state]:
-                    raise Conflict(f"task {change.id} is {task.state.value}; it cannot become {change.state.value}")
+                    raise Conflict(Phrase("task.state_cannot_change", id=change.id, state=task.state.value,
+                                          new=change.state.value))
                 sets.append("state = ?")
                 params.append(change.state.value)
                 if change.state is TaskState.RUNNING:
@@ -160,22 +172,26 @@ class TaskBook:
             if change.result is not None:
                 sets.append("result = ?")
                 params.append(json.dumps(change.result))
+            if change.error is not None:  # a new error replaces the old one's code too (NULL: words only)
+                sets.append("error_phrase = ?")
+                params.append(change.error_phrase.model_dump_json() if change.error_phrase else None)
             self.conn.execute(f"UPDATE tasks SET {', '.join(sets)} WHERE id = ?", (*params, change.id))  # noqa: S608
         return self.get(change.id)
 
     def step(self, step: StepIn) -> int:
         with self.conn:
             if fetch_one(self.conn, "SELECT 1 FROM tasks WHERE id = ?", (step.id,)) is None:
-                raise Missing(f"no task {step.id}")
-            seq = self._step(step.id, step.message, step.data, time.time())
+                raise Missing(Phrase("task.not_found", id=step.id))
+            seq = self._step(step.id, step.message, step.data, time.time(), step.phrase)
         return seq  # noqa: RET504 - returned after the with: mypy cannot see apsw's exit re-raise
 
-    def _step(self, ident: int, message: str, data: object, at: float) -> int:
+    def _step(self, ident: int, message: str, data: object, at: float, phrase: PhraseWire | None = None) -> int:
         row = fetch_one(self.conn, "UPDATE tasks SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
                         (ident,))
         assert row is not None
-        self.conn.execute("INSERT INTO task_steps(task_id, seq, at, message, data) VALUES (?, ?, ?, ?, ?)",
-                          (ident, row[0], at, message, json.dumps(data) if data is not None else None))
+        self.conn.execute("INSERT INTO task_steps(task_id, seq, at, message, data, phrase) VALUES (?, ?, ?, ?, ?, ?)",
+                          (ident, row[0], at, message, json.dumps(data) if data is not None else None,
+                           phrase.model_dump_json() if phrase else None))
         return int(row[0])
 
     def recover(self, resumable: Sequence[str]) -> Recovered:
@@ -189,10 +205,11 @@ class TaskBook:
                     self._step(ident, "queued", {"why": "resumed after the agent restarted"}, now)
                     requeued.append(ident)
                 else:
-                    reason = RESTARTED.format(kind=kind)
-                    self.conn.execute("UPDATE tasks SET state = 'failed', error = ?, finished_at = ?, updated_at = ? "
-                                      "WHERE id = ?", (reason, now, now, ident))
-                    self._step(ident, "failed", {"error": reason}, now)
+                    reason = Phrase("task.restarted", kind=kind)
+                    self.conn.execute("UPDATE tasks SET state = 'failed', error = ?, error_phrase = ?, "
+                                      "finished_at = ?, updated_at = ? WHERE id = ?",
+                                      (str(reason), reason.wire().model_dump_json(), now, now, ident))
+                    self._step(ident, "failed", {"error": str(reason)}, now)
                     failed.append(ident)
         return Recovered(requeued=requeued, failed=failed)
 
@@ -215,9 +232,9 @@ class TaskBook:
         with self.conn:
             exists = fetch_one(self.conn, "SELECT 1 FROM schedules WHERE name = ?", (item.name,)) is not None
             if put.mode == "create" and exists:
-                raise Conflict(f"a schedule named {item.name!r} exists already")
+                raise Conflict(Phrase("schedule.exists", name=item.name))
             if put.mode == "replace" and not exists:
-                raise Missing(f"no schedule {item.name!r}")
+                raise Missing(Phrase("schedule.not_found", name=item.name))
             self.conn.execute("INSERT INTO schedules(name, body, run_as, updated_by, created_at, updated_at) "
                               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET body = excluded.body, "
                               "run_as = excluded.run_as, updated_by = excluded.updated_by, "
@@ -229,7 +246,7 @@ class TaskBook:
         """Its mark goes with it: a new schedule of the same name does not make up for the old one's runs."""
         with self.conn:
             if fetch_one(self.conn, "SELECT 1 FROM schedules WHERE name = ?", (name,)) is None:
-                raise Missing(f"no schedule {name!r}")
+                raise Missing(Phrase("schedule.not_found", name=name))
             self.conn.execute("DELETE FROM schedules WHERE name = ?", (name,))
             self.conn.execute("DELETE FROM schedule_marks WHERE name = ?", (name,))
         return 1

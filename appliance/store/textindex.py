@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import apsw
 
+from appliance.phrases import Phrase
 from appliance.store.sql import fetch_all, fetch_one
 
 META_KEY = "fts_rebuild"
@@ -36,9 +37,9 @@ class Rebuild:
         """Whether ``memory_id`` is the rebuild's to index (not yet reached)."""
         return self.next_id < memory_id <= self.until
 
-    def describe(self) -> str:
+    def describe(self) -> Phrase:
         share = 100 * self.done / self.total if self.total else 100.0
-        return f"full-text index rebuilding: {self.done:,} of {self.total:,} memories ({share:.0f} %)"
+        return Phrase("store.text_rebuild", done=f"{self.done:,}", total=f"{self.total:,}", share=f"{share:.0f}")
 
 
 _INDEXED = "forgotten_at IS NULL AND sealed IS NULL AND text != ''"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import apsw
 
+from appliance.phrases import Phrase
 from appliance.store.sql import fetch_one, integer
 
 log = logging.getLogger("appliance.store")
@@ -39,10 +40,10 @@ class Reembed:
     since: float
     done: int = 0
 
-    def describe(self) -> str:
+    def describe(self) -> Phrase:
         share = 100 * min(self.done, self.total) / self.total if self.total else 100.0
-        return (f"re-embedding for {self.model}: {min(self.done, self.total):,} of {self.total:,} memories "
-                f"({share:.0f} %), searchable by text meanwhile")
+        return Phrase("store.reembed", model=self.model, done=f"{min(self.done, self.total):,}",
+                      total=f"{self.total:,}", share=f"{share:.0f}")
 
 
 def _meta(conn: apsw.Connection, key: str) -> str | None:

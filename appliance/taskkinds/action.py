@@ -22,6 +22,7 @@ from pydantic import Field, JsonValue
 from appliance.config import ApplianceConfig, ConfigError
 from appliance.control.caller import Permission, Role, role_allows
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message
 from appliance.protocol.tasks import ACTION_NAME
 from appliance.taskkinds.base import Creating, RunFailed, Running, TaskKind
@@ -80,16 +81,16 @@ def action_names(config: ApplianceConfig) -> set[str]:
     return set(BUILTINS) | set(config.agent.actions)
 
 
-def _refusal(role: Role, name: str, config: ApplianceConfig) -> str | None:
+def _refusal(role: Role, name: str, config: ApplianceConfig) -> Phrase | None:
     """Why ``role`` may not run action ``name`` (None: it may)."""
     builtin = BUILTINS.get(name)
     if builtin is not None:
         enough = role_allows(role, Permission(builtin.least_role.value))
-        return None if enough else f"{name} needs the {builtin.least_role.value} role"
+        return None if enough else Phrase("action.needs_role", name=name, role=builtin.least_role.value)
     declared = config.agent.actions.get(name)
     assert declared is not None
     return None if role.value in declared.roles else \
-        f"a {role.value} may not run {name!r} (allowed: {', '.join(declared.roles)})"
+        Phrase("action.role_not_allowed", role=role.value, name=name, allowed=", ".join(declared.roles))
 
 
 def _args_problem(fields: ActionFields, config: ApplianceConfig) -> tuple[str, str] | None:
@@ -106,12 +107,13 @@ def _args_problem(fields: ActionFields, config: ApplianceConfig) -> tuple[str, s
 def check(creating: Creating, fields: ActionFields) -> None:
     config = creating.config
     if fields.action not in action_names(config):
-        raise CommandError("bad_request", f"no action {fields.action!r}: built-ins are {', '.join(BUILTINS)}; "
-                                          "declared ones are in agent.actions", field="action")
+        raise CommandError("bad_request", Phrase("action.unknown", name=fields.action, builtins=", ".join(BUILTINS)),
+                           field="action")
     if why := _refusal(creating.role, fields.action, config):
         raise CommandError("forbidden", why, field="action")
     if problem := _args_problem(fields, config):
-        raise CommandError("bad_request", f"{problem[0]}: {problem[1]}", field=problem[0])
+        raise CommandError("bad_request", Phrase("field.problem", field=problem[0], problem=problem[1]),
+                           field=problem[0])
 
 
 def needs_approval(config: ApplianceConfig, fields: ActionFields) -> bool:
@@ -122,11 +124,11 @@ def needs_approval(config: ApplianceConfig, fields: ActionFields) -> bool:
 async def run(running: Running, fields: ActionFields) -> JsonValue:
     config, role = running.config, Role(running.task.role)
     if fields.action not in action_names(config):
-        raise RunFailed(f"no action {fields.action!r} is declared (agent.actions)")
+        raise RunFailed(Phrase("action.not_declared", name=fields.action))
     if why := _refusal(role, fields.action, config):
         raise RunFailed(why)
     if problem := _args_problem(fields, config):
-        raise RunFailed(f"{problem[0]}: {problem[1]}")
+        raise RunFailed(Phrase("field.problem", field=problem[0], problem=problem[1]))
     builtin = BUILTINS.get(fields.action)
     if builtin is not None:
         return await builtin.run(running, fields)
@@ -144,7 +146,7 @@ def fill(part: str, args: dict[str, JsonValue]) -> str:
     if re.fullmatch(r"\{[a-z_][a-z0-9_]{0,63}\}", part):
         value = args.get(part[1:-1])
         if value is None:
-            raise RunFailed(f"args: {part[1:-1]}: required by the command")
+            raise RunFailed(Phrase("action.arg_required", name=part[1:-1]))
         return value if isinstance(value, str) else str(value)
     return part
 

@@ -11,6 +11,7 @@ engine restarted) is not run again: it may have acted already.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import Field, JsonValue
@@ -19,6 +20,7 @@ from appliance.control.caller import Role
 from appliance.control.errors import CommandError
 from appliance.loop import tools
 from appliance.loop.run import AgentRun, NeedsApproval, RunStopped, run_agent
+from appliance.phrases import Phrase, said
 from appliance.protocol.common import Message
 from appliance.taskkinds.base import RunFailed, Running, TaskKind, WaitsForApproval
 
@@ -53,7 +55,8 @@ async def _make_approved(running: Running, pending: dict[str, Any]) -> JsonValue
     else:
         body = reply.model_dump(mode="json")
         outcome = str(body.get("outcome", "ok")) if isinstance(body, dict) else "ok"
-    await running.step(f"{pending['tool']}: {outcome} (approved by {running.task.approved_by})",
+    await running.step(Phrase("task.approved_call_done", tool=str(pending["tool"]), outcome=outcome,
+                              by=str(running.task.approved_by)),
                        {"tool": pending["tool"], "args": pending["args"], "outcome": outcome})
     return {"answer": f"{pending['tool']} was {'done' if outcome in ('ok', 'confirmed') else outcome} after "
                       f"{running.task.approved_by} approved it.",
@@ -73,9 +76,10 @@ async def run(running: Running, fields: AgentFields) -> JsonValue:
     except NeedsApproval as exc:
         await running.step(APPROVAL_STEP, {"tool": exc.tool, "command": exc.command, "args": exc.call_args,
                                            "fingerprint": exc.fingerprint, "why": str(exc)})
-        raise WaitsForApproval(f"{exc.tool} {exc.call_args} waits for a person's approval: {exc}") from None
+        raise WaitsForApproval(Phrase("task.waits_for_approval", tool=exc.tool, args=json.dumps(exc.call_args),
+                                      why=str(exc))) from None
     except RunStopped as exc:
-        raise RunFailed(str(exc)) from None
+        raise RunFailed(said(exc)) from None
 
 
 KIND = TaskKind("agent", "A goal in your own words: the box's model plans with the tools you may use, acts, "

@@ -24,11 +24,12 @@ from appliance.config import ApplianceConfig, SandboxLimits
 from appliance.control.caller import Caller, Role
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.errors import CommandError
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message
 from appliance.protocol.tasks import TaskRow
 
 # A step of the task's log; data {"percent": N, ...} also moves the task's progress (agent/runner.py).
-Step = Callable[[str, JsonValue], Awaitable[None]]
+Step = Callable[[str | Phrase, JsonValue], Awaitable[None]]
 
 
 class WaitsForApproval(Exception):
@@ -39,7 +40,7 @@ class WaitsForApproval(Exception):
 class RunFailed(Exception):
     """The task failed for a reason its creator should read; ``result`` is kept with it."""
 
-    def __init__(self, message: str, result: JsonValue = None) -> None:
+    def __init__(self, message: str | Phrase, result: JsonValue = None) -> None:
         super().__init__(message)
         self.result = result
 
@@ -103,9 +104,11 @@ class TaskKind(Generic[F]):
         """The kind's fields from a task's spec, or a CommandError naming each field at fault."""
         unknown = sorted(set(given) - set(self.fields.model_fields))
         if unknown:
-            article = "an" if self.name[0] in "aeiou" else "a"
-            raise CommandError("bad_request", f"{unknown[0]}: not a field of {article} {self.name} task (its fields: "
-                                              f"{', '.join(self.fields.model_fields) or 'none'})", field=unknown[0])
+            fields = ", ".join(self.fields.model_fields) or "none"
+            article = "an" if self.name[0] in "aeiou" else "a"  # English only: the catalogue's words need none
+            raise CommandError("bad_request", Phrase("task.unknown_field", field=unknown[0], kind=self.name,
+                                                      fields=fields).worded(
+                f"{unknown[0]}: not a field of {article} {self.name} task (its fields: {fields})"), field=unknown[0])
         try:
             return self.fields.model_validate(given)
         except ValidationError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, JsonValue
 
 from appliance.control.caller import Role
+from appliance.phrases import Phrase
 from appliance.protocol.common import Message
 from appliance.taskkinds.base import RunFailed, Running, TaskKind
 
@@ -23,7 +24,7 @@ async def alert(running: Running, text: str, topic: str | None = None) -> JsonVa
     outcome: dict[str, JsonValue] = sent.model_dump(mode="json")
     await running.step("alert sent", outcome)
     if not sent.reached:
-        raise RunFailed("the message reached nobody: " + "; ".join(f"{k}: {v}" for k, v in sent.failed.items()),
+        raise RunFailed(Phrase("notify.reached_nobody", why="; ".join(f"{k}: {v}" for k, v in sent.failed.items())),
                         outcome)
     return outcome
 

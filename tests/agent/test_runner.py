@@ -26,6 +26,7 @@ from appliance.config import load_config
 from appliance.control.dispatcher import Dispatcher
 from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
+from appliance.phrases import PhraseWire
 from appliance.protocol.tasks import (
     STORE_SCHEDULE_MARK,
     STORE_TASK_CREATE,
@@ -116,6 +117,7 @@ async def test_the_reference_log_monitor_fails_and_its_fallback_alerts(
     print("\nlog_monitor's step log:\n" + "\n".join(f"  {s.seq} {s.message}" for s in monitor_log.steps))
     assert [s.message for s in monitor_log.steps][-4:] == ["sandbox start", "sandbox end: exit 1", "failed",
                                                            "fallback queued"]
+    assert monitor_log.steps[-3].phrase == PhraseWire(code="task.sandbox_end", args={"summary": "exit 1"})
     done = await eventually_async(lambda: _settled(peers, fallback.id), 30, "the fallback task to finish")
     assert (done.spec.action, done.state, done.created_by) == ("send_alert", TaskState.SUCCEEDED,
                                                                "schedule:log_monitor:fallback")

@@ -95,6 +95,30 @@ async def test_post_health_with_token_lists_all_five(client: TestClient, authori
     assert len((await bearer.json())["services"]) == 5
 
 
+async def test_errors_and_details_carry_their_phrase(client: TestClient, authority: TokenAuthority) -> None:  # type: ignore[type-arg]
+    """Besides the English message, the code and arguments the page renders in its language."""
+    missing = await client.post("/api/v1/health", json={})
+    problem = (await missing.json())["error"]["problems"][0]
+    assert problem == {"field": "token", "message": "Field required",
+                       "phrase": {"code": "validation.missing", "args": {}}}
+    short = await client.post("/api/v1/tokens", json={"name": "door", "role": "viewer", "ttl_s": 5},
+                              headers={"Authorization": f"Bearer {issue(authority, Role.ADMIN)}"})
+    assert (await short.json())["error"]["problems"][0]["phrase"] == {
+        "code": "validation.greater_than_equal", "args": {"ge": "60"}}
+    refused = await client.post("/api/v1/tokens", json={"name": "x", "role": "viewer"},
+                                headers={"Authorization": f"Bearer {issue(authority, Role.VIEWER)}"})
+    error = (await refused.json())["error"]
+    assert refused.status == 403 and error["phrase"] == {
+        "code": "command.needs_role", "args": {"command": "tokens.create", "role": "admin", "has": "viewer"}}
+    assert error["message"] == "tokens.create needs the admin role; this token has viewer"
+    report = await client.post("/api/v1/health", json={"token": issue(authority, Role.ADMIN)})
+    for service in (await report.json())["services"]:
+        [phrase] = service["detail_phrases"]
+        assert phrase["code"] == "service.unreachable" and service["detail"] == phrase["args"]["why"]
+    words = await client.get("/static/phrases/zh.json")
+    assert words.status == 200 and (await words.json())["memory.not_found"] == "没有 ID 为 {id} 的记忆"
+
+
 def foreign_tokens(authority: TokenAuthority) -> list[str]:
     now = int(time.time())
     claims = {"iss": "appliance", "aud": "appliance-api", "sub": "x", "role": "admin", "typ": "access",

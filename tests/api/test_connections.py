@@ -97,7 +97,7 @@ async def test_a_slowloris_head_is_cut_off_and_others_are_served() -> None:
             await asyncio.sleep(0.4)
         await eventually_async(lambda: _true(closed_by_peer(slow) and closed_by_peer(silent)), 10,
                                "the slow and the silent connection closed")
-        assert guard.counts.slow == 2 and "closed 2 slow to send a request" in guard.summary()
+        assert guard.counts.slow == 2 and "closed 2 slow to send a request" in str(guard.summary())
         for sock in (slow, silent):
             sock.close()
 
@@ -197,7 +197,7 @@ async def test_control_sockets_past_the_cap_are_answered_503(config: ApplianceCo
         assert refused.value.status == 503
         reply = await client.get("/control", headers=admin)  # the same refusal, readable: what and why
         assert reply.status == 503 and "api.websocket.max_clients" in (await reply.json())["error"]["message"]
-        assert guard.counts.sockets_refused == 2 and "/control sockets 3 open of 3, 2 refused" in guard.summary()
+        assert guard.counts.sockets_refused == 2 and "/control sockets 3 open of 3, 2 refused" in str(guard.summary())
         await first[0].close()
         await eventually_async(lambda: _true(guard.sockets == 2), 10, "the closed socket's place freed")
         again = await client.ws_connect("/control", headers=admin)

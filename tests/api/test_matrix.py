@@ -30,11 +30,13 @@ from tests.helpers import api_client, bearer, cli
 
 pytestmark = pytest.mark.slow
 ROLES: list[Role | None] = [None, Role.VIEWER, Role.OPERATOR, Role.ADMIN]
-# The admin page, its static files and the spec: public, and no command behind them; /control is the
+# The admin page, its static files (the box's phrases among them) and the spec: public, and no command
+# behind them; /control is the
 # WebSocket and /v1/ the OpenAI-compatible API: both run commands through the dispatcher with the
 # caller's role (tests/api/test_control_ws.py, tests/api/test_openai.py).
 NOT_COMMANDS = {(method, path) for method in ("GET", "HEAD")
-                for path in ("/", "/static", "/api/v1/openapi.json", "/api/docs", "/control", "/v1/models")} | {
+                for path in ("/", "/static", "/static/phrases", "/api/v1/openapi.json", "/api/docs", "/control",
+                             "/v1/models")} | {
     ("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings")}
 PARAMS = {"id": "1", "username": "nobody", "jti": "0" * 32, "device_id": "door-1", "name": "nightly",
           "entity_id": "switch.nothing"}

@@ -88,7 +88,10 @@ async def test_memory_routes_refuse_bad_requests(api: Api) -> None:
     assert (await client.get("/api/v1/memory/search", params={"q": "x"})).status == 401
     assert (await client.delete("/api/v1/memory/1", headers=writer)).status == 403  # forgetting is admin's
     missing = await client.get("/api/v1/memory/999", headers=viewer)
-    assert missing.status == 404 and (await missing.json())["error"]["code"] == "not_found"
+    error = (await missing.json())["error"]
+    assert missing.status == 404 and error["code"] == "not_found"
+    # The store's own words reach the page by code, through IPC and the command layer.
+    assert error["phrase"] == {"code": "memory.not_found", "args": {"id": 999}}
 
 
 @pytest.mark.parametrize("api", [("store", "engine")], indirect=True)

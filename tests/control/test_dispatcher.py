@@ -278,7 +278,8 @@ async def test_an_invalid_request_lists_each_problem_once(dispatcher: Dispatcher
     with pytest.raises(CommandError) as bad:
         await dispatcher.call("test.viewer", {"k": 0, "extra": 1, "password": "hunter2"}, who(Role.VIEWER))
     assert [problem["field"] for problem in bad.value.problems or []] == ["k", "extra", "password"]
-    assert bad.value.as_dict()["problems"][1] == {"field": "extra", "message": "unknown key"}
+    assert bad.value.as_dict()["problems"][1] == {"field": "extra", "message": "unknown key",
+                                                  "phrase": {"code": "validation.extra_forbidden", "args": {}}}
     assert "hunter2" not in str(bad.value.as_dict())  # a secret's value is never repeated back
     with pytest.raises(CommandError) as fine:
         await dispatcher.call("test.fail", {}, who(None, "down"))

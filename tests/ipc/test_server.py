@@ -16,9 +16,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from appliance.ipc import BadRequest, IpcClient, IpcServer, IpcTimeout, NotFound, ServiceDown
 from appliance.ipc.sockets import bind_unix_socket, inherited_socket
+from appliance.phrases import Phrase, PhraseWire
 from appliance.protocol.common import Message, endpoint
 
 
@@ -54,6 +56,8 @@ class Harness:
         return Pong(n=ping.n)
 
     async def fail(self, ping: Ping) -> Pong:
+        if ping.n == 2:
+            raise NotFound(Phrase("task.not_found", id=ping.n))
         if ping.n:
             raise BadRequest("n must be zero")
         raise RuntimeError("boom")
@@ -129,6 +133,38 @@ async def test_errors_travel_typed(served: tuple[Harness, IpcClient]) -> None:
     assert status == 404 and "no IPC method" in str(reply)
     with pytest.raises(NotFound):
         await client.call(endpoint("store", "nothing", Ping, Pong), Ping(n=1))
+
+
+async def test_an_error_keeps_its_phrase_across_the_socket(served: tuple[Harness, IpcClient]) -> None:
+    """The English text for logs and the code for the page's words; a plain error has no phrase."""
+    _, client = served
+    with pytest.raises(NotFound, match=r"store\.fail: no task 2") as caught:
+        await client.call(FAIL, Ping(n=2))
+    assert caught.value.phrase == PhraseWire(code="task.not_found", args={"id": 2})
+    with pytest.raises(BadRequest) as plain:
+        await client.call(FAIL, Ping(n=1))
+    assert plain.value.phrase is None
+
+
+@pytest.mark.parametrize("phrase", [{"code": "BAD"}, {"code": "a.b", "args": {"x": [1]}}, "text", 5, []])
+async def test_a_malformed_phrase_from_a_peer_is_dropped_not_the_error(tmp_path: Path, phrase: object) -> None:
+    """A peer (or anything on the socket) sending a bad phrase: the error and its words still arrive."""
+    async def handler(_: web.Request) -> web.Response:
+        return web.json_response({"error": {"code": "not_found", "message": "gone", "phrase": phrase}}, status=404)
+    app = web.Application()
+    app.router.add_post("/v1/echo", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    path = tmp_path / "odd.sock"
+    await web.UnixSite(runner, str(path)).start()
+    client = IpcClient("store", path, timeout_s=2.0)
+    try:
+        with pytest.raises(NotFound, match="gone") as caught:
+            await client.call(ECHO, Ping(n=1))
+        assert caught.value.phrase is None
+    finally:
+        await client.close()
+        await runner.cleanup()
 
 
 async def test_timeout_is_a_clear_error(served: tuple[Harness, IpcClient]) -> None:

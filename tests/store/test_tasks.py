@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from appliance.phrases import Phrase, PhraseWire
 from appliance.protocol.schedules import SchedulePut, StoredSchedule
 from appliance.protocol.tasks import (
     Fire,
@@ -58,6 +59,28 @@ def test_steps_are_numbered_without_gaps_and_replay_after_a_number(db: MemoryDB)
         db.tasks.step(StepIn(id=12345, message="x"))
 
 
+def test_a_step_and_an_error_keep_their_phrase_and_a_spoiled_one_is_left_out(db: MemoryDB) -> None:
+    """The box's words by code ride with steps and errors (schema 12), for the page's own language."""
+    task = db.tasks.create(new())
+    db.tasks.step(StepIn.saying(task.id, Phrase("task.sandbox_end", summary="exit 1"), {"exit_code": 1}))
+    db.tasks.step(StepIn.saying(task.id, "plain words"))
+    db.tasks.update(TaskUpdate(id=task.id, state=TaskState.RUNNING))
+    timed_out = Phrase("task.timed_out", timeout_s="30")
+    ended = db.tasks.update(TaskUpdate(id=task.id, state=TaskState.TIMED_OUT, error=str(timed_out),
+                                       error_phrase=timed_out.wire()))
+    assert ended.error == "not done after its timeout of 30 s" and ended.error_phrase == timed_out.wire()
+    steps = db.tasks.detail(TaskDetailQuery(id=task.id)).steps
+    assert (steps[1].message, steps[1].phrase) == ("sandbox end: exit 1",
+                                                   PhraseWire(code="task.sandbox_end", args={"summary": "exit 1"}))
+    assert steps[2].phrase is None
+    # A phrase the file holds but this release cannot read (edited by hand, a code from elsewhere).
+    db.conn.execute("UPDATE task_steps SET phrase = '{\"code\": 5' WHERE task_id = ? AND seq = 2", (task.id,))
+    db.conn.execute("UPDATE tasks SET error_phrase = '[]' WHERE id = ?", (task.id,))
+    detail = db.tasks.detail(TaskDetailQuery(id=task.id))
+    assert detail.steps[1].phrase is None and detail.steps[1].message == "sandbox end: exit 1"
+    assert detail.task.error_phrase is None and detail.task.error == ended.error
+
+
 def test_due_tasks_come_most_urgent_first_and_not_before_their_time(db: MemoryDB) -> None:
     background = db.tasks.create(new(priority="background"))
     scheduled = db.tasks.create(new(priority="scheduled"))
@@ -75,6 +98,7 @@ def test_a_restart_requeues_what_can_run_again_and_fails_the_rest_with_the_reaso
     assert (recovered.requeued, recovered.failed) == ([ask.id], [command.id])
     failed = db.tasks.get(command.id)
     assert failed.state is TaskState.FAILED and "may have acted already" in failed.error
+    assert failed.error_phrase == PhraseWire(code="task.restarted", args={"kind": "command"})
     assert db.tasks.get(ask.id).state is TaskState.QUEUED and db.tasks.get(queued.id).state is TaskState.QUEUED
     assert db.tasks.recover(["search", "ask"]).requeued == []
 

@@ -23,7 +23,7 @@ def test_the_index_is_rebuilt_in_batches_resumably_and_searchable_meanwhile(tmp_
     db = open_db(folder)
     rebuild = db.longterm.text_rebuild
     assert rebuild is not None and rebuild.total == COUNT and rebuild.until == COUNT
-    assert "0 of 5,000 memories (0 %)" in rebuild.describe()
+    assert "0 of 5,000 memories (0 %)" in str(rebuild.describe())
     vector = np.eye(DIM, dtype=np.float32)[2].tolist()
     assert len(db.recall(RecallRequest(embedding=vector, k=5, mode="vector")).hits) == 5  # vectors: at once
     new_id = db.longterm.remember(MemoryIn(text="冷库门没关", kind="fact"))

@@ -36,7 +36,7 @@ def test_a_new_model_drops_the_old_vectors_and_the_backfill_fills_them_again(tmp
     assert db.stats().vectors == 0 and meta(db, "vector_model") == "model-b" and meta(db, "vector_dim") == "24"
     reembed = db.longterm.reembed
     assert reembed is not None and (reembed.total, reembed.done) == (9, 0)
-    assert "re-embedding for model-b: 0 of 9 memories (0 %)" in reembed.describe()
+    assert "re-embedding for model-b: 0 of 9 memories (0 %)" in str(reembed.describe())
     question = unit(rng, 24)
     assert db.recall(RecallRequest(query="冷库", embedding=question, k=3, mode="vector")).hits == []  # none of a
     assert len(db.recall(RecallRequest(query="冷库", embedding=question, k=3)).hits) == 3  # text meanwhile

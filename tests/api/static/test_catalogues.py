@@ -5,6 +5,7 @@ No browser here: the code is read as text."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import typing
@@ -67,6 +68,31 @@ def test_every_word_the_box_can_send_has_its_words() -> None:
                 assert f"{family}.{word}" in catalogue, (code, f"{family}.{word}")
     for family in FAMILIES:
         assert any(key.startswith(family + ".") for key in CATALOGUES["en"]), family
+
+
+def fixed_step_words() -> set[str]:
+    """Every step a task records with a fixed word (``step("written", ...)``, ``StepIn(message="...")``)."""
+    words = set()
+    for path in (STATIC.parents[1]).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            given = node.args[:1] if name == "step" else node.args[1:2] if name == "saying" else \
+                [k.value for k in node.keywords if k.arg == "message"] if name == "StepIn" else []
+            words |= {arg.value for arg in given if isinstance(arg, ast.Constant) and isinstance(arg.value, str)}
+    return words
+
+
+def test_every_fixed_step_word_is_shown_in_both_languages() -> None:
+    """A task's trace shows each step the box records by a fixed word from the catalogues: as a
+    state the task entered, as a model step, or as a step word (step.*)."""
+    words = fixed_step_words()
+    assert {"written", "alert sent", "fallback queued", "stopped"} <= words, words
+    for word in words:
+        for code, catalogue in CATALOGUES.items():
+            assert {f"state.{word}", f"step.{word}", f"trace.model.{word}"} & set(catalogue) \
+                or word in ("tools", "approval needed"), (code, word)  # these two have their own view
 
 
 def test_no_text_is_written_into_the_markup() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from tests.helpers import LIVE_S, ApplianceBox, OpenPage, Publisher, eventually,
 
 pytestmark = pytest.mark.slow
 CATALOGUES = Path(__file__).resolve().parents[3] / "appliance" / "api" / "static" / "i18n"
+PHRASES = Path(__file__).resolve().parents[3] / "appliance" / "phrases"
+HAN = re.compile(r"[\u4e00-\u9fff]")
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "admin-page"
 PAGES = ["dashboard", "memory", "devices", "site", "tasks", "schedules", "chat", "audit", "users"]
 UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button')]
@@ -75,6 +78,32 @@ def test_the_chinese_catalogue_is_complete_on_screen(open_page: OpenPage) -> Non
     expect(page.get_by_role("link", name="Tasks")).to_be_visible()  # the choice outlives a reload
     page.get_by_label("Language").select_option("zh")
     expect(page.get_by_role("link", name="任务", exact=True)).to_be_visible()
+
+
+def test_the_box_own_words_are_in_chinese_too(open_page: OpenPage) -> None:
+    """What the box itself says (a refusal, each service's detail) comes by code and is shown from
+    the Chinese phrase catalogue (appliance/phrases), not in the English the box logs."""
+    english = json.loads((PHRASES / "en.json").read_text())
+    chinese = json.loads((PHRASES / "zh.json").read_text())
+    page = open_page(None, locale="zh-CN", expect=(401,), expect_console=("status of 401",))
+    page.get_by_label("用户名").fill("ada")
+    page.get_by_label("密码").fill("not the password at all")
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("main")).to_contain_text(chinese["auth.wrong_login"])
+    expect(page.locator("main")).not_to_contain_text(english["auth.wrong_login"])
+    page.get_by_label("密码").fill("correct horse battery staple")
+    page.get_by_role("button", name="登录").click()
+    live(page)
+    visit(page, "dashboard")
+    rows = page.locator("table").first.locator("tbody tr")
+    expect(rows).to_have_count(5)
+    fixed = [text.split("{")[0] for code, text in english.items() if code.split(".")[0] in
+             ("store", "engine", "mqtt", "agent", "api", "service", "site") and len(text.split("{")[0]) > 6]
+    for row in rows.all():
+        cell = row.locator("td").last
+        expect(cell).to_contain_text(HAN)  # every service's detail, in Chinese
+        assert not [words for words in fixed if words in cell.inner_text()], cell.inner_text()
+    expect(page.locator("main")).to_contain_text("条记忆")  # the store's count, from store.ready
 
 
 def test_a_viewer_sees_no_control_they_may_not_use(open_page: OpenPage) -> None:

@@ -14,6 +14,7 @@ export class ApiError extends Error {
     this.field = error.field ?? null;
     this.problems = error.problems ?? null;
     this.retryAfter = error.retry_after ?? null;
+    this.phrase = error.phrase ?? null;  // the message by code, for said() (i18n.js)
   }
 }
 

@@ -2,7 +2,7 @@
 // and the formatting every page shares. Text always goes in as text nodes: what a device or a
 // user wrote can never become markup.
 import { ApiError } from "./api.js";
-import { t, locale } from "./i18n.js";
+import { t, locale, said } from "./i18n.js";
 
 /** h("button", {class: "primary", onclick}, "Save") */
 export function h(tag, attrs = {}, ...children) {
@@ -123,17 +123,18 @@ export function field(labelKey, control, { hint, name } = {}) {
 /** Show a command's refusal next to the fields it names; what names no field goes to ``general``. */
 export function showErrors(form, error, general) {
   clearErrors(form);
-  const problems = error.problems?.length ? error.problems : [{ field: error.field, message: error.message }];
+  const problems = error.problems?.length ? error.problems
+    : [{ field: error.field, message: error.message, phrase: error.phrase }];
   const unplaced = [];
   for (const problem of problems) {
     const name = (problem.field || "").split(".")[0];
     const slot = name && form.querySelector(`.field[data-field="${CSS.escape(name)}"]`);
     if (slot) {
       slot.classList.add("invalid");
-      slot.querySelector(".field-error").textContent = problem.message;
+      slot.querySelector(".field-error").textContent = said(problem.phrase, problem.message);
       slot.querySelector("input, select, textarea")?.setAttribute("aria-invalid", "true");
     } else {
-      unplaced.push(problem.message);
+      unplaced.push(said(problem.phrase, problem.message));
     }
   }
   if (general) fill(general, unplaced.length ? errorText(error, unplaced.join("; ")) : "");
@@ -214,7 +215,7 @@ export function clearErrors(form) {
 }
 
 /** A refusal as a person reads it: what kind of refusal (translated), then the box's own words. */
-export function errorText(error, message = error.message) {
+export function errorText(error, message = said(error.phrase, error.message)) {
   const kind = t(`error.${error.code}`, {}, "");
   return kind ? `${kind}: ${message}` : message;
 }

@@ -1,7 +1,7 @@
 // Dashboard: every service's state, the model and its plan, the box's resources (the status
 // topic), and four live charts from the metrics topic: events/s, tokens/s, queue depth and recall
 // latency. Both topics are pushed over the WebSocket; the page never polls.
-import { t } from "../i18n.js";
+import { detail, t } from "../i18n.js";
 import { LineChart } from "../chart.js";
 import { upload } from "../api.js";
 import { capabilities } from "../capabilities.js";
@@ -56,7 +56,7 @@ function services(health) {
     ["dashboard.state", (s) => badge(s.state)],
     ["dashboard.version", (s) => s.version || "—"],
     ["dashboard.uptime", (s) => h("span", { class: "nowrap" }, s.uptime_s ? duration(s.uptime_s) : "—")],
-    ["dashboard.detail", (s) => s.detail || ""],
+    ["dashboard.detail", (s) => detail(s)],
   ], health.services);
 }
 

@@ -2,7 +2,7 @@
 // with approve and reject, one task's step log (read again whenever its last seq moves), cancel and
 // retry, and a form that runs a task now (ask, search, notify, an action, or a command line).
 import { capabilities } from "../capabilities.js";
-import { t } from "../i18n.js";
+import { said, t } from "../i18n.js";
 import { ago, badge, confirmButton, errorText, field, fill, form, h, keyedList, keyedRows, notice, showErrors, time } from "../dom.js";
 
 const SHARED = new Set(["kind", "timeout_s", "priority", "input"]); // what every kind's spec has (TaskSpec)
@@ -52,7 +52,7 @@ function traceStep(step) {
       h("strong", {}, data.tool), " ", h("code", {}, JSON.stringify(data.args)), " → ",
       h("span", { class: "badge" }, t(`trace.outcome.${data.outcome}`, {}, data.outcome)),
       data.effect ? h("span", { class: "muted" }, ` ${t(`trace.effect.${data.effect}`, {}, data.effect)}`) : null,
-      data.detail ? h("div", { class: "muted" }, data.detail) : null,
+      data.detail ? h("div", { class: "muted" }, said(data.detail_phrase, data.detail)) : null,
       h("div", { class: "muted" }, t("trace.cost", { ms: Math.round(data.ms ?? 0) }),
         data.untrusted_read ? ` · ${t("trace.untrusted")}` : "", data.tainted ? ` · ${t("trace.tainted")}` : ""));
   }
@@ -72,7 +72,9 @@ function traceStep(step) {
     return h("li", { value: step.seq, class: "trace" }, h("strong", {}, t(`trace.model.${step.message}`, {}, step.message)), " ",
       h("code", { class: "sample" }, data.steps));
   }
-  return h("li", { value: step.seq }, h("time", {}, time(step.at)), " ", h("strong", {}, t(`state.${step.message}`, {}, step.message)),
+  // A state the task entered, a fixed step word (step.*), the box's words by code, else its text.
+  const words = t(`state.${step.message}`, {}, t(`step.${step.message}`, {}, said(step.phrase, step.message)));
+  return h("li", { value: step.seq }, h("time", {}, time(step.at)), " ", h("strong", {}, words),
     step.data !== null && step.data !== undefined ? h("code", { class: "sample" }, ` ${JSON.stringify(step.data).slice(0, 300)}`) : null);
 }
 
@@ -85,7 +87,7 @@ function detailView(detail, act) {
     ["tasks.attempts", `${task.attempts} / ${task.max_attempts}`],
   ];
   if (task.approved_by) facts.push(["tasks.approved_by", task.approved_by]);
-  if (task.error) facts.push(["tasks.error", h("span", { class: "error-text" }, task.error)]);
+  if (task.error) facts.push(["tasks.error", h("span", { class: "error-text" }, said(task.error_phrase, task.error))]);
   return h("div", {},
     h("h3", {}, t("tasks.task_n", { id: task.id })),
     h("dl", { class: "facts" }, facts.map(([key, value]) => [h("dt", {}, t(key)), h("dd", {}, value)])),
