@@ -43,6 +43,9 @@ class ChatRequest(Message):
     conversation: ConversationId | None = Field(None, description="keep the turns in this conversation's ring")
     history: int = Field(6, ge=0, le=50, description="earlier turns of the conversation to include")
     use_memory: bool = Field(True, description="recall memories for the question and cite them")
+    recall: str | None = Field(None, min_length=1, max_length=4096,
+                               description="recall memories for this instead of the message (e.g. a search "
+                                           "task's query, without the instructions around it)")
     k: int = Field(4, ge=1, le=20, description="memories to recall")
     max_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.2, ge=0.0, le=2.0)
@@ -71,7 +74,7 @@ class ChatEvent(Message):
 async def _citations(ctx: Context, request: ChatRequest) -> tuple[list[Citation], str | None]:
     if not request.use_memory:
         return [], None
-    reply = await ctx.memory.recall(request.message[:4096], k=request.k)
+    reply = await ctx.memory.recall(request.recall or request.message[:4096], k=request.k)
     cited = [Citation(n=i, memory_id=hit.record.id, source=hit.record.source, kind=hit.record.kind,
                       snippet=hit.record.text[:SNIPPET_CHARS], score=round(hit.score, 4))
              for i, hit in enumerate(reply.hits, 1)]

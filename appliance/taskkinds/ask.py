@@ -17,14 +17,15 @@ class AskFields(Message):
     query: str = Field(min_length=1, max_length=4000, description="the question")
 
 
-async def answer(running: Running, message: str, k: int) -> ChatReply:
-    """The chat command's answer as the task's creator; progress every few tokens (recall is the
-    first 10 %, then the answer)."""
+async def answer(running: Running, message: str, k: int, recall: str | None = None) -> ChatReply:
+    """The chat command's answer as the task's creator, with memories recalled for ``recall`` (else
+    the message); progress every few tokens (recall is the first 10 %, then the answer)."""
     async def progress(tokens: int) -> None:
         if tokens % PROGRESS_EVERY_TOKENS == 0:
             await running.step("generating", {"percent": 10 + int(85 * tokens / ANSWER_TOKENS), "tokens": tokens})
 
-    request = {"message": message, "k": k, "max_tokens": ANSWER_TOKENS, "priority": running.task.spec.priority}
+    request = {"message": message, "k": k, "max_tokens": ANSWER_TOKENS, "priority": running.task.spec.priority,
+               "recall": recall}
     return await chat_reply(running.dispatcher, request, running.caller, progress)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import Field, JsonValue
 from appliance.config import ApplianceConfig
 from appliance.control.caller import Role
 from appliance.control.errors import CommandError
+from appliance.phrases import Language, render
 from appliance.protocol.common import Message
 from appliance.taskkinds.ask import answer, result
 from appliance.taskkinds.base import Creating, RunFailed, Running, TaskKind
@@ -78,14 +80,33 @@ def write_report(wanted: str, folders: list[Path], text: str) -> Path:
     return real
 
 
+# The request to the model and the report's headings are in the query's language (from the phrase
+# catalogues): the model answers in the language it is asked in, and a Chinese query wrapped in
+# English words got English answers.
+HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def language_of(query: str) -> Language:
+    """zh when the query has Han characters (a Chinese question with an English word is still one)."""
+    return "zh" if HAN.search(query) else "en"
+
+
 def report(query: str, answer_text: str, citations: list[dict[str, Any]]) -> str:
-    notes = "\n".join(f"[{c['n']}] memory {c['memory_id']} ({c['source']}): {c['snippet']}" for c in citations)
-    return f"# {query}\n\n{answer_text or '(no answer)'}\n\n## Notes\n\n{notes or '(none found)'}\n"
+    language = language_of(query)
+
+    def words(code: str, **args: str | int) -> str:
+        return render(f"search.{code}", args, language)
+
+    notes = "\n".join(words("note", n=c["n"], id=c["memory_id"], source=c["source"], snippet=c["snippet"])
+                      for c in citations)
+    return f"# {query}\n\n{answer_text or words('no_answer')}\n\n## {words('notes')}\n\n" \
+           f"{notes or words('none_found')}\n"
 
 
 async def run(running: Running, fields: SearchFields) -> JsonValue:
-    message = f"Summarise what the notes say about: {fields.query}\nCite the notes you use as [n]."
-    found = result(await answer(running, message, k=8))
+    message = render("search.request", {"query": fields.query}, language_of(fields.query))
+    # Recalled for the query alone: the instructions' words would pull in whatever they match.
+    found = result(await answer(running, message, k=8, recall=fields.query[:4096]))
     if fields.output_path:
         citations = [c for c in found["citations"] if isinstance(c, dict)]  # type: ignore[union-attr]
         text = report(fields.query, str(found["answer"]), citations)

@@ -1,5 +1,6 @@
 """Answers in the asker's language from memories in either language: the real chat model
-(Qwen2.5-Coder-0.5B-Instruct) and the default multilingual encoder, through REST.
+(Qwen2.5-Coder-0.5B-Instruct) and the default multilingual encoder, through REST: the chat command,
+and the search task run by the agent.
 
 What the model says is checked loosely: the fact's number is in the answer, the answer is in the
 question's script, and the memory of the other language is cited."""
@@ -17,7 +18,7 @@ import pytest
 from appliance.config import ApplianceConfig, load_config
 from appliance.control.caller import Role
 from appliance.ipc.peers import Peers
-from tests.helpers import api_client, bearer, free_port, serve, wait_ready, write_config
+from tests.helpers import api_client, bearer, eventually_async, free_port, serve, wait_ready, write_config
 
 pytestmark = pytest.mark.slow
 HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -36,7 +37,7 @@ def config(real_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Applia
 def processes(config: ApplianceConfig) -> Iterator[None]:
     folder = config.paths.state_dir.parent
     started: list[subprocess.Popen[bytes]] = []
-    for name in ("store", "engine"):
+    for name in ("store", "engine", "agent"):
         started.append(serve(folder / "agent.yaml", name, log=folder / f"{name}.log"))
     yield
     for process in started:
@@ -83,3 +84,37 @@ async def test_an_english_question_over_a_chinese_memory_is_answered_in_english(
     # In English and about the note's fridge. Not checked: the number. Both Qwen2.5-Coder models read
     # 零下十八度 (minus eighteen degrees) as "zero degrees" when they answer in English.
     assert latin > 3 * han and "fridge" in text.lower(), text
+
+
+async def search(http: object, reader: dict[str, str], query: str) -> tuple[str, list[str]]:
+    """A search task (the agent runs it), followed until it ends: its answer and its citations."""
+    created = await http.post("/api/v1/tasks", headers=reader,  # type: ignore[attr-defined]
+                              json={"kind": "search", "query": query})
+    assert created.status == 201, await created.text()
+    ident = (await created.json())["id"]
+
+    async def ended() -> dict[str, object] | None:
+        reply = await http.get(f"/api/v1/tasks/{ident}", headers=reader)  # type: ignore[attr-defined]
+        task = (await reply.json())["task"]
+        return task if task["state"] not in ("queued", "running") else None
+
+    task = await eventually_async(ended, 300, f"search task {ident} to end", every_s=0.5)
+    assert task["state"] == "succeeded", task
+    found = task["result"]
+    print(f"\nsearch {query!r} -> {found['answer']!r}")
+    return str(found["answer"]), [c["snippet"] for c in found["citations"]]
+
+
+async def test_a_chinese_search_over_english_memories_answers_in_chinese(
+        client: tuple[object, dict[str, str]]) -> None:
+    text, cited = await search(*client, "北院大门的密码")
+    assert any("4711" in snippet for snippet in cited), cited
+    assert "4711" in text and HAN.search(text), text
+
+
+async def test_an_english_search_over_chinese_memories_answers_in_english(
+        client: tuple[object, dict[str, str]]) -> None:
+    text, cited = await search(*client, "when is the boiler serviced")
+    assert any("锅炉" in snippet for snippet in cited), cited
+    latin, han = len(re.findall(r"[A-Za-z]", text)), len(HAN.findall(text))
+    assert latin > 3 * han and "boiler" in text.lower(), text
