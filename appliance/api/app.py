@@ -15,7 +15,6 @@ api.allowed_origins names origins; then only those get CORS headers.
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import time
 from pathlib import Path
@@ -128,8 +127,11 @@ def build_app(dispatcher: Dispatcher, api: ApiConfig, *, auth_required: bool = T
 
     async def control(request: web.Request) -> web.StreamResponse:
         header_caller = request[CALLER_KEY] if bearer(request) is not None else None
-        with guard.socket() if guard else contextlib.nullcontext():
-            return await control_socket(request, dispatcher, hub, api, auth_required, header_caller)
+        if guard is None:
+            return await control_socket(request, dispatcher, hub, api, auth_required, header_caller, None)
+        # A token in the header is known before the upgrade: a refusal is a plain 503 or 429.
+        with guard.socket(request.remote or "", header_caller.subject if header_caller else None) as place:
+            return await control_socket(request, dispatcher, hub, api, auth_required, header_caller, place)
 
     # Routes that stream their body to a file (body_file) set no bound on what is read into memory.
     largest = max([api.max_body_bytes] + [r.max_body_bytes or 0 for c in dispatcher.table for r in c.http

@@ -13,7 +13,13 @@ and then nobody gets in. The guard sits between the listening socket and aiohttp
 - a request in progress (a long upload, a chat stream, a WebSocket) is never closed here;
 - at most ``api.websocket.max_clients`` /control sockets are open; past it a new one is answered
   503 before the upgrade, and counted. (A socket that stops reading is closed by its send queue
-  or its missed pongs: api/control_ws.py.)
+  or its missed pongs: api/control_ws.py.) So that one party cannot take every place:
+  - one address may have at most ``api.websocket.max_unauthenticated_per_address`` sockets that
+    have not authenticated yet (each has auth_timeout_s to do so); past it, 503 before the upgrade;
+  - one user (a token's subject) may hold at most ``api.websocket.max_clients_per_user``; past it
+    a header-authenticated upgrade is answered 429, a socket that authenticated by frame is closed
+    (4429). A stolen token opening thousands of sockets fills its own share, not everyone's.
+  Each refusal is counted by its reason.
 
 The api's health detail carries the counts (``summary()``).
 """
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import resource
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +42,7 @@ from appliance.phrases import Phrase
 
 SWEEP_S = 0.5
 FD_HEADROOM = 256  # descriptors kept for the api's own IPC sockets, files and logs
+RETRY_SOCKET_S = 30.0  # what a user told they hold their share of sockets is asked to wait
 
 
 @dataclass
@@ -53,6 +61,8 @@ class Counts:
     evicted: int = 0  # closed: idle the longest when the cap was reached
     refused: int = 0  # closed at once: the cap was reached and every connection was busy
     sockets_refused: int = 0  # /control upgrades answered 503: api.websocket.max_clients open
+    sockets_refused_address: int = 0  # 503: too many sockets from one address not authenticated yet
+    sockets_refused_user: int = 0  # 429 or 4429: the user holds max_clients_per_user already
 
 
 @dataclass
@@ -60,11 +70,15 @@ class ConnectionGuard:
     cap: int
     head_timeout_s: float
     socket_cap: int
+    socket_cap_per_user: int = 32
+    unauthenticated_cap_per_address: int = 64
     clock: Callable[[], float] = time.monotonic
     # By aiohttp's handler (web_protocol.RequestHandler), in the order they last became idle (opened,
     # or a request ended: moved to the end), so the longest idle is the first one not busy.
     open: dict[Any, Tracked] = field(default_factory=dict)
     sockets: int = 0  # /control sockets open
+    unauthenticated: Counter[str] = field(default_factory=Counter)  # by address: sockets not authenticated yet
+    by_user: Counter[str] = field(default_factory=Counter)  # by subject: sockets authenticated
     counts: Counts = field(default_factory=Counts)
     _sweeper: asyncio.Task[None] | None = None
 
@@ -102,17 +116,31 @@ class ConnectionGuard:
                 self.open[request.protocol] = tracked
 
     @contextlib.contextmanager
-    def socket(self) -> Iterator[None]:
-        """Hold one of the /control places while the socket is open; unavailable when none is left."""
+    def socket(self, address: str, subject: str | None = None) -> Iterator[SocketPlace]:
+        """Hold one of the /control places while the socket is open: ``subject``'s when the upgrade
+        carried a token, else ``address``'s until it authenticates. Refused (a CommandError) when
+        no place is left, or when that user or that address has its share."""
         if self.sockets >= self.socket_cap:
             self.counts.sockets_refused += 1
-            raise CommandError("unavailable", f"{self.sockets} /control sockets are open, the most this box "
-                                              "allows (api.websocket.max_clients): try again later")
+            raise CommandError("unavailable", Phrase("api.sockets_full", n=self.sockets))
+        if subject is None and self.unauthenticated[address] >= self.unauthenticated_cap_per_address:
+            self.counts.sockets_refused_address += 1
+            raise CommandError("unavailable", Phrase("api.sockets_unauthenticated", address=address,
+                                                     n=self.unauthenticated[address]))
+        place = SocketPlace(self, address)
+        if subject is not None:
+            place.take(subject)
+        else:
+            self.unauthenticated[address] += 1
         self.sockets += 1
         try:
-            yield
+            yield place
         finally:
             self.sockets -= 1
+            if place.subject is None:
+                _release(self.unauthenticated, address)
+            else:
+                _release(self.by_user, place.subject)
 
     def sweep(self) -> None:
         """Close the connections that did not send a whole request head in time."""
@@ -142,7 +170,39 @@ class ConnectionGuard:
         c = self.counts
         return Phrase("api.connections", open=len(self.open), cap=self.cap, slow=c.slow, evicted=c.evicted,
                       refused=c.refused, sockets=self.sockets, socket_cap=self.socket_cap,
-                      sockets_refused=c.sockets_refused)
+                      sockets_refused=c.sockets_refused, refused_address=c.sockets_refused_address,
+                      refused_user=c.sockets_refused_user, unauthenticated=sum(self.unauthenticated.values()))
+
+
+@dataclass
+class SocketPlace:
+    """One /control socket's place: its address's until it authenticates, then its user's."""
+
+    guard: ConnectionGuard
+    address: str
+    subject: str | None = None
+
+    def authenticated(self, subject: str) -> None:
+        """The socket authenticated by its first frame: the place becomes ``subject``'s (a CommandError,
+        busy, when that user holds their share; the place stays the address's until the socket goes)."""
+        if self.subject is None:
+            self.take(subject)
+            _release(self.guard.unauthenticated, self.address)
+
+    def take(self, subject: str) -> None:
+        guard = self.guard
+        if guard.by_user[subject] >= guard.socket_cap_per_user:
+            guard.counts.sockets_refused_user += 1
+            raise CommandError("busy", Phrase("api.sockets_per_user", user=subject[:128], n=guard.by_user[subject]),
+                               retry_after=RETRY_SOCKET_S)
+        guard.by_user[subject] += 1
+        self.subject = subject
+
+
+def _release(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]  # a counter of every address ever seen would grow for ever
 
 
 class Watched(asyncio.Protocol):

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from appliance.api.connections import SocketPlace
 from appliance.api.control_frames import (
     AuthFrame,
     CommandFrame,
@@ -53,7 +54,7 @@ from appliance.taskkinds import KINDS
 
 POLL_S = 0.25  # how often a followed task's log is read (the store is the one record of it)
 REVOCATION_CHECK_S = 1.0
-AUTH_FAILED, TOO_SLOW = 4401, 1013
+AUTH_FAILED, TOO_SLOW, USER_FULL = 4401, 1013, 4429
 FrameT = TypeVar("FrameT", bound=Message)
 
 
@@ -307,7 +308,8 @@ def _json(reply: Any) -> Any:
 
 
 async def control_socket(request: web.Request, dispatcher: Dispatcher, hub: Hub, api: ApiConfig,
-                         auth_required: bool, header_caller: Caller | None) -> web.StreamResponse:
+                         auth_required: bool, header_caller: Caller | None,
+                         place: SocketPlace | None) -> web.StreamResponse:
     if not origin_allowed(request, api):
         raise CommandError("forbidden", f"origin {request.headers.get('Origin', '')[:100]!r} may not open "
                                         "/control (api.allowed_origins)")
@@ -320,6 +322,12 @@ async def control_socket(request: web.Request, dispatcher: Dispatcher, hub: Hub,
     if caller is None:
         caller = await _first_frame_auth(ws, dispatcher, limits.auth_timeout_s, request.remote)
         if caller is None:
+            return ws
+    if place is not None:
+        try:
+            place.authenticated(caller.subject)  # a no-op when the header's token took the place
+        except CommandError as exc:
+            await ws.close(code=USER_FULL, message=exc.message.encode()[:120])
             return ws
     ws_caller = Caller(caller.subject, caller.role, "websocket", caller.ip, caller.token_id, caller.expires_at)
     await ws.send_str(encode(ReadyFrame(user=ws_caller.subject, expires_at=ws_caller.expires_at,

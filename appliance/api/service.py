@@ -40,8 +40,10 @@ class ApiService(Service[Api]):
         super().__init__(config)
         self.dispatcher = Dispatcher(default_table(), self.peers, config, self.log)
         self.hub = Hub(self.dispatcher, self.log)  # /control's subscriptions, and what messages.broadcast sends
+        websocket = config.api.websocket
         self.guard = ConnectionGuard(config.api.max_connections, config.api.request_head_timeout_s,
-                                     config.api.websocket.max_clients)
+                                     websocket.max_clients, websocket.max_clients_per_user,
+                                     websocket.max_unauthenticated_per_address)
 
     def register(self, ipc: IpcServer[Api]) -> None:
         async def broadcast(message: Broadcast) -> Changed:

@@ -204,3 +204,108 @@ async def test_control_sockets_past_the_cap_are_answered_503(config: ApplianceCo
         assert (await again.receive_json(timeout=10))["type"] == "ready"
         for ws in (*first[1:], again):
             await ws.close()
+
+
+def upgrades(port: int, count: int, headers: dict[str, str], source: str = "127.0.0.1") -> list[socket.socket]:
+    """``count`` /control upgrade requests from ``source`` that never read a byte of the answer."""
+    head = ("GET /control HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n").encode()
+    opened = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
+        sock.sendall(head)
+        opened.append(sock)
+    return opened
+
+
+async def test_one_user_or_one_address_cannot_take_every_control_socket(
+        config: ApplianceConfig, services: Callable[..., Awaitable[Peers]]) -> None:
+    """Per user (api.websocket.max_clients_per_user) and per address before authentication
+    (max_unauthenticated_per_address): past either, that party is refused and counted, and everyone
+    else still gets in."""
+    peers = await services("store")
+    guard = ConnectionGuard(cap=64, head_timeout_s=10.0, socket_cap=10, socket_cap_per_user=2,
+                            unauthenticated_cap_per_address=2)
+    async with api_client(config, peers, guard=guard, websocket=config.api.websocket.model_copy(
+            update={"auth_timeout_s": 2.0})) as (client, dispatcher):
+        mallory = bearer(dispatcher, Role.VIEWER, "mallory")
+        held = [await client.ws_connect("/control", headers=mallory) for _ in range(2)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/control", headers=mallory)
+        assert refused.value.status == 429
+        reply = await client.get("/control", headers=mallory)  # readable: what and why, and when to retry
+        assert reply.status == 429 and "max_clients_per_user" in (await reply.json())["error"]["message"]
+        assert reply.headers["Retry-After"] == "30"
+        token = mallory["Authorization"].removeprefix("Bearer ")
+        by_frame = await client.ws_connect("/control")  # a browser: the same user, by its first frame
+        await by_frame.send_json({"type": "auth", "token": token})
+        closed = await by_frame.receive(timeout=10)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 4429, closed
+        await eventually_async(lambda: _true(not guard.unauthenticated), 10, "the refused socket's place freed")
+        # Two sockets that never authenticate fill this address's share; a third is refused before the upgrade.
+        silent = [await client.ws_connect("/control") for _ in range(2)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/control")
+        assert refused.value.status == 503
+        # Someone else, meanwhile: in, and served.
+        ada = await client.ws_connect("/control", headers=bearer(dispatcher, Role.ADMIN, "ada"))
+        assert (await ada.receive_json(timeout=10))["type"] == "ready"
+        c = guard.counts
+        assert (c.sockets_refused_user, c.sockets_refused_address) == (3, 1), c
+        assert "refused 1 for their address and 3 for their user" in str(guard.summary())
+        for ws in silent:  # closed by the auth timeout, and their places freed
+            assert (await ws.receive(timeout=10)).data == 4401
+        await eventually_async(lambda: _true(not guard.unauthenticated), 10, "the address's places freed")
+        for ws in (*held, ada):
+            await ws.close()
+        await eventually_async(lambda: _true(guard.sockets == 0 and not guard.by_user), 10, "every place freed")
+
+
+@pytest.mark.slow
+async def test_two_thousand_sockets_that_never_read_leave_room_for_others(
+        config: ApplianceConfig, services: Callable[..., Awaitable[Peers]]) -> None:
+    """Issue 26's bad input at its scale, on the default limits: 2,000 upgrades with one user's
+    (stolen) token and 2,000 with none, from two addresses, none of which ever reads. Each is
+    refused or held within its share, counted; another user connects and is served meanwhile; and
+    the box closes the ones it held by itself."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * 4_000 + 1024  # both ends of each socket live in this process
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the descriptor hard limit here is {hard}; this needs {wanted}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+    limits = config.api.websocket
+    peers = await services("store")
+    guard = ConnectionGuard(cap=config.api.max_connections, head_timeout_s=config.api.request_head_timeout_s,
+                            socket_cap=limits.max_clients, socket_cap_per_user=limits.max_clients_per_user,
+                            unauthenticated_cap_per_address=limits.max_unauthenticated_per_address)
+    opened: list[socket.socket] = []
+    try:
+        async with api_client(config, peers, guard=guard) as (client, dispatcher):
+            port = client.port
+            assert port is not None
+            stolen = bearer(dispatcher, Role.VIEWER, "mallory")
+            opened += await asyncio.to_thread(upgrades, port, 2000, stolen, "127.0.0.2")
+            opened += await asyncio.to_thread(upgrades, port, 2000, {}, "127.0.0.3")
+            c = guard.counts
+            await eventually_async(lambda: _true(c.sockets_refused_user + c.sockets_refused_address
+                                                 >= 4000 - limits.max_clients_per_user
+                                                 - limits.max_unauthenticated_per_address), 120,
+                                   "every upgrade past its share refused")
+            assert guard.by_user["mallory"] == limits.max_clients_per_user
+            assert guard.sockets <= limits.max_clients_per_user + limits.max_unauthenticated_per_address
+            ada = await client.ws_connect("/control", headers=bearer(dispatcher, Role.ADMIN, "ada"))
+            assert (await ada.receive_json(timeout=30))["type"] == "ready"
+            await ada.send_json({"id": 1, "command": "system.health"})
+            assert (await ada.receive_json(timeout=30))["type"] == "result"
+            print(f"\n2,000 + 2,000 silent upgrades: {guard.by_user['mallory']} held by the stolen token, "
+                  f"{c.sockets_refused_user} refused for its user, {c.sockets_refused_address} refused for their "
+                  f"address; {guard.summary()!s}")
+            await ada.close()
+            # Those held, never reading: closed by the auth timeout, or by a ping with no pong (heartbeat_s).
+            await eventually_async(lambda: _true(guard.sockets == 0), 3 * limits.heartbeat_s + 30,
+                                   "the silent sockets closed by the box")
+    finally:
+        for sock in opened:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
