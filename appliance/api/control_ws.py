@@ -269,7 +269,13 @@ class Connection:
             await asyncio.sleep(POLL_S)
 
     def _error(self, ident: Any, exc: CommandError) -> None:
-        self.send(ErrorFrame.model_validate({"id": ident, **exc.as_dict()}))
+        try:
+            frame = ErrorFrame.model_validate({"id": ident, **exc.as_dict()})
+        except ValidationError:  # a fault of ours: the request must still be answered, not left waiting
+            self.dispatcher.log.exception("/control: the error frame for %r could not be made", exc.code)
+            frame = ErrorFrame(id=ident if isinstance(ident, str | int) else None, code="internal",
+                               message="the request failed on the box; see its log")
+        self.send(frame)
 
 
 def _frame(model: type[FrameT], frame: dict[str, Any]) -> FrameT:

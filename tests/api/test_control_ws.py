@@ -21,6 +21,7 @@ from appliance.api.control_frames import frame_schemas
 from appliance.config import WebSocketConfig, load_config
 from appliance.control.caller import Role
 from appliance.control.dispatcher import Dispatcher
+from appliance.control.errors import CommandError
 from appliance.control.table import default_table
 from appliance.ipc.peers import Peers
 from appliance.protocol.devices import STORE_AVAILABILITY, Availability
@@ -131,6 +132,22 @@ async def test_bad_frames_get_errors_and_the_socket_stays(config_file: Path, ser
         await ws.send_str(json.dumps({"command": "system.health", "pad": "x" * 5000}))
         message = await ws.receive(timeout=10)
         assert message.type is aiohttp.WSMsgType.CLOSE and message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_an_error_frame_that_cannot_be_made_still_answers_the_request(
+        config_file: Path, services: StartServices, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault of ours in the error path (here: a field the frame does not declare) is answered as
+    internal, never left unanswered: the client would wait for ever."""
+    peers = await services("store")
+    declared = CommandError.as_dict
+    monkeypatch.setattr(CommandError, "as_dict", lambda self: {**declared(self), "undeclared": 1})
+    async with api_client(load_config(config_file), peers) as (client, dispatcher):
+        ws = await connect(client, bearer(dispatcher, Role.VIEWER))
+        await ws.send_json({"id": 1, "command": "no.such"})
+        reply = await receive(ws)
+        assert (reply["type"], reply["id"], reply["code"]) == ("error", 1, "internal"), reply
+        await ws.send_json({"id": "h", "command": "system.health"})
+        assert (await receive(ws))["type"] == "result"  # the socket lives on
 
 
 async def test_a_flooding_client_is_throttled_and_others_are_not(config_file: Path,
