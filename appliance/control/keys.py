@@ -132,10 +132,11 @@ class SigningKeys:
 
     def verifying_key(self, kid: str) -> Ed25519PublicKey | None:
         """The public key of ``kid`` while tokens it signed may still be accepted."""
-        key = self._private.get(kid)
-        if key is None or self._retire.get(kid, float("inf")) < time.time():
-            return None
-        return key.public_key()
+        return self._private[kid].public_key() if self.accepts(kid) else None
+
+    def accepts(self, kid: str) -> bool:
+        """Whether tokens signed by ``kid`` may still be accepted (cheap: no key is derived)."""
+        return kid in self._private and self._retire.get(kid, float("inf")) >= time.time()
 
     def rotate(self, retire_old_at: float) -> str:
         """A new key signs from now on; the old one verifies until ``retire_old_at``."""
@@ -173,6 +174,9 @@ class HmacKey:
 
     def verifying_key(self, kid: str) -> bytes | None:
         return self._secret if kid == HS256_KID else None
+
+    def accepts(self, kid: str) -> bool:
+        return kid == HS256_KID
 
     def load(self) -> None:
         """Nothing to reload: the secret comes from the configuration."""

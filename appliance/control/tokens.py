@@ -10,12 +10,27 @@ security.jwt_secret), never read from the token. Types:
 
 Only access and app tokens authenticate a request; a refresh token sent as a bearer is refused.
 Whether a valid token was revoked is decided by its holder of revocations (control/accounts.py).
+
+Checking a signature is most of what a request that reads costs the api (bench/results/
+api-openloop-vm.md: 58 % of its CPU under GET /api/v1/auth/me), and a client sends the same token
+many times. So a token whose signature and claims passed is remembered, and its next use skips
+both. The rules:
+
+1. only a token that passed every check is remembered, by its exact text;
+2. it is remembered for at most VERIFIED_FOR_S and never past its exp: an expired token is
+   checked again (and refused as expired);
+3. its signing key is asked on every use whether it is still accepted (a dictionary lookup, not a
+   signature): a key retired or removed stops its tokens at once, remembered or not;
+4. the type a caller accepts is checked on every use, remembered or not;
+5. at most VERIFIED_MAX tokens are remembered; the oldest goes first;
+6. revocation and disabled users are not decided here: the caller checks them on every use.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,6 +44,8 @@ ISSUER = "appliance"
 AUDIENCE = "appliance-api"
 MAX_TOKEN_CHARS = 8192
 RELOAD_AFTER_S = 5.0
+VERIFIED_FOR_S = 30.0
+VERIFIED_MAX = 4096
 TokenType = Literal["access", "refresh", "app"]
 
 
@@ -55,9 +72,11 @@ class Issued:
 
 
 class TokenAuthority:
-    def __init__(self, keys: SigningKeys | HmacKey) -> None:
+    def __init__(self, keys: SigningKeys | HmacKey, clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
+        self.clock = clock
         self._reloaded_at = 0.0
+        self._verified: dict[str, tuple[float, str, Claims]] = {}  # token -> (remembered until, kid, claims)
 
     @property
     def algorithm(self) -> str:
@@ -87,6 +106,22 @@ class TokenAuthority:
     def verify(self, token: str, *, accept: tuple[TokenType, ...] = ("access", "app")) -> Claims:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenError(f"token is empty or longer than {MAX_TOKEN_CHARS} characters")
+        now = self.clock()
+        remembered = self._verified.get(token)
+        if remembered is not None and remembered[0] > now and self.keys.accepts(remembered[1]):
+            claims = remembered[2]
+        else:
+            self._verified.pop(token, None)
+            kid, claims = self._checked(token)
+            if len(self._verified) >= VERIFIED_MAX:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = (min(now + VERIFIED_FOR_S, claims.exp), kid, claims)
+        if claims.typ not in accept:
+            raise TokenError(f"a {claims.typ} token cannot be used here (this needs {' or '.join(accept)})")
+        return claims
+
+    def _checked(self, token: str) -> tuple[str, Claims]:
+        """The key id and claims of ``token`` after every check: key, signature, audience, issuer, times."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -103,9 +138,6 @@ class TokenAuthority:
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"token is not valid: {exc}") from None
         try:
-            claims = Claims.model_validate(data)
+            return kid, Claims.model_validate(data)
         except ValidationError as exc:
             raise TokenError(f"token claims are not valid: {exc.errors()[0]['msg']}") from None
-        if claims.typ not in accept:
-            raise TokenError(f"a {claims.typ} token cannot be used here (this needs {' or '.join(accept)})")
-        return claims
