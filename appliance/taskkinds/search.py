@@ -94,13 +94,13 @@ def language_of(query: str) -> Language:
 def report(query: str, answer_text: str, citations: list[dict[str, Any]]) -> str:
     language = language_of(query)
 
-    def words(code: str, **args: str | int) -> str:
+    def text(code: str, **args: str | int) -> str:
         return render(f"search.{code}", args, language)
 
-    notes = "\n".join(words("note", n=c["n"], id=c["memory_id"], source=c["source"], snippet=c["snippet"])
+    notes = "\n".join(text("note", n=c["n"], id=c["memory_id"], source=c["source"], snippet=c["snippet"])
                       for c in citations)
-    return f"# {query}\n\n{answer_text or words('no_answer')}\n\n## {words('notes')}\n\n" \
-           f"{notes or words('none_found')}\n"
+    return f"# {query}\n\n{answer_text or text('no_answer')}\n\n## {text('notes')}\n\n" \
+           f"{notes or text('none_found')}\n"
 
 
 async def run(running: Running, fields: SearchFields) -> JsonValue:
