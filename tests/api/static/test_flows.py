@@ -258,6 +258,9 @@ def test_a_chat_streams_token_by_token_with_citations(open_page: OpenPage) -> No
     expect(page.locator("#remember-form .notice")).to_contain_text("Remembered")
 
     page.get_by_role("link", name="Chat").click()
+    # The page is drawn after the click returns: watch the log only once it exists (a race that
+    # failed this test now and then on loaded machines: "parameter 1 is not of type 'Node'").
+    expect(page.locator("#chat-log")).to_be_attached()
     page.evaluate("""() => {
         window.shown = [];  // the answer's text each time it changes on screen
         new MutationObserver(() => {
