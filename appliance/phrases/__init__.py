@@ -34,9 +34,13 @@ Arg = str | int | float | bool
 
 @cache
 def catalogue(language: Language) -> dict[str, str]:
-    with (FOLDER / f"{language}.json").open(encoding="utf-8") as file:
-        loaded: dict[str, str] = json.load(file)
-    return loaded
+    """The words of ``language`` by code; empty when its file cannot be read (rule 3: the codes show)."""
+    try:
+        with (FOLDER / f"{language}.json").open(encoding="utf-8") as file:
+            loaded = json.load(file)
+    except (OSError, ValueError):
+        return {}
+    return {str(code): str(text) for code, text in loaded.items()} if isinstance(loaded, dict) else {}
 
 
 def render(code: str, args: Mapping[str, Arg], language: Language = "en") -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from appliance import phrases
 from appliance.phrases import LANGUAGES, PLACEHOLDER, Phrase, PhraseWire, catalogue, render, said
 from appliance.validation import PHRASED_TYPES
 
@@ -86,6 +87,21 @@ def test_rendering() -> None:
     hostile = Phrase("schedule.not_found", name="{name}{__class__}" + "\u200b😀" * 3, extra="x")
     assert str(hostile) == "no schedule '{name}{__class__}\u200b😀\u200b😀\u200b😀'"
     assert Phrase("task.not_found", id=1) == Phrase("task.not_found", id=1) != Phrase("task.not_found", id=2)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"{not json", b"[1, 2]", b"\xff\xfe"])
+def test_a_missing_or_spoiled_catalogue_shows_the_codes_and_never_raises(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None) -> None:
+    if content is not None:
+        (tmp_path / "en.json").write_bytes(content)
+    monkeypatch.setattr(phrases, "FOLDER", tmp_path)
+    catalogue.cache_clear()
+    try:
+        assert str(Phrase("memory.not_found", id=7)) == "memory.not_found"
+    finally:
+        monkeypatch.undo()
+        catalogue.cache_clear()
+    assert str(Phrase("memory.not_found", id=7)) == "no memory with id 7"
 
 
 def test_said_keeps_the_phrase_an_exception_was_raised_with() -> None:
