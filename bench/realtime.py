@@ -77,7 +77,7 @@ async def listen_clients(port: int, token: str, clients: int, started: float, se
     return latencies
 
 
-async def fan_out(port: int, token: str, clients: int, seconds: float, api_pid: int,
+async def fan_out(port: int, tokens: list[str], clients: int, seconds: float, api_pid: int,
                   processes: int) -> tuple[list[float], float]:
     """The clients split across ``processes`` processes of their own, so that one process's event-loop
     lag is not in every client's latency; the api process's CPU over the listening window."""
@@ -85,7 +85,7 @@ async def fan_out(port: int, token: str, clients: int, seconds: float, api_pid: 
     shares = [clients // processes + (i < clients % processes) for i in range(processes)]
     children = [await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--listen", str(port), token, str(share), str(started), str(seconds),
-        stdout=asyncio.subprocess.PIPE) for share in shares]
+        stdout=asyncio.subprocess.PIPE) for share, token in zip(shares, tokens, strict=True)]
     await asyncio.sleep(max(0.0, started - time.time()))
     cpu_before = cpu_s(api_pid)
     outputs = await asyncio.gather(*(child.communicate() for child in children))
@@ -135,10 +135,17 @@ async def measure(config: Path, args: argparse.Namespace, api_pid: int
     try:
         for client in clients.values():
             await wait_ready(client)
-        token = (await asyncio.to_thread(subprocess.run, [
-            sys.executable, "-m", "appliance", "--config", str(config), "token", "create", "--role", "viewer"],
-            capture_output=True, text=True, check=True)).stdout.split()[-1]
-        latencies, cpu = await fan_out(loaded.api.port, token, args.clients, args.seconds, api_pid,
+        async def token_of(name: str) -> str:
+            made = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "appliance", "--config", str(config), "token", "create", "--role", "viewer",
+                "--name", name], capture_output=True, text=True, check=True)
+            return made.stdout.split()[-1]
+
+        # A token per client process: as many users as processes (each user's share of /control
+        # places is api.websocket.max_clients_per_user).
+        token = await token_of("realtime")
+        listeners = [await token_of(f"realtime-{n}") for n in range(args.client_processes)]
+        latencies, cpu = await fan_out(loaded.api.port, listeners, args.clients, args.seconds, api_pid,
                                        args.client_processes)
         return latencies, cpu, await streaming(loaded.api.port, token, clients["engine"], args.runs, args.tokens)
     finally:

@@ -70,7 +70,7 @@ class ConnectionGuard:
     cap: int
     head_timeout_s: float
     socket_cap: int
-    socket_cap_per_user: int = 32
+    socket_cap_per_user: int = 256
     unauthenticated_cap_per_address: int = 64
     clock: Callable[[], float] = time.monotonic
     # By aiohttp's handler (web_protocol.RequestHandler), in the order they last became idle (opened,

@@ -201,7 +201,9 @@ class WebSocketConfig(Section):
     max_inflight: int = Field(16, ge=1, le=1000, description="requests one connection may have running at once")
     max_clients: int = Field(1000, ge=1, le=100_000, description="/control sockets open at once; past it a new one "
                                                                  "is answered 503 (counted in the api's health)")
-    max_clients_per_user: int = Field(32, ge=1, le=100_000, description="/control sockets one user (a token's "
+    # A quarter of max_clients: a fleet of panels sharing one app token still fits; a stolen token
+    # cannot take every place (the soak's 50 sockets and bench-realtime's 125 per token fit too).
+    max_clients_per_user: int = Field(256, ge=1, le=100_000, description="/control sockets one user (a token's "
                                       "subject) may hold; past it 429, or close 4429 after an auth frame")
     max_unauthenticated_per_address: int = Field(64, ge=1, le=100_000, description="/control sockets from one "
                                                  "address not authenticated yet; past it 503")
