@@ -97,7 +97,7 @@ class IpcClient(Generic[S]):
             retry = error.get("retry_after_s")
             return error_from_wire(str(error["code"]), f"{self._where(endpoint)}: {error['message']}",
                                    float(retry) if isinstance(retry, (int, float)) else None,
-                                   _phrase(error.get("phrase")))
+                                   PhraseWire.lenient(error.get("phrase")))
         except (ValueError, KeyError, TypeError):
             return IpcError(f"{self._where(endpoint)}: HTTP {status} without an error body")
 
@@ -117,11 +117,3 @@ class IpcClient(Generic[S]):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _phrase(wire: object) -> PhraseWire | None:
-    """An error's phrase; a malformed one is dropped (the English message still says it all)."""
-    try:
-        return PhraseWire.model_validate(wire) if wire is not None else None
-    except ValidationError:
-        return None

@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Language = Literal["en", "zh"]
 LANGUAGES: tuple[Language, ...] = ("en", "zh")
@@ -90,6 +90,17 @@ class PhraseWire(BaseModel):
 
     def phrase(self) -> Phrase:
         return Phrase(self.code, **self.args)
+
+    @classmethod
+    def lenient(cls, value: object) -> PhraseWire | None:
+        """A phrase from a peer's reply (decoded JSON) or a stored column (JSON text); a malformed one
+        is left out, never an error: the English text beside it still says it all."""
+        try:
+            if value is None:
+                return None
+            return cls.model_validate_json(value) if isinstance(value, str) else cls.model_validate(value)
+        except ValidationError:
+            return None
 
 
 def words(text: str | Phrase) -> tuple[str, PhraseWire | None]:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import apsw
-from pydantic import ValidationError
 
 from appliance.phrases import Phrase, PhraseWire
 from appliance.protocol.schedules import SchedulePut, StoredSchedule, StoredSchedules
@@ -58,17 +57,7 @@ def _task(row: tuple[Any, ...]) -> TaskRow:
         "schedule": schedule, "created_at": created, "updated_at": updated, "started_at": started,
         "finished_at": finished, "progress": progress, "attempts": attempts, "max_attempts": max_attempts,
         "not_before": not_before, "result": json.loads(result) if result is not None else None, "error": error,
-        "last_seq": last_seq, "approved_by": approved_by, "error_phrase": _phrase(error_phrase)})
-
-
-def _phrase(stored: str | None) -> PhraseWire | None:
-    """A stored phrase; one that no longer validates (a code renamed since) is left out, not an error."""
-    if stored is None:
-        return None
-    try:
-        return PhraseWire.model_validate_json(stored)
-    except ValidationError:
-        return None
+        "last_seq": last_seq, "approved_by": approved_by, "error_phrase": PhraseWire.lenient(error_phrase)})
 
 
 class TaskBook:
@@ -113,7 +102,7 @@ class TaskBook:
         task = self.get(query.id)
         rows = fetch_all(self.conn, "SELECT seq, at, message, data, phrase FROM task_steps WHERE task_id = ? "
                                     "AND seq > ? ORDER BY seq LIMIT ?", (query.id, query.after_seq, query.steps))
-        return TaskDetail(task=task, steps=[StepRow(seq=seq, at=at, message=message, phrase=_phrase(phrase),
+        return TaskDetail(task=task, steps=[StepRow(seq=seq, at=at, message=message, phrase=PhraseWire.lenient(phrase),
                                                     data=json.loads(data) if data is not None else None)
                                             for seq, at, message, data, phrase in rows])
 
